@@ -1,0 +1,147 @@
+// common.cuh — helpers shared by every kernel file: 16-byte vector loads/stores of __half, warp and
+// block reductions, and thin wrappers over the PTX instructions the tensor-core kernels use
+// (cp.async, ldmatrix, mma.sync m16n8k16). Only <cuda_fp16.h> is included so that the same sources
+// compile under NVRTC, which has no C/C++ standard headers.
+#pragma once
+
+#include <cuda_fp16.h>
+
+#define LAV2_DEV __device__ __forceinline__
+
+// NVRTC has neither <math.h> nor <cfloat>; spell the constants out.
+#define LAV2_NEG_INF (__int_as_float(0xff800000))
+#define LAV2_POS_INF (__int_as_float(0x7f800000))
+// A finite "minus infinity" for running maxima: exp2f(LAV2_NEG_BIG - m) underflows to 0 for any
+// realistic m, while (LAV2_NEG_BIG - LAV2_NEG_BIG) stays 0 instead of the NaN that inf - inf gives.
+#define LAV2_NEG_BIG (-1.0e30f)
+#define LAV2_LOG2E 1.4426950408889634f
+#define LAV2_INT_MAX 2147483647
+
+namespace lav2 {
+
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+LAV2_DEV int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+LAV2_DEV bool aligned16(const void* p) { return (reinterpret_cast<u64>(p) & 15ull) == 0; }
+LAV2_DEV bool aligned8(const void* p) { return (reinterpret_cast<u64>(p) & 7ull) == 0; }
+LAV2_DEV bool aligned4(const void* p) { return (reinterpret_cast<u64>(p) & 3ull) == 0; }
+
+// ---------------------------------------------------------------------------------------------
+// 8 x __half <-> uint4 (one 16-byte transaction)
+// ---------------------------------------------------------------------------------------------
+
+LAV2_DEV void unpack8(const uint4& v, float (&f)[8]) {
+    const __half2* h = reinterpret_cast<const __half2*>(&v);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        float2 t = __half22float2(h[i]);
+        f[2 * i] = t.x;
+        f[2 * i + 1] = t.y;
+    }
+}
+
+LAV2_DEV uint4 pack8(const float (&f)[8]) {
+    uint4 v;
+    __half2* h = reinterpret_cast<__half2*>(&v);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) h[i] = __floats2half2_rn(f[2 * i], f[2 * i + 1]);
+    return v;
+}
+
+// Read-only, not kept in L1: for weights that are streamed once per step and would otherwise evict
+// the activations every warp re-reads.
+LAV2_DEV uint4 ld_stream16(const void* p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+LAV2_DEV uint4 ld_nc16(const void* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+
+// ---------------------------------------------------------------------------------------------
+// Reductions
+// ---------------------------------------------------------------------------------------------
+
+LAV2_DEV float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+LAV2_DEV float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Sum over the whole block; every thread gets the result. blockDim.x must be a multiple of 32
+// (<= 1024). `scratch` holds 32 floats; the trailing barrier lets callers reuse it right away.
+LAV2_DEV float block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    v = warp_sum(v);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float t = lane < nwarps ? scratch[lane] : 0.0f;
+    t = warp_sum(t);
+    __syncthreads();
+    return t;
+}
+
+LAV2_DEV float block_max(float v, float* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    v = warp_max(v);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float t = lane < nwarps ? scratch[lane] : LAV2_NEG_INF;
+    t = warp_max(t);
+    __syncthreads();
+    return t;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ampere+ asynchronous copies and tensor-core fragments (valid for sm_80 PTX and sm_90a)
+// ---------------------------------------------------------------------------------------------
+
+LAV2_DEV u32 smem_u32(const void* p) { return static_cast<u32>(__cvta_generic_to_shared(p)); }
+
+// 16-byte global->shared copy; src_bytes < 16 zero-fills the tail (0 = pure zero fill, no read).
+LAV2_DEV void cp_async16(void* smem, const void* gmem, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)), "l"(gmem),
+                 "r"(src_bytes));
+}
+LAV2_DEV void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+LAV2_DEV void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+LAV2_DEV void ldmatrix_x4(u32& r0, u32& r1, u32& r2, u32& r3, const void* smem) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(smem_u32(smem)));
+}
+LAV2_DEV void ldmatrix_x4_trans(u32& r0, u32& r1, u32& r2, u32& r3, const void* smem) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(smem_u32(smem)));
+}
+
+// D = A(16x16, row) * B(16x8, col) + D, f16 inputs, f32 accumulators.
+LAV2_DEV void mma_16816(float (&d)[4], const u32 (&a)[4], u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+LAV2_DEV u32 pack_half2(float lo, float hi) {
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<u32*>(&h);
+}
+
+}  // namespace lav2

@@ -1,0 +1,340 @@
+// matmul.cu — linear layers y = x · Wᵀ with the fused epilogue
+//   y[r, o] = out_scale[o] * (Σ_k x[r, k] * w[o, k] + bias[o]) + residual[r, o]
+// x: [rows, K] f16, w: [N, K] f16 (row-major, PyTorch's [out_features, in_features]),
+// bias / out_scale: [N] f16, residual: [rows, N], y: [rows, N]; bias, out_scale and residual may each be
+// nullptr. f32 accumulation. The *_f16 kernels write f16 (residual f16); the *_f16f32 kernels write
+// f32 (residual f32), for the LM head. y may be the same buffer as residual (in-place residual add).
+//   gemv   — decode (rows ≤ ~8): one warp per output feature, weights streamed with 16-byte loads.
+//   gemm   — prefill: tensor cores (mma.sync m16n8k16), 128x128x32 block tiles, 3-stage cp.async
+//            pipeline; gemm64 is the same with 64x64 tiles, for grids too small to fill the GPU.
+// Any M/N/K works: edges are zero-filled; when K % 8 != 0 or a pointer is not 16-byte aligned the tile
+// loads fall back to scalar loads (same tensor-core math).
+#include "common.cuh"
+
+using namespace lav2;
+
+namespace {
+
+template <typename T>
+struct Out;
+template <>
+struct Out<__half> {
+    static LAV2_DEV float load(const __half* p) { return __half2float(*p); }
+    static LAV2_DEV void store(__half* p, float v) { *p = __float2half_rn(v); }
+    // Two adjacent elements; caller guarantees 4-byte alignment.
+    static LAV2_DEV float2 load2(const __half* p) { return __half22float2(*reinterpret_cast<const __half2*>(p)); }
+    static LAV2_DEV void store2(__half* p, float a, float b) {
+        *reinterpret_cast<__half2*>(p) = __floats2half2_rn(a, b);
+    }
+    static constexpr int align2 = 4;
+};
+template <>
+struct Out<float> {
+    static LAV2_DEV float load(const float* p) { return *p; }
+    static LAV2_DEV void store(float* p, float v) { *p = v; }
+    static LAV2_DEV float2 load2(const float* p) { return *reinterpret_cast<const float2*>(p); }
+    static LAV2_DEV void store2(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = make_float2(a, b); }
+    static constexpr int align2 = 8;
+};
+
+template <typename T>
+LAV2_DEV float epilogue(float acc, int o, const __half* bias, const __half* scale) {
+    if (bias) acc += __half2float(bias[o]);
+    if (scale) acc *= __half2float(scale[o]);
+    return acc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMV: block = 256 threads = 8 warps, warp w of block b computes feature o = 8b + w for up to
+// GEMV_ROWS rows (grid.y walks further row groups). The weight row is read exactly once per row
+// group, 16 bytes per lane and GEMV_UNROLL loads in flight, which is what decode is bound by.
+// ---------------------------------------------------------------------------------------------
+constexpr int GEMV_WARPS = 8;
+constexpr int GEMV_ROWS = 4;
+constexpr int GEMV_UNROLL = 4;
+
+template <typename T>
+LAV2_DEV void gemv(const __half* __restrict__ x, const __half* __restrict__ w, const __half* bias,
+                   const __half* scale, const T* residual, T* y, int rows, int K, int N) {
+    const int lane = threadIdx.x & 31;
+    const int o = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    const int r0 = blockIdx.y * GEMV_ROWS;
+    if (o >= N || r0 >= rows) return;
+    const int nr = min(GEMV_ROWS, rows - r0);
+    const __half* xr = x + (long long)r0 * K;
+    const __half* wr = w + (long long)o * K;
+
+    float acc[GEMV_ROWS];
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; ++r) acc[r] = 0.0f;
+
+    const bool vec = (K & 7) == 0 && aligned16(x) && aligned16(w);
+    if (vec) {
+        const int nck = K >> 3;
+        const uint4* w4 = reinterpret_cast<const uint4*>(wr);
+        const uint4* x4 = reinterpret_cast<const uint4*>(xr);
+        int c = lane;
+        for (; c + 32 * (GEMV_UNROLL - 1) < nck; c += 32 * GEMV_UNROLL) {
+            uint4 wv[GEMV_UNROLL];
+#pragma unroll
+            for (int u = 0; u < GEMV_UNROLL; ++u) wv[u] = ld_stream16(w4 + c + 32 * u);
+#pragma unroll
+            for (int u = 0; u < GEMV_UNROLL; ++u) {
+                float wf[8];
+                unpack8(wv[u], wf);
+#pragma unroll
+                for (int r = 0; r < GEMV_ROWS; ++r) {
+                    if (r < nr) {
+                        float xf[8];
+                        unpack8(__ldg(x4 + (long long)r * nck + c + 32 * u), xf);
+#pragma unroll
+                        for (int j = 0; j < 8; ++j) acc[r] = fmaf(xf[j], wf[j], acc[r]);
+                    }
+                }
+            }
+        }
+        for (; c < nck; c += 32) {
+            float wf[8];
+            unpack8(ld_stream16(w4 + c), wf);
+#pragma unroll
+            for (int r = 0; r < GEMV_ROWS; ++r) {
+                if (r < nr) {
+                    float xf[8];
+                    unpack8(__ldg(x4 + (long long)r * nck + c), xf);
+#pragma unroll
+                    for (int j = 0; j < 8; ++j) acc[r] = fmaf(xf[j], wf[j], acc[r]);
+                }
+            }
+        }
+    } else {
+        for (int k = lane; k < K; k += 32) {
+            const float wf = __half2float(wr[k]);
+#pragma unroll
+            for (int r = 0; r < GEMV_ROWS; ++r)
+                if (r < nr) acc[r] = fmaf(__half2float(xr[(long long)r * K + k]), wf, acc[r]);
+        }
+    }
+
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; ++r) acc[r] = warp_sum(acc[r]);
+    // Lane r finishes row r so the stores of one warp go out together.
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; ++r) {
+        if (lane == r && r < nr) {
+            const long long idx = (long long)(r0 + r) * N + o;
+            float v = epilogue<T>(acc[r], o, bias, scale);
+            if (residual) v += Out<T>::load(residual + idx);
+            Out<T>::store(y + idx, v);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tensor-core GEMM. Shared tiles are [rows][32 halves] with the four 16-byte chunks of a row XOR-
+// swizzled by (row >> 1) & 3, so both the cp.async stores and the 8-row ldmatrix reads hit 32
+// distinct banks without padding (which keeps 3 stages of 128x128 inside the 48 KB static limit).
+// ---------------------------------------------------------------------------------------------
+constexpr int BK = 32;
+
+LAV2_DEV int swz(int row, int chunk) { return row * BK + ((chunk ^ ((row >> 1) & 3)) << 3); }
+
+template <int BM, int BN, int WM, int WN, int STAGES, typename T>
+LAV2_DEV void gemm_tc(const __half* __restrict__ A, const __half* __restrict__ W, const __half* bias,
+                      const __half* scale, const T* residual, T* Y, int M, int K, int N) {
+    constexpr int THREADS = WM * WN * 32;
+    constexpr int TM = BM / WM, TN = BN / WN;  // warp tile
+    constexpr int MT = TM / 16, NT = TN / 8;   // mma tiles per warp
+    static_assert(NT % 2 == 0, "B fragments are loaded two n-tiles at a time");
+    constexpr int CHUNKS = (BM + BN) * (BK / 8);
+    static_assert(CHUNKS % THREADS == 0, "every thread loads the same number of chunks");
+    constexpr int STAGE_ELEMS = (BM + BN) * BK;
+
+    __shared__ __align__(128) __half smem[STAGES * STAGE_ELEMS];
+
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int wm = warp / WN, wn = warp % WN;
+    const int bm = blockIdx.y * BM, bn = blockIdx.x * BN;
+    const int KT = ceil_div(K, BK);
+    const bool fast = (K & 7) == 0 && aligned16(A) && aligned16(W);
+
+    auto load_tile = [&](int stage, int kt) {
+        __half* s = smem + stage * STAGE_ELEMS;
+        const int k0 = kt * BK;
+#pragma unroll
+        for (int j = 0; j < CHUNKS / THREADS; ++j) {
+            const int i = tid + j * THREADS;
+            const int row = i >> 2, ck = i & 3;
+            const int k = k0 + ck * 8;
+            const __half* src;
+            bool valid;
+            int kmax;
+            if (row < BM) {
+                const int m = bm + row;
+                valid = m < M;
+                src = A + (long long)(valid ? m : 0) * K;
+            } else {
+                const int n = bn + row - BM;
+                valid = n < N;
+                src = W + (long long)(valid ? n : 0) * K;
+            }
+            kmax = K;
+            __half* dst = s + swz(row, ck);
+            if (fast) {
+                const bool in = valid && k < kmax;
+                cp_async16(dst, in ? src + k : A, in ? 16 : 0);
+            } else {
+                __align__(16) __half v[8];
+#pragma unroll
+                for (int e = 0; e < 8; ++e)
+                    v[e] = (valid && k + e < kmax) ? src[k + e] : __float2half_rn(0.0f);
+                *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(v);
+            }
+        }
+    };
+
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int a = 0; a < MT; ++a)
+#pragma unroll
+        for (int b = 0; b < NT; ++b)
+#pragma unroll
+            for (int c = 0; c < 4; ++c) acc[a][b][c] = 0.0f;
+
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) {
+        if (s < KT) load_tile(s, s);
+        cp_async_commit();
+    }
+
+    for (int kt = 0; kt < KT; ++kt) {
+        cp_async_wait<STAGES - 2>();
+        __syncthreads();
+        {
+            const int nk = kt + STAGES - 1;
+            if (nk < KT) load_tile(nk % STAGES, nk);
+            cp_async_commit();
+        }
+        const __half* sA = smem + (kt % STAGES) * STAGE_ELEMS;
+        const __half* sB = sA + BM * BK;
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; ++kk) {
+            u32 af[MT][4];
+            u32 bf[NT][2];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                const int row = wm * TM + mt * 16 + (lane & 15);
+                ldmatrix_x4(af[mt][0], af[mt][1], af[mt][2], af[mt][3], sA + swz(row, kk * 2 + (lane >> 4)));
+            }
+#pragma unroll
+            for (int np = 0; np < NT / 2; ++np) {
+                const int row = wn * TN + np * 16 + (lane & 7) + ((lane >> 4) << 3);
+                ldmatrix_x4(bf[2 * np][0], bf[2 * np][1], bf[2 * np + 1][0], bf[2 * np + 1][1],
+                            sB + swz(row, kk * 2 + ((lane >> 3) & 1)));
+            }
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt) mma_16816(acc[mt][nt], af[mt], bf[nt][0], bf[nt][1]);
+        }
+    }
+    cp_async_wait<0>();
+
+    const bool pair_ok = (N & 1) == 0 && (reinterpret_cast<u64>(Y) % Out<T>::align2) == 0 &&
+                         (!residual || (reinterpret_cast<u64>(residual) % Out<T>::align2) == 0);
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            const int col = bn + wn * TN + nt * 8 + (lane & 3) * 2;
+            if (col >= N) continue;
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int row = bm + wm * TM + mt * 16 + (lane >> 2) + h * 8;
+                if (row >= M) continue;
+                const long long idx = (long long)row * N + col;
+                float v0 = epilogue<T>(acc[mt][nt][2 * h], col, bias, scale);
+                if (pair_ok) {  // N even and col even, so col + 1 < N as well
+                    float v1 = epilogue<T>(acc[mt][nt][2 * h + 1], col + 1, bias, scale);
+                    if (residual) {
+                        const float2 r = Out<T>::load2(residual + idx);
+                        v0 += r.x;
+                        v1 += r.y;
+                    }
+                    Out<T>::store2(Y + idx, v0, v1);
+                } else {
+                    if (residual) v0 += Out<T>::load(residual + idx);
+                    Out<T>::store(Y + idx, v0);
+                    if (col + 1 < N) {
+                        float v1 = epilogue<T>(acc[mt][nt][2 * h + 1], col + 1, bias, scale);
+                        if (residual) v1 += Out<T>::load(residual + idx + 1);
+                        Out<T>::store(Y + idx + 1, v1);
+                    }
+                }
+            }
+        }
+    }
+}
+
+LAV2_DEV float silu(float g) { return g / (1.0f + expf(-g)); }
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Entry points
+// ---------------------------------------------------------------------------------------------
+
+extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32)
+    matmul_gemv_f16(const __half* x, const __half* w, const __half* bias, const __half* out_scale,
+                    const __half* residual, __half* y, int rows, int in_features, int out_features) {
+    gemv<__half>(x, w, bias, out_scale, residual, y, rows, in_features, out_features);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32)
+    matmul_gemv_f16f32(const __half* x, const __half* w, const __half* bias, const __half* out_scale,
+                       const float* residual, float* y, int rows, int in_features, int out_features) {
+    gemv<float>(x, w, bias, out_scale, residual, y, rows, in_features, out_features);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    matmul_gemm_f16(const __half* x, const __half* w, const __half* bias, const __half* out_scale,
+                    const __half* residual, __half* y, int rows, int in_features, int out_features) {
+    gemm_tc<128, 128, 2, 4, 3, __half>(x, w, bias, out_scale, residual, y, rows, in_features, out_features);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    matmul_gemm_f16f32(const __half* x, const __half* w, const __half* bias, const __half* out_scale,
+                       const float* residual, float* y, int rows, int in_features, int out_features) {
+    gemm_tc<128, 128, 2, 4, 3, float>(x, w, bias, out_scale, residual, y, rows, in_features, out_features);
+}
+
+extern "C" __global__ void __launch_bounds__(128)
+    matmul_gemm64_f16(const __half* x, const __half* w, const __half* bias, const __half* out_scale,
+                      const __half* residual, __half* y, int rows, int in_features, int out_features) {
+    gemm_tc<64, 64, 2, 2, 4, __half>(x, w, bias, out_scale, residual, y, rows, in_features, out_features);
+}
+
+extern "C" __global__ void __launch_bounds__(128)
+    matmul_gemm64_f16f32(const __half* x, const __half* w, const __half* bias, const __half* out_scale,
+                         const float* residual, float* y, int rows, int in_features, int out_features) {
+    gemm_tc<64, 64, 2, 2, 4, float>(x, w, bias, out_scale, residual, y, rows, in_features, out_features);
+}
+
+// out = silu(gate) * up, elementwise over n; the SwiGLU between w1/w3 and w2. In place is fine.
+extern "C" __global__ void silu_mul_f16(const __half* gate, const __half* up, __half* out, int n) {
+    const int stride = gridDim.x * blockDim.x;
+    const int tid = blockIdx.x * blockDim.x + threadIdx.x;
+    if ((n & 7) == 0 && aligned16(gate) && aligned16(up) && aligned16(out)) {
+        const int n8 = n >> 3;
+        for (int i = tid; i < n8; i += stride) {
+            float g[8], u[8];
+            unpack8(reinterpret_cast<const uint4*>(gate)[i], g);
+            unpack8(reinterpret_cast<const uint4*>(up)[i], u);
+#pragma unroll
+            for (int j = 0; j < 8; ++j) g[j] = silu(g[j]) * u[j];
+            reinterpret_cast<uint4*>(out)[i] = pack8(g);
+        }
+    } else {
+        for (int i = tid; i < n; i += stride)
+            out[i] = __float2half_rn(silu(__half2float(gate[i])) * __half2float(up[i]));
+    }
+}

@@ -1,0 +1,79 @@
+//! Backends execute planned graphs. The CPU backend is the float32 reference; the CUDA
+//! backend runs the same graphs with the kernels in `kernels/`.
+
+pub mod cpu;
+pub mod cuda;
+
+use anyhow::{bail, Result};
+
+use crate::graph::plan::Plan;
+use crate::graph::{Graph, StateDesc, TensorId};
+use crate::tensor::HostTensor;
+
+/// A prepared graph inside a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProgramId(pub usize);
+
+pub enum HostData<'a> {
+    I32(&'a [i32]),
+    F32(&'a [f32]),
+}
+
+pub trait Backend {
+    /// One line naming the device, for logs and benchmark reports.
+    fn describe(&self) -> String;
+    /// Bytes per element of `Act` tensors (4 for f32, 2 for f16).
+    fn act_bytes(&self) -> usize;
+    /// Uploads every weight once; graphs refer to them by index.
+    fn load_weights(&mut self, weights: &[HostTensor]) -> Result<()>;
+    /// Allocates the persistent state (KV cache, prompt K/V), zero-filled.
+    fn alloc_states(&mut self, states: &[StateDesc]) -> Result<()>;
+    /// Keeps a planned graph and allocates what it needs.
+    fn prepare(&mut self, graph: &Graph, plan: &Plan) -> Result<ProgramId>;
+    fn write_input(&mut self, program: ProgramId, tensor: TensorId, data: HostData) -> Result<()>;
+    fn run(&mut self, program: ProgramId) -> Result<()>;
+    fn read_f32(&mut self, program: ProgramId, tensor: TensorId) -> Result<Vec<f32>>;
+}
+
+/// What `--device` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceChoice {
+    Cpu,
+    Cuda,
+    /// CUDA when a usable GPU is present, else the CPU with a one-line notice.
+    Auto,
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda),
+            "auto" => Ok(DeviceChoice::Auto),
+            other => Err(format!("unknown device '{other}' (expected cpu, cuda or auto)")),
+        }
+    }
+}
+
+/// Opens the backend `choice` names.
+pub fn open(choice: DeviceChoice) -> Result<Box<dyn Backend>> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Box::new(cpu::CpuBackend::new())),
+        DeviceChoice::Cuda => Ok(Box::new(cuda::CudaBackend::new()?)),
+        DeviceChoice::Auto => match cuda::CudaBackend::new() {
+            Ok(b) => Ok(Box::new(b)),
+            Err(e) => {
+                eprintln!("lav2: CUDA unavailable ({e}); running on the CPU");
+                Ok(Box::new(cpu::CpuBackend::new()))
+            }
+        },
+    }
+}
+
+pub(crate) fn check_program(count: usize, program: ProgramId) -> Result<()> {
+    if program.0 >= count {
+        bail!("internal error: unknown program {}", program.0);
+    }
+    Ok(())
+}

@@ -1,0 +1,270 @@
+//! Prompt templates, sampling (greedy, temperature + top-p with the authors' rule) and the
+//! generation loop over a [`Session`].
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+
+use crate::session::Session;
+
+/// The prompt formats of the LLaMA-Adapter releases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Template {
+    /// The prompt as given.
+    None,
+    /// Stanford Alpaca's instruction format, as the authors' demos use it.
+    Alpaca,
+}
+
+impl std::str::FromStr for Template {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Template::None),
+            "alpaca" => Ok(Template::Alpaca),
+            other => Err(format!("unknown template '{other}' (expected none or alpaca)")),
+        }
+    }
+}
+
+const ALPACA_NO_INPUT: &str = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:";
+const ALPACA_WITH_INPUT: &str = "Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:";
+
+/// Formats the text the model sees. `context` fills the template's input slot.
+pub fn format_prompt(template: Template, instruction: &str, context: Option<&str>) -> Result<String> {
+    Ok(match (template, context) {
+        (Template::None, None) => instruction.to_string(),
+        (Template::None, Some(_)) => {
+            bail!("--context needs a template with an input slot (use --template alpaca)")
+        }
+        (Template::Alpaca, None) => ALPACA_NO_INPUT.replace("{instruction}", instruction),
+        (Template::Alpaca, Some(input)) => ALPACA_WITH_INPUT
+            .replace("{instruction}", instruction)
+            .replace("{input}", input),
+    })
+}
+
+#[derive(Clone, Debug)]
+pub struct SamplingOptions {
+    /// 0 means greedy.
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: u64,
+    pub max_new_tokens: usize,
+    /// Keep generating past EOS (benchmarks, and references that generate a fixed count).
+    pub ignore_eos: bool,
+}
+
+impl Default for SamplingOptions {
+    /// The authors' defaults.
+    fn default() -> Self {
+        SamplingOptions {
+            temperature: 0.1,
+            top_p: 0.75,
+            seed: 0,
+            max_new_tokens: 256,
+            ignore_eos: false,
+        }
+    }
+}
+
+impl SamplingOptions {
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            bail!("--temperature must be a finite number ≥ 0, got {}", self.temperature);
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            bail!("--top-p must be in (0, 1], got {}", self.top_p);
+        }
+        Ok(())
+    }
+}
+
+/// A small seeded generator (SplitMix64), so a seed gives the same text on every machine.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Index of the largest logit; the first one on ties.
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// The authors' `sample_top_p`: softmax(logits / T), sort descending, drop tokens whose
+/// preceding cumulative probability already exceeds `top_p`, renormalize, draw with `u`.
+pub fn sample_top_p(logits: &[f32], temperature: f32, top_p: f32, u: f64) -> u32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut probs: Vec<(f64, u32)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| ((((l - max) / temperature) as f64).exp(), i as u32))
+        .collect();
+    let total: f64 = probs.iter().map(|p| p.0).sum();
+    for p in probs.iter_mut() {
+        p.0 /= total;
+    }
+    probs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut kept = 0;
+    let mut cum = 0.0;
+    for p in &probs {
+        if cum > top_p as f64 {
+            break;
+        }
+        cum += p.0;
+        kept += 1;
+    }
+    let kept_total: f64 = probs[..kept].iter().map(|p| p.0).sum();
+    let target = u * kept_total;
+    let mut run = 0.0;
+    for p in &probs[..kept] {
+        run += p.0;
+        if run > target {
+            return p.1;
+        }
+    }
+    probs[kept - 1].1
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    Eos,
+    MaxNewTokens,
+    ContextFull,
+}
+
+impl StopReason {
+    pub fn name(&self) -> &'static str {
+        match self {
+            StopReason::Eos => "eos",
+            StopReason::MaxNewTokens => "max_new_tokens",
+            StopReason::ContextFull => "context_full",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Generation {
+    pub ids: Vec<u32>,
+    pub stop: StopReason,
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+}
+
+/// Generates after `prompt_ids` (prompt K/V must already be set on the session), calling
+/// `on_token` for every new id as soon as it is chosen. EOS ends generation and is not returned.
+pub fn generate(
+    session: &mut Session,
+    prompt_ids: &[u32],
+    opts: &SamplingOptions,
+    mut on_token: impl FnMut(u32) -> Result<()>,
+) -> Result<Generation> {
+    opts.validate()?;
+    if prompt_ids.is_empty() {
+        bail!("the prompt is empty (not even BOS)");
+    }
+    let ctx = session.model().config.max_seq_len;
+    let eos = session.model().config.eos_id;
+    let mut rng = Rng::new(opts.seed);
+    let mut pick = |logits: &[f32]| {
+        if opts.temperature == 0.0 {
+            argmax(logits)
+        } else {
+            sample_top_p(logits, opts.temperature, opts.top_p, rng.uniform())
+        }
+    };
+    let t0 = Instant::now();
+    let logits = session.forward(prompt_ids, 0, false)?;
+    let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let t1 = Instant::now();
+    let mut ids = Vec::new();
+    let mut next = pick(&logits);
+    let mut pos = prompt_ids.len();
+    let stop = loop {
+        if ids.len() >= opts.max_new_tokens {
+            break StopReason::MaxNewTokens;
+        }
+        if next == eos && !opts.ignore_eos {
+            break StopReason::Eos;
+        }
+        ids.push(next);
+        on_token(next)?;
+        if ids.len() >= opts.max_new_tokens {
+            break StopReason::MaxNewTokens;
+        }
+        if pos >= ctx {
+            break StopReason::ContextFull;
+        }
+        let logits = session.forward(&[next], pos, false)?;
+        pos += 1;
+        next = pick(&logits);
+    };
+    Ok(Generation {
+        ids,
+        stop,
+        prefill_ms,
+        decode_ms: t1.elapsed().as_secs_f64() * 1e3,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_p_keeps_the_smallest_prefix_that_passes_p() {
+        // probs ≈ [0.5, 0.3, 0.2]: with p = 0.6 the first two are kept (0.5 ≤ 0.6 before the
+        // second), the third is dropped (0.8 > 0.6 before it).
+        let logits: Vec<f32> = [0.5f32, 0.3, 0.2].iter().map(|p| p.ln()).collect();
+        let mut seen = [0usize; 3];
+        let mut rng = Rng::new(7);
+        for _ in 0..2000 {
+            seen[sample_top_p(&logits, 1.0, 0.6, rng.uniform()) as usize] += 1;
+        }
+        assert_eq!(seen[2], 0);
+        let ratio = seen[0] as f64 / seen[1] as f64;
+        assert!((ratio - 5.0 / 3.0).abs() < 0.3, "ratio {ratio}");
+        // A tiny p keeps only the most likely token.
+        assert_eq!(sample_top_p(&logits, 1.0, 0.01, 0.99), 0);
+    }
+
+    #[test]
+    fn alpaca_strings_are_the_authors() {
+        let p = format_prompt(Template::Alpaca, "Say hi", None).unwrap();
+        assert!(p.starts_with("Below is an instruction that describes a task. Write"));
+        assert!(p.ends_with("### Instruction:\nSay hi\n\n### Response:"));
+        let p = format_prompt(Template::Alpaca, "Q", Some("ctx")).unwrap();
+        assert!(p.contains("paired with an input that provides further context."));
+        assert!(p.ends_with("### Instruction:\nQ\n\n### Input:\nctx\n\n### Response:"));
+        assert!(format_prompt(Template::None, "x", Some("y")).is_err());
+    }
+
+    #[test]
+    fn seeded_rng_is_reproducible() {
+        let a: Vec<u64> = (0..4).scan(Rng::new(3), |r, _| Some(r.next_u64())).collect();
+        let b: Vec<u64> = (0..4).scan(Rng::new(3), |r, _| Some(r.next_u64())).collect();
+        assert_eq!(a, b);
+    }
+}

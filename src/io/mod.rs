@@ -1,0 +1,4 @@
+//! Files a user brings: tokenizers, images.
+
+pub mod image;
+pub mod tokenizer;

@@ -1,0 +1,17 @@
+//! lav2: LLaMA-Adapter V2 served by a small graph executor, with a float32 CPU reference
+//! backend and hand-written CUDA kernels.
+//!
+//! Flow: files → [`model`] (validated weights) → [`graph`] (ops over tensor ids, planned
+//! buffers) → [`backend`] (CPU or CUDA) → [`session::Session`] → [`generate`].
+
+pub mod backend;
+pub mod generate;
+pub mod graph;
+pub mod io;
+pub mod model;
+pub mod session;
+pub mod tensor;
+
+pub use backend::DeviceChoice;
+pub use model::{LoadOptions, Model};
+pub use session::Session;

@@ -1,0 +1,372 @@
+//! The `lav2` command line.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use lav2::backend::{self, DeviceChoice};
+use lav2::generate::{self, SamplingOptions, Template};
+use lav2::io::{image::load_image, tokenizer::Tokenizer};
+use lav2::model::config::ChannelOrder;
+use lav2::model::weights::TensorFiles;
+use lav2::tensor::shape_str;
+use lav2::{LoadOptions, Model, Session};
+
+#[derive(Parser)]
+#[command(name = "lav2", version, about = "LLaMA-Adapter V2 runtime (CPU reference and CUDA)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt (and optionally an image), streaming tokens to stdout.
+    Generate(GenerateArgs),
+    /// Run one prefill and write the logits of every position to a safetensors file.
+    Forward(ForwardArgs),
+    /// Show what a model folder (and adapter) contains.
+    Info(ModelArgs),
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// Base model folder (params.json or config.json, *.safetensors, tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// LLaMA-Adapter V2 folder (adapter_config.json + adapter.safetensors).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Context length (KV cache rows); defaults to the model's configuration.
+    #[arg(long)]
+    max_seq_len: Option<usize>,
+}
+
+#[derive(Args, Clone)]
+struct ImageArgs {
+    /// Image file (JPEG or PNG), preprocessed as CLIP does.
+    #[arg(long, conflicts_with = "pixels")]
+    image: Option<PathBuf>,
+    /// Safetensors file with tensor `pixels` [3, S, S] f32, already normalized.
+    #[arg(long)]
+    pixels: Option<PathBuf>,
+    /// Channel order the image is fed in; defaults to the adapter's (bgr for the releases).
+    #[arg(long)]
+    channel_order: Option<String>,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    image: ImageArgs,
+    /// Prompt text (BOS is prepended).
+    #[arg(long, conflicts_with = "prompt_ids", required_unless_present = "prompt_ids")]
+    prompt: Option<String>,
+    /// Prompt as comma-separated token ids, used as given (no BOS added, no template).
+    #[arg(long)]
+    prompt_ids: Option<String>,
+    /// none | alpaca; default alpaca with an adapter, else none.
+    #[arg(long)]
+    template: Option<String>,
+    /// Text for the template's input slot.
+    #[arg(long)]
+    context: Option<String>,
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.1)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0.75)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Keep generating past the end-of-sequence token.
+    #[arg(long)]
+    ignore_eos: bool,
+    /// cpu | cuda | auto.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Tokenizer file; defaults to tokenizer.json in the model folder.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Print one JSON object instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ForwardArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    image: ImageArgs,
+    /// Comma-separated token ids, used as given.
+    #[arg(long)]
+    prompt_ids: String,
+    /// Output safetensors file: `logits` [T, vocab] f32 (+ `visual_query` with an image).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(a) => cmd_generate(a),
+        Command::Forward(a) => cmd_forward(a),
+        Command::Info(a) => cmd_info(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lav2: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_ids(s: &str) -> Result<Vec<u32>> {
+    s.split(',')
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<u32>()
+                .map_err(|_| anyhow!("--prompt-ids: '{p}' is not a token id (expected e.g. 1,2,3)"))
+        })
+        .collect()
+}
+
+fn load_model(a: &ModelArgs) -> Result<Model> {
+    Model::load(
+        &a.model,
+        a.adapter.as_deref(),
+        &LoadOptions {
+            max_seq_len: a.max_seq_len,
+        },
+    )
+}
+
+fn open_session(model: Model, device: &str) -> Result<Session> {
+    let choice: DeviceChoice = device.parse().map_err(|e: String| anyhow!("--device: {e}"))?;
+    Session::new(model, backend::open(choice)?)
+}
+
+fn read_pixels(path: &Path) -> Result<Vec<f32>> {
+    let files = TensorFiles::open(&[path.to_path_buf()])?;
+    let t = files.get_any("pixels")?;
+    if t.shape.len() != 3 || t.shape[0] != 3 || t.shape[1] != t.shape[2] {
+        bail!(
+            "{}: tensor 'pixels' has shape {}, expected [3, S, S]",
+            path.display(),
+            shape_str(&t.shape)
+        );
+    }
+    t.to_f32()
+}
+
+/// Visual prompts for the image arguments, or None without an image. Returns (vq, ms).
+fn visual_prompts(session: &mut Session, a: &ImageArgs) -> Result<Option<(Vec<f32>, f64)>> {
+    if a.image.is_none() && a.pixels.is_none() {
+        if a.channel_order.is_some() {
+            bail!("--channel-order needs --image");
+        }
+        return Ok(None);
+    }
+    let Some(size) = session.image_size() else {
+        bail!("an image was given but the model has no vision tower (pass an --adapter with a 'visual' section)");
+    };
+    let t0 = Instant::now();
+    let pixels = if let Some(path) = &a.image {
+        let default = session
+            .model()
+            .adapter
+            .as_ref()
+            .and_then(|ad| ad.config.visual.as_ref())
+            .map(|v| v.channel_order)
+            .unwrap_or(ChannelOrder::Bgr);
+        let order = match a.channel_order.as_deref() {
+            None => default,
+            Some("rgb") => ChannelOrder::Rgb,
+            Some("bgr") => ChannelOrder::Bgr,
+            Some(o) => bail!("--channel-order: '{o}' is not rgb or bgr"),
+        };
+        load_image(path, size, order)?
+    } else {
+        let path = a.pixels.as_ref().unwrap();
+        let p = read_pixels(path)?;
+        if p.len() != 3 * size * size {
+            bail!(
+                "{}: pixels are {} values, the vision tower takes [3, {size}, {size}]",
+                path.display(),
+                p.len()
+            );
+        }
+        p
+    };
+    let vq = session.visual_query(&pixels)?;
+    session.set_visual_query(Some(&vq))?;
+    Ok(Some((vq, t0.elapsed().as_secs_f64() * 1e3)))
+}
+
+fn cmd_generate(a: GenerateArgs) -> Result<()> {
+    let sampling = SamplingOptions {
+        temperature: a.temperature,
+        top_p: a.top_p,
+        seed: a.seed,
+        max_new_tokens: a.max_new_tokens,
+        ignore_eos: a.ignore_eos,
+    };
+    sampling.validate()?;
+    let t0 = Instant::now();
+    let model = load_model(&a.model)?;
+    let tok_path = a
+        .tokenizer
+        .clone()
+        .unwrap_or_else(|| a.model.model.join("tokenizer.json"));
+    let tokenizer = Tokenizer::load(&tok_path)?;
+    let template = match &a.template {
+        Some(t) => t.parse::<Template>().map_err(|e| anyhow!("--template: {e}"))?,
+        None if model.adapter.is_some() => Template::Alpaca,
+        None => Template::None,
+    };
+    let bos = model.config.bos_id;
+    let prompt_ids = match (&a.prompt, &a.prompt_ids) {
+        (_, Some(ids)) => {
+            if a.template.is_some() || a.context.is_some() {
+                bail!("--prompt-ids is used as given; --template and --context need --prompt");
+            }
+            parse_ids(ids)?
+        }
+        (Some(text), None) => {
+            let formatted = generate::format_prompt(template, text, a.context.as_deref())?;
+            let mut ids = vec![bos];
+            ids.extend(tokenizer.encode(&formatted)?);
+            ids
+        }
+        (None, None) => bail!("give --prompt or --prompt-ids"),
+    };
+    let mut session = open_session(model, &a.device)?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let vision = visual_prompts(&mut session, &a.image)?;
+    let mut stream = tokenizer.stream();
+    let mut stdout = std::io::stdout().lock();
+    let streaming = !a.json;
+    let gen = generate::generate(&mut session, &prompt_ids, &sampling, |id| {
+        if streaming {
+            let piece = stream.step(id)?;
+            stdout.write_all(piece.as_bytes())?;
+            stdout.flush()?;
+        }
+        Ok(())
+    })?;
+    let text = tokenizer.decode(&gen.ids)?;
+    if streaming {
+        let rest = stream.finish()?;
+        writeln!(stdout, "{rest}")?;
+    } else {
+        let decode_tokens = gen.ids.len().saturating_sub(1);
+        let out = json!({
+            "prompt_ids": prompt_ids,
+            "ids": gen.ids,
+            "text": text,
+            "stop_reason": gen.stop.name(),
+            "device": session.backend().describe(),
+            "timings": {
+                "load_ms": load_ms,
+                "vision_ms": vision.as_ref().map(|v| v.1),
+                "prefill_ms": gen.prefill_ms,
+                "decode_ms": gen.decode_ms,
+                "prefill_tokens_per_s": prompt_ids.len() as f64 / (gen.prefill_ms / 1e3),
+                "decode_tokens_per_s": if decode_tokens > 0 { Some(decode_tokens as f64 / (gen.decode_ms / 1e3)) } else { None },
+            }
+        });
+        writeln!(stdout, "{out}")?;
+    }
+    Ok(())
+}
+
+fn cmd_forward(a: ForwardArgs) -> Result<()> {
+    let ids = parse_ids(&a.prompt_ids)?;
+    if ids.is_empty() {
+        bail!("--prompt-ids is empty");
+    }
+    let model = load_model(&a.model)?;
+    let vocab = model.config.vocab_size;
+    let mut session = open_session(model, &a.device)?;
+    let vision = visual_prompts(&mut session, &a.image)?;
+    let logits = session.forward(&ids, 0, true)?;
+    let mut tensors = vec![("logits".to_string(), (vec![ids.len(), vocab], logits))];
+    if let Some((vq, _)) = vision {
+        let dim = session.model().config.dim;
+        tensors.push(("visual_query".to_string(), (vec![vq.len() / dim, dim], vq)));
+    }
+    write_safetensors(&a.out, &tensors)
+        .with_context(|| format!("cannot write {}", a.out.display()))
+}
+
+fn write_safetensors(path: &Path, tensors: &[(String, (Vec<usize>, Vec<f32>))]) -> Result<()> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(name, (shape, data))| {
+            let bytes: &[u8] = bytemuck::cast_slice(data);
+            Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes)?))
+        })
+        .collect::<Result<_>>()?;
+    safetensors::serialize_to_file(views, None, path)?;
+    Ok(())
+}
+
+fn cmd_info(a: ModelArgs) -> Result<()> {
+    let model = load_model(&a)?;
+    let c = &model.config;
+    println!("model: {}", model.dir.display());
+    println!("  layout: {}", c.layout.name());
+    println!(
+        "  dim {}, layers {}, heads {} (kv {}), head_dim {}, ffn {}, vocab {}, context {}",
+        c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim, c.vocab_size, c.max_seq_len
+    );
+    println!(
+        "  norm_eps {}, rope_theta {}, rope {}",
+        c.norm_eps,
+        c.rope_theta,
+        if c.layout == lav2::model::config::Layout::Meta { "interleaved pairs" } else { "rotate-half" }
+    );
+    let per_layer = |l: usize| {
+        ["wq", "wk", "wv", "wo", "w1", "w2", "w3"]
+            .iter()
+            .map(|w| model.weights.get(&format!("layers.{l}.{w}")).map_or(0, |t| t.numel()))
+            .sum::<usize>()
+    };
+    let base: usize = (0..c.n_layers).map(per_layer).sum::<usize>() + 2 * c.vocab_size * c.dim;
+    println!("  parameters (linear layers + embeddings): {base}");
+    match &model.adapter {
+        None => println!("adapter: none"),
+        Some(ad) => {
+            println!("adapter: {}", ad.dir.display());
+            for f in &ad.features {
+                println!("  {f}");
+            }
+            println!(
+                "  prompted layers: {}..{}",
+                ad.first_prompt_layer,
+                c.n_layers.saturating_sub(1)
+            );
+        }
+    }
+    println!(
+        "weights held: {} tensors, {} parameters, {} bytes",
+        model.weights.tensors.len(),
+        model.weights.total_params(),
+        model.weights.total_bytes()
+    );
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! Tensor files: memory-mapped safetensors, looked up by name, with shape checks that name
+//! the tensor, the file and the expected shape.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use memmap2::Mmap;
+use safetensors::tensor::Dtype as StDtype;
+use safetensors::SafeTensors;
+
+use crate::tensor::{shape_str, Bytes, DType, HostTensor};
+
+struct Entry {
+    file: usize,
+    dtype: DType,
+    shape: Vec<usize>,
+    start: usize,
+    end: usize,
+}
+
+/// Every tensor of one or several safetensors files, by name, without reading the data.
+pub struct TensorFiles {
+    files: Vec<(PathBuf, Arc<Mmap>)>,
+    entries: BTreeMap<String, Entry>,
+}
+
+impl TensorFiles {
+    /// Opens the given files; a name present in two files is an error.
+    pub fn open(paths: &[PathBuf]) -> Result<TensorFiles> {
+        let mut files = Vec::new();
+        let mut entries = BTreeMap::new();
+        for path in paths {
+            let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+            // SAFETY: the file is opened read-only; like every mmap user we rely on nobody
+            // truncating the model file while it is being served.
+            let map = unsafe { Mmap::map(&file) }
+                .with_context(|| format!("cannot memory-map {}", path.display()))?;
+            let (header_len, meta) = SafeTensors::read_metadata(&map).map_err(|e| {
+                anyhow!(
+                    "{}: not a valid safetensors file (truncated or corrupt): {e}",
+                    path.display()
+                )
+            })?;
+            let data_start = 8 + header_len;
+            if data_start + meta.data_len() > map.len() {
+                bail!(
+                    "{}: truncated: the header describes {} data bytes but the file holds {}",
+                    path.display(),
+                    meta.data_len(),
+                    map.len().saturating_sub(data_start)
+                );
+            }
+            let index = files.len();
+            for (name, info) in meta.tensors() {
+                let dtype = match info.dtype {
+                    StDtype::F32 => DType::F32,
+                    StDtype::F16 => DType::F16,
+                    StDtype::BF16 => DType::BF16,
+                    StDtype::I32 => DType::I32,
+                    other => bail!(
+                        "{}: tensor '{name}' has dtype {other:?}; lav2 reads F32, F16, BF16 and I32",
+                        path.display()
+                    ),
+                };
+                let (a, b) = info.data_offsets;
+                let entry = Entry {
+                    file: index,
+                    dtype,
+                    shape: info.shape.clone(),
+                    start: data_start + a,
+                    end: data_start + b,
+                };
+                if let Some(prev) = entries.insert(name.clone(), entry) {
+                    bail!(
+                        "tensor '{name}' appears in both {} and {}",
+                        files_path(&files, prev.file, path).display(),
+                        path.display()
+                    );
+                }
+            }
+            files.push((path.clone(), Arc::new(map)));
+        }
+        Ok(TensorFiles { files, entries })
+    }
+
+    /// Every `*.safetensors` file in a folder, sorted by name.
+    pub fn open_dir(dir: &Path) -> Result<TensorFiles> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read model folder {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        paths.sort();
+        if paths.is_empty() {
+            bail!("{}: no *.safetensors file found", dir.display());
+        }
+        TensorFiles::open(&paths)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(|s| s.as_str())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.entries.get(name).map(|e| e.shape.as_slice())
+    }
+
+    pub fn dtype(&self, name: &str) -> Option<DType> {
+        self.entries.get(name).map(|e| e.dtype)
+    }
+
+    pub fn describe_source(&self) -> String {
+        let names: Vec<String> = self
+            .files
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect();
+        names.join(", ")
+    }
+
+    /// The tensor, which must exist with exactly this shape.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<HostTensor> {
+        let t = self.get_any(name)?;
+        if t.shape != shape {
+            bail!(
+                "tensor '{name}' in {} has shape {}, expected {}",
+                self.describe_source(),
+                shape_str(&t.shape),
+                shape_str(shape)
+            );
+        }
+        Ok(t)
+    }
+
+    /// The tensor if present (then with exactly this shape).
+    pub fn get_opt(&self, name: &str, shape: &[usize]) -> Result<Option<HostTensor>> {
+        if self.contains(name) {
+            self.get(name, shape).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The tensor with whatever shape it has.
+    pub fn get_any(&self, name: &str) -> Result<HostTensor> {
+        let e = self.entries.get(name).ok_or_else(|| {
+            anyhow!(
+                "missing tensor '{name}' in {}",
+                self.describe_source()
+            )
+        })?;
+        let expected = e.shape.iter().product::<usize>() * e.dtype.size();
+        if e.end - e.start != expected {
+            bail!(
+                "tensor '{name}' in {}: {} data bytes for shape {} of {}",
+                self.describe_source(),
+                e.end - e.start,
+                shape_str(&e.shape),
+                e.dtype
+            );
+        }
+        Ok(HostTensor {
+            shape: e.shape.clone(),
+            dtype: e.dtype,
+            bytes: Bytes::Mapped {
+                map: self.files[e.file].1.clone(),
+                start: e.start,
+                end: e.end,
+            },
+        })
+    }
+
+    pub fn total_bytes(&self) -> usize {
+        self.entries.values().map(|e| e.end - e.start).sum()
+    }
+}
+
+fn files_path<'a>(files: &'a [(PathBuf, Arc<Mmap>)], i: usize, fallback: &'a Path) -> &'a Path {
+    files.get(i).map(|(p, _)| p.as_path()).unwrap_or(fallback)
+}

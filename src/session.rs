@@ -1,0 +1,151 @@
+//! A model bound to a backend: weights uploaded once, the session state allocated once, and
+//! the graphs planned once per shape.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Result};
+
+use crate::backend::Backend;
+use crate::graph::exec::Program;
+use crate::model::{llama, vision, Model};
+
+pub struct Session {
+    model: Model,
+    backend: Box<dyn Backend>,
+    forward: HashMap<(usize, bool), Program>,
+    vision: Option<Program>,
+    prompt: Option<Program>,
+}
+
+impl Session {
+    pub fn new(model: Model, mut backend: Box<dyn Backend>) -> Result<Session> {
+        backend.load_weights(&model.weights.tensors)?;
+        backend.alloc_states(&llama::states(&model))?;
+        let prompt = match llama::build_prompt_graph(&model) {
+            Some(g) => Some(Program::new(backend.as_mut(), g)?),
+            None => None,
+        };
+        let vision = match model.adapter.as_ref().and_then(|a| a.config.visual.as_ref().map(|v| (a, v))) {
+            Some((a, v)) => Some(Program::new(
+                backend.as_mut(),
+                vision::build_vision_graph(&model.weights, v, a.config.query_len),
+            )?),
+            None => None,
+        };
+        let mut s = Session {
+            model,
+            backend,
+            forward: HashMap::new(),
+            vision,
+            prompt,
+        };
+        // An adapter always has prompts in place, even before any image is given.
+        s.set_visual_query(None)?;
+        Ok(s)
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// Activation bytes the plans of this session need, largest plan first.
+    pub fn planned_bytes(&self) -> Vec<(String, usize, usize)> {
+        let mut v: Vec<_> = self
+            .forward
+            .values()
+            .chain(self.vision.iter())
+            .chain(self.prompt.iter())
+            .map(|p| (p.graph.name.clone(), p.plan.arena_bytes, p.plan.unplanned_bytes))
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v
+    }
+
+    /// The image size the vision tower expects, if the adapter has one.
+    pub fn image_size(&self) -> Option<usize> {
+        self.model
+            .adapter
+            .as_ref()
+            .and_then(|a| a.config.visual.as_ref())
+            .map(|v| v.clip.image_size)
+    }
+
+    /// Visual prompts `[query_len, dim]` from normalized pixels `[3, S, S]`.
+    pub fn visual_query(&mut self, pixels: &[f32]) -> Result<Vec<f32>> {
+        let Some(size) = self.image_size() else {
+            bail!("this model has no vision tower (the adapter has no 'visual' section)");
+        };
+        if pixels.len() != 3 * size * size {
+            bail!(
+                "pixels must be [3, {size}, {size}] ({} values), got {} values",
+                3 * size * size,
+                pixels.len()
+            );
+        }
+        let p = self.vision.as_ref().expect("vision program exists with a vision tower");
+        p.set_f32(self.backend.as_mut(), vision::PIXELS, pixels)?;
+        p.run(self.backend.as_mut())?;
+        p.output(self.backend.as_mut(), 0)
+    }
+
+    /// Computes the prompt K/V of every prompted layer from `visual_query` (zeros: text only).
+    pub fn set_visual_query(&mut self, visual_query: Option<&[f32]>) -> Result<()> {
+        let Some(p) = &self.prompt else {
+            if visual_query.is_some() {
+                bail!("this model has no adapter prompts to add visual prompts to");
+            }
+            return Ok(());
+        };
+        let id = p.input_id(llama::VISUAL_QUERY)?;
+        let n = p.graph.desc(id).numel();
+        let zeros;
+        let data = match visual_query {
+            Some(v) if v.len() == n => v,
+            Some(v) => bail!("visual_query has {} values, expected {n}", v.len()),
+            None => {
+                zeros = vec![0f32; n];
+                &zeros
+            }
+        };
+        p.set_f32(self.backend.as_mut(), llama::VISUAL_QUERY, data)?;
+        p.run(self.backend.as_mut())
+    }
+
+    /// Runs `tokens` at positions `start_pos..`, filling the KV cache; returns logits
+    /// `[tokens.len(), vocab]` when `all_logits`, else the last row only.
+    pub fn forward(&mut self, tokens: &[u32], start_pos: usize, all_logits: bool) -> Result<Vec<f32>> {
+        let c = &self.model.config;
+        if tokens.is_empty() {
+            bail!("no tokens to run");
+        }
+        if let Some((i, id)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= c.vocab_size) {
+            bail!(
+                "token id {id} (at prompt position {i}) is outside the vocabulary of {} tokens",
+                c.vocab_size
+            );
+        }
+        if start_pos + tokens.len() > c.max_seq_len {
+            bail!(
+                "{} tokens from position {start_pos} do not fit the context of {} tokens",
+                tokens.len(),
+                c.max_seq_len
+            );
+        }
+        let key = (tokens.len(), all_logits || tokens.len() == 1);
+        if !self.forward.contains_key(&key) {
+            let g = llama::build_forward(&self.model, key.0, key.1);
+            let p = Program::new(self.backend.as_mut(), g)?;
+            self.forward.insert(key, p);
+        }
+        let p = &self.forward[&key];
+        let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+        p.set_i32(self.backend.as_mut(), llama::TOKENS, &ids)?;
+        p.set_i32(self.backend.as_mut(), llama::START_POS, &[start_pos as i32])?;
+        p.run(self.backend.as_mut())?;
+        p.output(self.backend.as_mut(), 0)
+    }
+}

@@ -1,0 +1,141 @@
+//! Element types, shapes and host-side tensor storage (memory-mapped or owned).
+
+use std::fmt;
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use half::{bf16, f16};
+use memmap2::Mmap;
+
+/// Element type of a tensor as stored in a file or in a backend buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+    I32,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+            DType::I32 => "i32",
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Formats a shape the way error messages and `lav2 info` print it: `[4096, 11008]`.
+pub fn shape_str(shape: &[usize]) -> String {
+    let parts: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// Raw bytes of a host tensor: borrowed from a memory-mapped file when nothing had to change,
+/// owned when the loader had to transform the data (folding, dtype conversion).
+#[derive(Clone)]
+pub enum Bytes {
+    Mapped {
+        map: Arc<Mmap>,
+        start: usize,
+        end: usize,
+    },
+    Owned(Arc<Vec<u8>>),
+}
+
+impl Bytes {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped { map, start, end } => &map[*start..*end],
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+/// A tensor in host memory: shape, element type and bytes.
+#[derive(Clone)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+    pub bytes: Bytes,
+}
+
+impl fmt::Debug for HostTensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HostTensor({} {})", self.dtype, shape_str(&self.shape))
+    }
+}
+
+impl HostTensor {
+    pub fn from_f32(shape: Vec<usize>, data: Vec<f32>) -> HostTensor {
+        assert_eq!(numel(&shape), data.len(), "shape does not match data length");
+        let bytes: Vec<u8> = bytemuck::cast_slice(&data).to_vec();
+        HostTensor {
+            shape,
+            dtype: DType::F32,
+            bytes: Bytes::Owned(Arc::new(bytes)),
+        }
+    }
+
+    pub fn numel(&self) -> usize {
+        numel(&self.shape)
+    }
+
+    /// The values widened to f32 (copied; f32 data that is aligned is still copied once here,
+    /// callers that only need a view use [`HostTensor::f32_view`]).
+    pub fn to_f32(&self) -> Result<Vec<f32>> {
+        let raw = self.bytes.as_slice();
+        Ok(match self.dtype {
+            DType::F32 => match bytemuck::try_cast_slice::<u8, f32>(raw) {
+                Ok(s) => s.to_vec(),
+                Err(_) => bytemuck::pod_collect_to_vec::<u8, f32>(raw),
+            },
+            DType::F16 => raw
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            DType::BF16 => raw
+                .chunks_exact(2)
+                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            DType::I32 => bail!("an i32 tensor cannot be read as floating point"),
+        })
+    }
+
+    /// A zero-copy f32 view when the data is f32 and suitably aligned.
+    pub fn f32_view(&self) -> Option<&[f32]> {
+        if self.dtype != DType::F32 {
+            return None;
+        }
+        bytemuck::try_cast_slice::<u8, f32>(self.bytes.as_slice()).ok()
+    }
+
+    /// The same data seen with another shape of equal element count.
+    pub fn reshaped(&self, shape: Vec<usize>) -> HostTensor {
+        assert_eq!(numel(&shape), self.numel(), "reshape must keep the element count");
+        HostTensor {
+            shape,
+            dtype: self.dtype,
+            bytes: self.bytes.clone(),
+        }
+    }
+}
