@@ -5,6 +5,7 @@
 //! buffers) → [`backend`] (CPU or CUDA) → [`session::Session`] → [`generate`].
 
 pub mod backend;
+pub mod convert;
 pub mod generate;
 pub mod graph;
 pub mod io;

@@ -32,6 +32,9 @@ enum Command {
     Forward(ForwardArgs),
     /// Show what a model folder (and adapter) contains.
     Info(ModelArgs),
+    /// Convert the authors' PyTorch releases into lav2 folders.
+    #[command(subcommand)]
+    Convert(lav2::convert::ConvertCommand),
 }
 
 #[derive(Args, Clone)]
@@ -123,6 +126,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => cmd_generate(a),
         Command::Forward(a) => cmd_forward(a),
         Command::Info(a) => cmd_info(a),
+        Command::Convert(c) => lav2::convert::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
