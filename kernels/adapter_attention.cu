@@ -256,20 +256,21 @@ LAV2_DEV void attention_prefill(const __half* __restrict__ q, const __half* __re
             const __half* pv = prompt_v + kvh * hd;
             const int n_ptiles = (prompt_len + PF_BKV - 1) / PF_BKV;
             float m2[2] = {LAV2_NEG_BIG, LAV2_NEG_BIG}, l2[2] = {0.0f, 0.0f};
-            int loaded = -1;
+            const bool single = n_ptiles == 1;
+            int loaded = -1;  // prompt tile held in sm.k (and sm.v when sweep 1 or single)
             for (int sweep = 0; sweep < 2; ++sweep) {
                 for (int t = 0; t < n_ptiles; ++t) {
                     if (loaded != t) {
                         __syncthreads();  // everyone is done with the previous tile
                         pf_load_rows(sm.k, sm.ld, pk, kv_stride, t * PF_BKV, PF_BKV, prompt_len, hd, hd_pad,
                                      fast);
-                        if (sweep == 1)
+                        if (sweep == 1 || single)
                             pf_load_rows(sm.v, sm.ld, pv, kv_stride, t * PF_BKV, PF_BKV, prompt_len, hd,
                                          hd_pad, fast);
                         cp_async_commit();
                         cp_async_wait<0>();
                         __syncthreads();
-                        loaded = (sweep == 1 || n_ptiles > 1) ? t : -1;
+                        loaded = t;
                     }
                     if (!warp_active) continue;
                     float s[8][4];
@@ -301,8 +302,8 @@ LAV2_DEV void attention_prefill(const __half* __restrict__ q, const __half* __re
                         pf_pv(o, s, sm.v, sm.ld, d0, dvalid);
                     }
                 }
-                // V was not loaded in sweep 0: a single tile must be reloaded (with V) for sweep 1.
-                if (sweep == 0) loaded = -1;
+                // Sweep 0 loaded K only (unless single): sweep 1 reloads every tile with V.
+                if (sweep == 0 && !single) loaded = -1;
             }
             __syncthreads();
         }
@@ -358,7 +359,28 @@ LAV2_DEV float dot_q_row(const float* qs, const __half* row, int c, int hd, bool
     return acc;
 }
 
-// Gated-free prompt attention for one query row by a whole block of DC_THREADS threads:
+// q (8 floats in registers) · row[0 .. min(8, n)); n is even.
+LAV2_DEV float dot8(const float (&qr)[8], const __half* row, int n, bool vec) {
+    float acc = 0.0f;
+    if (vec) {
+        float f[8];
+        unpack8(ld_nc16(row), f);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc = fmaf(qr[j], f[j], acc);
+    } else {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            if (2 * e < n) {
+                const float2 f = __half22float2(*reinterpret_cast<const __half2*>(row + 2 * e));
+                acc = fmaf(qr[2 * e], f.x, acc);
+                acc = fmaf(qr[2 * e + 1], f.y, acc);
+            }
+        }
+    }
+    return acc;
+}
+
+// Ungated prompt attention for one query row by a whole block of DC_THREADS threads:
 // returns softmax(q·K_Pᵀ) · V_P for dims tid and tid + 128 (normalized). qs holds q·scale·log2 e.
 LAV2_DEV void prompt_attend_block(const float* qs, const __half* pk, const __half* pv, long long stride,
                                   int hd, int prompt_len, float* ss, float (&res)[2]) {
@@ -466,6 +488,12 @@ extern "C" __global__ void __launch_bounds__(DC_THREADS)
     while (tpk < nck && tpk < 32) tpk <<= 1;
     const int kpp = DC_THREADS / tpk;  // keys per pass
     const int slot = tid / tpk, sub = tid % tpk;
+    // tpk >= nck whenever hd <= 256, so each thread owns at most one 8-dim chunk (sub) of q: keep it
+    // in registers rather than re-reading shared memory with bank conflicts.
+    float qreg[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) qreg[e] = sub * 8 + e < hd ? qs[sub * 8 + e] : 0.0f;
+    const bool has_chunk = sub < nck;
     const int np = hd >> 1;            // dim pairs
     const int kg_n = DC_THREADS / np;  // key groups for P·V
     const int pd = tid % np, kg = tid / np;
@@ -476,10 +504,7 @@ extern "C" __global__ void __launch_bounds__(DC_THREADS)
         for (int base = 0; base < DC_TK; base += kpp) {
             const int j = t0 + base + slot;
             float part = 0.0f;
-            if (j < k_end) {
-                const __half* row = kb + (long long)j * stride;
-                for (int c = sub; c < nck; c += tpk) part += dot_q_row(qs, row, c, hd, vec);
-            }
+            if (j < k_end && has_chunk) part = dot8(qreg, kb + (long long)j * stride + sub * 8, hd - sub * 8, vec);
             for (int o = tpk >> 1; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
             if (sub == 0) ss[base + slot] = j < k_end ? part : LAV2_NEG_INF;
         }

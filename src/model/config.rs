@@ -344,8 +344,11 @@ impl AdapterConfig {
     pub fn load(path: &Path) -> Result<AdapterConfig> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let cfg: AdapterConfig = serde_json::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let de = &mut serde_json::Deserializer::from_str(&text);
+        let cfg: AdapterConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            anyhow::anyhow!("{}: field '{field}': {}", path.display(), e.into_inner())
+        })?;
         if cfg.format != ADAPTER_FORMAT {
             bail!(
                 "{}: field 'format' is '{}', expected '{ADAPTER_FORMAT}'",

@@ -70,3 +70,46 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// All tensors of a safetensors file as (name, shape, f32 data).
+pub fn read_all(path: &std::path::Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let files = TensorFiles::open(&[path.to_path_buf()]).unwrap();
+    let names: Vec<String> = files.names().map(|s| s.to_string()).collect();
+    names
+        .into_iter()
+        .map(|n| {
+            let t = files.get_any(&n).unwrap();
+            (n, t.shape.clone(), t.to_f32().unwrap())
+        })
+        .collect()
+}
+
+pub fn write_all(path: &std::path::Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
+    use safetensors::tensor::{Dtype, TensorView};
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), bytemuck::cast_slice(d)).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+/// Copies every file of `src` into `dst`.
+pub fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dst.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+/// Relative L2 error ‖a − b‖ / ‖b‖.
+pub fn rel_l2(a: &[f32], b: &[f32]) -> f32 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den.max(1e-30)).sqrt() as f32
+}

@@ -1,0 +1,234 @@
+//! The `lav2` binary end to end: conformance from the command line, and every kind of bad
+//! input giving one clear line on stderr and a non-zero exit, never a panic.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+
+fn lav2(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lav2"))
+        .args(args)
+        .output()
+        .expect("run lav2")
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// The command fails with exit code 1 and one `lav2: error:` line mentioning every `needle`.
+fn assert_clean_error(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit status; stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let errors: Vec<&&str> = lines.iter().filter(|l| l.starts_with("lav2: error:")).collect();
+    assert_eq!(errors.len(), 1, "one error line expected: {stderr}");
+    for n in needles {
+        assert!(errors[0].contains(n), "'{n}' not in: {}", errors[0]);
+    }
+}
+
+#[test]
+fn generate_prints_the_llama2c_story() {
+    let Some(root) = conformance() else { return };
+    let dir = root.join("stories260K");
+    let out = lav2(&["generate", "--model", p(&dir), "--prompt", "", "--temperature", "0", "--max-new-tokens", "200"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = read_json(&dir.join("expected.json"))["text"].as_str().unwrap().to_string() + "\n";
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), want);
+}
+
+#[test]
+fn generate_json_reports_ids_text_and_timings() {
+    let Some(root) = conformance() else { return };
+    let dir = root.join("tinystories656K");
+    let out = lav2(&[
+        "generate", "--model", p(&dir), "--prompt", "Once upon a time", "--temperature", "0",
+        "--max-new-tokens", "40", "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let case = &read_json(&dir.join("expected.json"))["cases"][0];
+    assert_eq!(v["prompt_ids"], case["prompt_ids"]);
+    assert_eq!(v["ids"], case["greedy_ids"]);
+    assert_eq!(v["text"], case["text"]);
+    assert!(v["timings"]["prefill_ms"].as_f64().unwrap() > 0.0);
+    assert!(v["timings"]["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn sampling_is_reproducible_with_a_seed() {
+    let Some(root) = conformance() else { return };
+    let dir = root.join("stories260K");
+    let run = |seed: &str| {
+        let out = lav2(&[
+            "generate", "--model", p(&dir), "--prompt", "Once", "--temperature", "0.9", "--top-p",
+            "0.9", "--seed", seed, "--max-new-tokens", "40", "--json",
+        ]);
+        assert!(out.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["ids"].clone()
+    };
+    assert_eq!(run("7"), run("7"));
+    assert_ne!(run("7"), run("8"));
+}
+
+#[test]
+fn forward_matches_the_adapter_cases_from_the_cli() {
+    let Some(root) = conformance() else { return };
+    for case in ["case-2", "case-3", "case-5"] {
+        let dir = root.join("adapter-v2").join(case);
+        let exp = dir.join("expected.safetensors");
+        let tokens: Vec<String> = ids(&read_json(&dir.join("expected.json"))["tokens"])
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        let out_file = scratch(&format!("forward-{case}")).join("out.safetensors");
+        let out = lav2(&[
+            "forward", "--model", p(&dir.join("base")), "--adapter", p(&dir.join("adapter")),
+            "--pixels", p(&exp), "--prompt-ids", &tokens.join(","), "--out", p(&out_file),
+        ]);
+        assert!(out.status.success(), "{case}: {}", String::from_utf8_lossy(&out.stderr));
+        for name in ["logits", "visual_query"] {
+            let (shape, got) = read_tensor(&out_file, name);
+            let (want_shape, want) = read_tensor(&exp, name);
+            assert_eq!(shape, want_shape, "{case} {name}");
+            assert!(max_abs_diff(&got, &want) <= 1e-3, "{case} {name}");
+        }
+    }
+}
+
+#[test]
+fn info_describes_model_and_adapter() {
+    let Some(root) = conformance() else { return };
+    let dir = root.join("adapter-v2/case-3");
+    let out = lav2(&["info", "--model", p(&dir.join("base")), "--adapter", p(&dir.join("adapter"))]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for needle in ["layout: meta", "LoRA rank 16", "new_gate", "vision: CLIP", "prompts: 3 tokens in the last 3 layers"] {
+        assert!(text.contains(needle), "'{needle}' missing from:\n{text}");
+    }
+}
+
+/// A copy of stories260K whose weights file is rewritten by `edit`.
+fn broken_stories(root: &Path, name: &str, edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<f32>)>)) -> std::path::PathBuf {
+    let dir = scratch(name);
+    copy_dir(&root.join("stories260K"), &dir);
+    let file = dir.join("consolidated.00.safetensors");
+    let mut tensors = read_all(&file);
+    edit(&mut tensors);
+    std::fs::remove_file(&file).unwrap();
+    write_all(&file, &tensors);
+    dir
+}
+
+#[test]
+fn bad_model_files_give_clear_errors() {
+    let Some(root) = conformance() else { return };
+    let missing = broken_stories(&root, "missing", |t| t.retain(|(n, _, _)| n != "layers.2.attention.wk.weight"));
+    assert_clean_error(&lav2(&["info", "--model", p(&missing)]), &["missing tensor 'layers.2.attention.wk.weight'"]);
+
+    let misshaped = broken_stories(&root, "misshaped", |t| {
+        for (n, s, d) in t.iter_mut() {
+            if n == "layers.1.feed_forward.w2.weight" {
+                *s = vec![64, 171];
+                d.truncate(64 * 171);
+            }
+        }
+    });
+    assert_clean_error(
+        &lav2(&["info", "--model", p(&misshaped)]),
+        &["layers.1.feed_forward.w2.weight", "[64, 171]", "expected [64, 172]"],
+    );
+
+    let truncated = scratch("truncated");
+    copy_dir(&root.join("stories260K"), &truncated);
+    let file = truncated.join("consolidated.00.safetensors");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    assert_clean_error(&lav2(&["info", "--model", p(&truncated)]), &["consolidated.00.safetensors", "truncated"]);
+
+    let no_config = scratch("no-config");
+    assert_clean_error(&lav2(&["info", "--model", p(&no_config)]), &["params.json", "config.json"]);
+}
+
+#[test]
+fn bad_adapters_give_clear_errors() {
+    let Some(root) = conformance() else { return };
+    let case = root.join("adapter-v2/case-2");
+    let base = case.join("base");
+
+    let no_gate = scratch("no-gate");
+    copy_dir(&case.join("adapter"), &no_gate);
+    let file = no_gate.join("adapter.safetensors");
+    let mut t = read_all(&file);
+    t.retain(|(n, _, _)| n != "llama.layers.3.attention.gate");
+    write_all(&file, &t);
+    assert_clean_error(
+        &lav2(&["info", "--model", p(&base), "--adapter", p(&no_gate)]),
+        &["llama.layers.3.attention.gate", "receives adapter prompts"],
+    );
+
+    let bad_cfg = scratch("bad-config");
+    copy_dir(&case.join("adapter"), &bad_cfg);
+    let cfg_path = bad_cfg.join("adapter_config.json");
+    let mut cfg = read_json(&cfg_path);
+    cfg["scale_form"] = "output".into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    assert_clean_error(&lav2(&["info", "--model", p(&base), "--adapter", p(&bad_cfg)]), &["scale_form", "output"]);
+
+    let bad_shape = scratch("bad-query");
+    copy_dir(&case.join("adapter"), &bad_shape);
+    let file = bad_shape.join("adapter.safetensors");
+    let mut t = read_all(&file);
+    for (n, s, d) in t.iter_mut() {
+        if n == "adapter_query.weight" {
+            s[0] -= 1;
+            d.truncate(s[0] * s[1]);
+        }
+    }
+    write_all(&file, &t);
+    assert_clean_error(&lav2(&["info", "--model", p(&base), "--adapter", p(&bad_shape)]), &["adapter_query.weight", "expected [12, 64]"]);
+}
+
+#[test]
+fn bad_run_inputs_give_clear_errors() {
+    let Some(root) = conformance() else { return };
+    let stories = root.join("stories260K");
+    let s = p(&stories);
+    assert_clean_error(
+        &lav2(&["generate", "--model", s, "--prompt-ids", "1,600,3", "--max-new-tokens", "2"]),
+        &["token id 600", "vocabulary of 512"],
+    );
+    assert_clean_error(
+        &lav2(&["generate", "--model", s, "--prompt-ids", "1,2,3,4,5", "--max-seq-len", "4"]),
+        &["5 tokens", "context of 4"],
+    );
+    assert_clean_error(&lav2(&["generate", "--model", s, "--prompt-ids", "1,x"]), &["'x' is not a token id"]);
+    assert_clean_error(&lav2(&["generate", "--model", s, "--prompt", "a", "--top-p", "0"]), &["--top-p"]);
+    assert_clean_error(&lav2(&["generate", "--model", s, "--prompt", "a", "--device", "tpu"]), &["unknown device 'tpu'"]);
+
+    let case = root.join("adapter-v2/case-2");
+    let junk = scratch("junk-image").join("photo.jpg");
+    std::fs::write(&junk, b"this is not a JPEG").unwrap();
+    let (base, adapter) = (case.join("base"), case.join("adapter"));
+    let args = ["--model", p(&base), "--adapter", p(&adapter)];
+    let mut cmd = vec!["forward"];
+    cmd.extend(args);
+    cmd.extend(["--image", p(&junk), "--prompt-ids", "1,2", "--out", "/dev/null"]);
+    assert_clean_error(&lav2(&cmd), &["cannot decode image", "photo.jpg"]);
+    let mut cmd = vec!["forward"];
+    cmd.extend(args);
+    cmd.extend(["--image", "/nonexistent/x.png", "--prompt-ids", "1,2", "--out", "/dev/null"]);
+    assert_clean_error(&lav2(&cmd), &["cannot read image", "/nonexistent/x.png"]);
+    // An image for a model without a vision tower.
+    let pixels = case.join("expected.safetensors");
+    assert_clean_error(
+        &lav2(&["forward", "--model", s, "--pixels", p(&pixels), "--prompt-ids", "1", "--out", "/dev/null"]),
+        &["no vision tower"],
+    );
+}

@@ -1,0 +1,195 @@
+//! Properties of the executor on real models: incremental decode equals the full forward,
+//! a zero-gated adapter is the base model, plans reuse memory.
+
+mod common;
+
+use common::*;
+
+/// Prefill of the first token, then one decode step per token, against one forward of all.
+fn check_incremental(s: &mut lav2::Session, tokens: &[u32], what: &str) {
+    let full = s.forward(tokens, 0, true).unwrap();
+    let vocab = full.len() / tokens.len();
+    let mut step = s.forward(&tokens[..1], 0, true).unwrap();
+    for (i, &t) in tokens.iter().enumerate().skip(1) {
+        let row = &full[(i - 1) * vocab..i * vocab];
+        assert!(max_abs_diff(&step, row) <= 1e-4, "{what}: position {}", i - 1);
+        step = s.forward(&[t], i, false).unwrap();
+    }
+    let last = &full[(tokens.len() - 1) * vocab..];
+    assert!(max_abs_diff(&step, last) <= 1e-4, "{what}: last position");
+    // A prefill split in two chunks agrees as well.
+    let half = tokens.len() / 2;
+    s.forward(&tokens[..half], 0, false).unwrap();
+    let second = s.forward(&tokens[half..], half, true).unwrap();
+    assert!(max_abs_diff(&second, &full[half * vocab..]) <= 1e-4, "{what}: chunked prefill");
+}
+
+#[test]
+fn incremental_decode_equals_full_forward() {
+    let Some(root) = conformance() else { return };
+    let mut s = cpu_session(load(&root.join("stories260K"), None));
+    check_incremental(&mut s, &[1, 403, 407, 261, 378, 432, 383, 286, 261], "stories260K");
+    let mut s = cpu_session(load(&root.join("tinystories656K"), None));
+    check_incremental(&mut s, &[1, 80, 147, 201, 282, 57, 313, 598], "tinystories656K");
+    for case in ["case-2", "case-3", "case-5"] {
+        let dir = root.join("adapter-v2").join(case);
+        let mut s = cpu_session(load(&dir.join("base"), Some(&dir.join("adapter"))));
+        let (_, pixels) = read_tensor(&dir.join("expected.safetensors"), "pixels");
+        let vq = s.visual_query(&pixels).unwrap();
+        s.set_visual_query(Some(&vq)).unwrap();
+        let tokens = ids(&read_json(&dir.join("expected.json"))["tokens"]);
+        check_incremental(&mut s, &tokens, case);
+    }
+}
+
+/// Keeps only the prompt path of an adapter (no biases, LoRA, scales, tuned norms) and sets
+/// every gate to zero: the result must be the base model, whatever the prompts and image.
+#[test]
+fn zero_gated_adapter_reproduces_the_base_model() {
+    let Some(root) = conformance() else { return };
+    let case = root.join("adapter-v2/case-3");
+    let dir = scratch("zero-gate");
+    let adapter = dir.join("adapter");
+    std::fs::create_dir_all(&adapter).unwrap();
+    let mut cfg = read_json(&case.join("adapter/adapter_config.json"));
+    cfg["w_bias"] = false.into();
+    cfg["w_lora"] = false.into();
+    cfg["w_new_gate"] = false.into();
+    std::fs::write(adapter.join("adapter_config.json"), cfg.to_string()).unwrap();
+    let kept: Vec<_> = read_all(&case.join("adapter/adapter.safetensors"))
+        .into_iter()
+        .filter(|(n, _, _)| !n.starts_with("llama.") || n.ends_with(".gate"))
+        .map(|(n, s, d)| {
+            let d = if n.ends_with(".gate") { vec![0.0; d.len()] } else { d };
+            (n, s, d)
+        })
+        .collect();
+    write_all(&adapter.join("adapter.safetensors"), &kept);
+
+    let tokens = ids(&read_json(&case.join("expected.json"))["tokens"]);
+    let mut s = cpu_session(load(&case.join("base"), Some(&adapter)));
+    let (_, pixels) = read_tensor(&case.join("expected.safetensors"), "pixels");
+    let vq = s.visual_query(&pixels).unwrap();
+    s.set_visual_query(Some(&vq)).unwrap();
+    let with_adapter = s.forward(&tokens, 0, true).unwrap();
+    let mut base = cpu_session(load(&case.join("base"), None));
+    let base_logits = base.forward(&tokens, 0, true).unwrap();
+    assert!(max_abs_diff(&with_adapter, &base_logits) <= 1e-5);
+    let (_, want_base) = read_tensor(&case.join("expected.safetensors"), "logits_base");
+    assert!(max_abs_diff(&base_logits, &want_base) <= 1e-3);
+
+    // The gate is what switches it off: the same prompts with the case's gates change logits.
+    let gated: Vec<_> = read_all(&case.join("adapter/adapter.safetensors"))
+        .into_iter()
+        .filter(|(n, _, _)| !n.starts_with("llama.") || n.ends_with(".gate"))
+        .collect();
+    write_all(&adapter.join("adapter.safetensors"), &gated);
+    let mut s = cpu_session(load(&case.join("base"), Some(&adapter)));
+    s.set_visual_query(Some(&vq)).unwrap();
+    let gated_logits = s.forward(&tokens, 0, true).unwrap();
+    assert!(max_abs_diff(&gated_logits, &base_logits) > 1e-3);
+}
+
+#[test]
+fn plans_reuse_activation_memory() {
+    let Some(root) = conformance() else { return };
+    let mut s = cpu_session(load(&root.join("stories260K"), None));
+    s.forward(&[1; 64], 0, true).unwrap();
+    let plans = s.planned_bytes();
+    let (name, arena, unplanned) = &plans[0];
+    assert_eq!(name, "prefill_64");
+    assert!(*arena * 4 < *unplanned, "arena {arena} vs {unplanned} without reuse");
+}
+
+/// Hugging Face's `permute` from its LLaMA conversion script:
+/// `w.view(heads, rows / heads / 2, 2, cols).transpose(1, 2).reshape(rows, cols)`.
+fn hf_permute(w: &[f32], heads: usize, rows: usize, cols: usize) -> Vec<f32> {
+    let half = rows / heads / 2;
+    let mut out = vec![0f32; w.len()];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let src = (h * half + i) * 2 + j; // view index (h, i, j)
+                let dst = (h * 2 + j) * half + i; // after transpose: (h, j, i)
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+/// The Meta-layout base of an adapter case, rewritten as a Hugging Face folder: the adapter
+/// (authors' Meta row order for wq/wk biases and LoRA) must give the same logits on it.
+#[test]
+fn adapter_on_a_hugging_face_base_matches_the_meta_base() {
+    let Some(root) = conformance() else { return };
+    let case = root.join("adapter-v2/case-3");
+    let params = read_json(&case.join("base/params.json"));
+    let dim = params["dim"].as_u64().unwrap() as usize;
+    let heads = params["n_heads"].as_u64().unwrap() as usize;
+    let kv_heads = params["n_kv_heads"].as_u64().unwrap() as usize;
+    let layers = params["n_layers"].as_u64().unwrap() as usize;
+    let hd = dim / heads;
+    let mut ffn = 0;
+    let mut vocab = 0;
+    let hf: Vec<_> = read_all(&case.join("base/consolidated.00.safetensors"))
+        .into_iter()
+        .map(|(n, s, d)| {
+            let rename = [
+                ("attention.wq.weight", "self_attn.q_proj.weight"),
+                ("attention.wk.weight", "self_attn.k_proj.weight"),
+                ("attention.wv.weight", "self_attn.v_proj.weight"),
+                ("attention.wo.weight", "self_attn.o_proj.weight"),
+                ("feed_forward.w1.weight", "mlp.gate_proj.weight"),
+                ("feed_forward.w2.weight", "mlp.down_proj.weight"),
+                ("feed_forward.w3.weight", "mlp.up_proj.weight"),
+                ("attention_norm.weight", "input_layernorm.weight"),
+                ("ffn_norm.weight", "post_attention_layernorm.weight"),
+            ];
+            let d = if n.ends_with("wq.weight") {
+                hf_permute(&d, heads, s[0], s[1])
+            } else if n.ends_with("wk.weight") {
+                hf_permute(&d, kv_heads, s[0], s[1])
+            } else {
+                d
+            };
+            if n.ends_with("w1.weight") {
+                ffn = s[0];
+            }
+            let name = match n.as_str() {
+                "tok_embeddings.weight" => {
+                    vocab = s[0];
+                    "model.embed_tokens.weight".to_string()
+                }
+                "output.weight" => "lm_head.weight".to_string(),
+                "norm.weight" => "model.norm.weight".to_string(),
+                _ => {
+                    let (from, to) = rename.iter().find(|(m, _)| n.ends_with(m)).unwrap();
+                    format!("model.{}{to}", &n[..n.len() - from.len()])
+                }
+            };
+            (name, s, d)
+        })
+        .collect();
+    let dir = scratch("hf-base");
+    write_all(&dir.join("model.safetensors"), &hf);
+    let config = serde_json::json!({
+        "model_type": "llama", "hidden_act": "silu", "hidden_size": dim,
+        "intermediate_size": ffn, "num_attention_heads": heads, "num_key_value_heads": kv_heads,
+        "num_hidden_layers": layers, "vocab_size": vocab, "rms_norm_eps": params["norm_eps"],
+        "rope_theta": params["rope_theta"], "tie_word_embeddings": false, "rope_scaling": null
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    assert_eq!(hd % 2, 0);
+
+    let tokens = ids(&read_json(&case.join("expected.json"))["tokens"]);
+    let exp = case.join("expected.safetensors");
+    let mut s = cpu_session(load(&dir, Some(&case.join("adapter"))));
+    assert_eq!(s.model().config.layout, lav2::model::config::Layout::HuggingFace);
+    let (_, pixels) = read_tensor(&exp, "pixels");
+    let vq = s.visual_query(&pixels).unwrap();
+    s.set_visual_query(Some(&vq)).unwrap();
+    let (_, want) = read_tensor(&exp, "logits");
+    let err = max_abs_diff(&s.forward(&tokens, 0, true).unwrap(), &want);
+    assert!(err <= 1e-3, "HF-layout base with adapter: logits differ by {err}");
+}
