@@ -14,6 +14,7 @@ use lav2::generate::{self, SamplingOptions, Template};
 use lav2::io::{image::load_image, tokenizer::Tokenizer};
 use lav2::model::config::ChannelOrder;
 use lav2::model::weights::TensorFiles;
+use lav2::quant::QuantFormat;
 use lav2::tensor::shape_str;
 use lav2::{LoadOptions, Model, Session};
 
@@ -32,6 +33,8 @@ enum Command {
     Forward(ForwardArgs),
     /// Show what a model folder (and adapter) contains.
     Info(ModelArgs),
+    /// Quantize the linear layers once and write them for `--quantized`.
+    Quantize(QuantizeArgs),
     /// Convert the authors' PyTorch releases into lav2 folders.
     #[command(subcommand)]
     Convert(lav2::convert::ConvertCommand),
@@ -48,6 +51,15 @@ struct ModelArgs {
     /// Context length (KV cache rows); defaults to the model's configuration.
     #[arg(long)]
     max_seq_len: Option<usize>,
+    /// Weight format of the linear layers: f16 (as loaded), int8 (per channel), int4 (group 128).
+    #[arg(long, default_value = "f16")]
+    quant: String,
+    /// Asymmetric int4 (a zero point per group).
+    #[arg(long)]
+    zero_point: bool,
+    /// Quantized weights written by `lav2 quantize` (instead of --quant).
+    #[arg(long)]
+    quantized: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -105,6 +117,15 @@ struct GenerateArgs {
 }
 
 #[derive(Args)]
+struct QuantizeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Output safetensors file.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
 struct ForwardArgs {
     #[command(flatten)]
     model: ModelArgs,
@@ -126,6 +147,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => cmd_generate(a),
         Command::Forward(a) => cmd_forward(a),
         Command::Info(a) => cmd_info(a),
+        Command::Quantize(a) => cmd_quantize(a),
         Command::Convert(c) => lav2::convert::run(c),
     };
     match result {
@@ -148,14 +170,16 @@ fn parse_ids(s: &str) -> Result<Vec<u32>> {
         .collect()
 }
 
+fn load_options(a: &ModelArgs) -> Result<LoadOptions> {
+    Ok(LoadOptions {
+        max_seq_len: a.max_seq_len,
+        quant: QuantFormat::parse(&a.quant, a.zero_point).map_err(|e| anyhow!("--quant: {e:#}"))?,
+        quantized_file: a.quantized.clone(),
+    })
+}
+
 fn load_model(a: &ModelArgs) -> Result<Model> {
-    Model::load(
-        &a.model,
-        a.adapter.as_deref(),
-        &LoadOptions {
-            max_seq_len: a.max_seq_len,
-        },
-    )
+    Model::load(&a.model, a.adapter.as_deref(), &load_options(a)?)
 }
 
 fn open_session(model: Model, device: &str) -> Result<Session> {
@@ -371,6 +395,27 @@ fn cmd_info(a: ModelArgs) -> Result<()> {
         model.weights.tensors.len(),
         model.weights.total_params(),
         model.weights.total_bytes()
+    );
+    Ok(())
+}
+
+fn cmd_quantize(a: QuantizeArgs) -> Result<()> {
+    let mut opts = load_options(&a.model)?;
+    if a.model.quantized.is_some() {
+        bail!("--quantized is an input for other commands; quantize starts from the model");
+    }
+    let format = std::mem::replace(&mut opts.quant, QuantFormat::None);
+    if format == QuantFormat::None {
+        bail!("--quant: give int8 or int4");
+    }
+    let model = Model::load(&a.model.model, a.model.adapter.as_deref(), &opts)?;
+    let t0 = Instant::now();
+    let bytes = lav2::quant_io::write_quantized(&a.out, &model.config, &model.weights, format)?;
+    eprintln!(
+        "lav2: wrote {} ({} quantized bytes, {:.1} s)",
+        a.out.display(),
+        bytes,
+        t0.elapsed().as_secs_f64()
     );
     Ok(())
 }

@@ -14,6 +14,10 @@ pub enum DType {
     F16,
     BF16,
     I32,
+    /// Signed bytes: int8 quantized weights.
+    I8,
+    /// Unsigned bytes: packed int4 weights (two per byte, low nibble first), zero points.
+    U8,
 }
 
 impl DType {
@@ -21,6 +25,7 @@ impl DType {
         match self {
             DType::F32 | DType::I32 => 4,
             DType::F16 | DType::BF16 => 2,
+            DType::I8 | DType::U8 => 1,
         }
     }
 
@@ -30,6 +35,8 @@ impl DType {
             DType::F16 => "f16",
             DType::BF16 => "bf16",
             DType::I32 => "i32",
+            DType::I8 => "i8",
+            DType::U8 => "u8",
         }
     }
 }
@@ -117,8 +124,33 @@ impl HostTensor {
                 .chunks_exact(2)
                 .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
-            DType::I32 => bail!("an i32 tensor cannot be read as floating point"),
+            DType::I32 | DType::I8 | DType::U8 => {
+                bail!("a {} tensor cannot be read as floating point", self.dtype)
+            }
         })
+    }
+
+    /// One element as f32 (for sampling a few values without converting the whole tensor).
+    pub fn get_f32(&self, index: usize) -> f32 {
+        let es = self.dtype.size();
+        let b = &self.bytes.as_slice()[index * es..(index + 1) * es];
+        match self.dtype {
+            DType::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            DType::F16 => f16::from_le_bytes([b[0], b[1]]).to_f32(),
+            DType::BF16 => bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+            DType::I32 => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32,
+            DType::I8 => b[0] as i8 as f32,
+            DType::U8 => b[0] as f32,
+        }
+    }
+
+    pub fn from_bytes(shape: Vec<usize>, dtype: DType, bytes: Vec<u8>) -> HostTensor {
+        assert_eq!(numel(&shape) * dtype.size(), bytes.len(), "shape does not match data length");
+        HostTensor {
+            shape,
+            dtype,
+            bytes: Bytes::Owned(Arc::new(bytes)),
+        }
     }
 
     /// A zero-copy f32 view when the data is f32 and suitably aligned.

@@ -4,6 +4,7 @@
 pub mod exec;
 pub mod plan;
 
+use crate::quant::QuantFormat;
 use crate::tensor::{numel, shape_str};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -16,6 +17,8 @@ pub enum Elem {
     Act,
     F32,
     I32,
+    /// Quantized weight bytes, laid out as the op's [`QuantRef`] says.
+    Quant,
 }
 
 /// Where a tensor lives.
@@ -61,6 +64,16 @@ pub struct PromptKv {
     pub gate: TensorId,
 }
 
+/// How a quantized linear weight is stored: values in `w`, and these.
+#[derive(Clone, Copy, Debug)]
+pub struct QuantRef {
+    pub format: QuantFormat,
+    /// `[out, groups]` scales.
+    pub scales: TensorId,
+    /// `[out, groups]` zero points (int4 with zero point).
+    pub zeros: Option<TensorId>,
+}
+
 #[derive(Clone, Debug)]
 pub enum Op {
     /// `out[t] = table[ids[t]]`.
@@ -78,10 +91,12 @@ pub enum Op {
         out: TensorId,
         eps: f32,
     },
-    /// `out = out_scale ⊙ (x · wᵀ + bias) + residual`, `w` being `[out_features, in_features]`.
+    /// `out = out_scale ⊙ (x · wᵀ + bias) + residual`, `w` being `[out_features, in_features]`
+    /// (quantized when `quant` is given).
     Linear {
         x: TensorId,
         w: TensorId,
+        quant: Option<QuantRef>,
         bias: Option<TensorId>,
         out_scale: Option<TensorId>,
         residual: Option<TensorId>,
@@ -184,12 +199,17 @@ impl Op {
             Linear {
                 x,
                 w,
+                quant,
                 bias,
                 out_scale,
                 residual,
                 ..
             } => {
                 v.extend([*x, *w]);
+                if let Some(q) = quant {
+                    v.push(q.scales);
+                    v.extend(q.zeros);
+                }
                 v.extend(bias.iter().chain(out_scale).chain(residual).copied());
             }
             SiluMul { gate, up, .. } => v.extend([*gate, *up]),
@@ -396,11 +416,21 @@ impl Graph {
             Op::Linear {
                 x,
                 w,
+                quant,
                 bias,
                 out_scale,
                 residual,
                 out,
             } => {
+                if let Some(q) = quant {
+                    let groups = sh(q.scales);
+                    if groups.first() != sh(*w).first() {
+                        return Err("quantization scales need one row per output".into());
+                    }
+                    if q.zeros.is_some_and(|z| sh(z) != groups) {
+                        return Err("zero points must match the scales".into());
+                    }
+                }
                 let (m, k) = rows_cols(*x)?;
                 let (n, k2) = rows_cols(*w)?;
                 let (m2, n2) = rows_cols(*out)?;

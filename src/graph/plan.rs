@@ -22,6 +22,7 @@ pub fn elem_bytes(elem: Elem, act_bytes: usize) -> usize {
     match elem {
         Elem::Act => act_bytes,
         Elem::F32 | Elem::I32 => 4,
+        Elem::Quant => 1,
     }
 }
 

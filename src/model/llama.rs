@@ -137,11 +137,12 @@ pub fn build_forward(m: &Model, t: usize, all_logits: bool) -> Graph {
         });
         last
     };
-    let w = b.w("output");
+    let (w, quant) = b.matrix("output");
     let logits = b.g.activation_f32("logits", &[rows, c.vocab_size]);
     b.g.push(Op::Linear {
         x: head_in,
         w,
+        quant,
         bias: None,
         out_scale: None,
         residual: None,
@@ -210,6 +211,7 @@ pub fn build_prompt_graph(m: &Model) -> Option<Graph> {
             b.g.push(Op::Linear {
                 x: prompts,
                 w,
+                quant: None,
                 bias,
                 out_scale: None,
                 residual: None,

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
+use crate::quant::{QuantFormat, QuantizedMatrix};
 use crate::tensor::{shape_str, Bytes, HostTensor};
 use adapter::{fold_linear, meta_rows_to_hf, AdapterFile, LinearDelta};
 use config::{AdapterConfig, GateActivation, Layout, ModelConfig, ScaleForm};
@@ -23,6 +24,8 @@ pub struct WeightStore {
     pub tensors: Vec<HostTensor>,
     pub names: Vec<String>,
     index: HashMap<String, usize>,
+    /// Quantized matrices: format and logical input width, by name.
+    quant: HashMap<String, (QuantFormat, usize)>,
 }
 
 impl WeightStore {
@@ -35,6 +38,20 @@ impl WeightStore {
         self.names.push(name.to_string());
         self.index.insert(name.to_string(), self.tensors.len() - 1);
         self.tensors.len() - 1
+    }
+
+    /// Replaces the matrix `name` by its quantized form (`name`, `name.scales`, `name.zeros`).
+    pub fn insert_quantized(&mut self, name: &str, q: QuantizedMatrix) {
+        self.insert(name, q.values);
+        self.insert(&format!("{name}.scales"), q.scales);
+        if let Some(z) = q.zeros {
+            self.insert(&format!("{name}.zeros"), z);
+        }
+        self.quant.insert(name.to_string(), (q.format, q.in_features));
+    }
+
+    pub fn quant_info(&self, name: &str) -> Option<(QuantFormat, usize)> {
+        self.quant.get(name).copied()
     }
 
     pub fn id(&self, name: &str) -> Option<usize> {
@@ -140,10 +157,24 @@ pub(crate) fn transpose_f32(data: &[f32], rows: usize, cols: usize) -> Vec<f32> 
     out
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LoadOptions {
     /// Overrides the context length the configuration states.
     pub max_seq_len: Option<usize>,
+    /// Quantizes the linear layers (after the adapter's folds) at load.
+    pub quant: QuantFormat,
+    /// Loads quantized linear layers made by `lav2 quantize` instead of quantizing.
+    pub quantized_file: Option<PathBuf>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            max_seq_len: None,
+            quant: QuantFormat::None,
+            quantized_file: None,
+        }
+    }
 }
 
 impl Model {
@@ -162,6 +193,14 @@ impl Model {
             Some(a) => Some(load_adapter(&config, a, &mut weights)?),
             None => None,
         };
+        match (&opts.quantized_file, opts.quant) {
+            (Some(_), q) if q != QuantFormat::None => {
+                bail!("give either --quant or --quantized, not both")
+            }
+            (Some(file), _) => crate::quant_io::load_quantized(file, &config, &mut weights)?,
+            (None, QuantFormat::None) => {}
+            (None, q) => crate::quant_io::quantize_store(&config, &mut weights, q)?,
+        }
         Ok(Model {
             dir: dir.to_path_buf(),
             config,

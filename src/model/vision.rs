@@ -6,7 +6,7 @@ use anyhow::Result;
 use super::adapter::AdapterFile;
 use super::config::{AdapterConfig, ModelConfig, VisualConfig};
 use super::{transpose_f32, WeightStore};
-use crate::graph::{Elem, Graph, Op, TensorId};
+use crate::graph::{Elem, Graph, Op, QuantRef, TensorId};
 use crate::tensor::HostTensor;
 
 pub(super) fn load_visual(
@@ -126,8 +126,34 @@ impl<'a> Builder<'a> {
         self.store.contains(name).then(|| self.w(name))
     }
 
+    /// A linear layer's weight: plain, or quantized values with their scales and zero points.
+    pub fn matrix(&mut self, name: &str) -> (TensorId, Option<QuantRef>) {
+        match self.store.quant_info(name) {
+            None => (self.w(name), None),
+            Some((format, in_features)) => {
+                let i = self.store.id(name).expect("quantized values present");
+                let out_features = self.store.tensors[i].shape[0];
+                let w = self.g.weight(name, &[out_features, in_features], Elem::Quant, i);
+                let scales = self.w(&format!("{name}.scales"));
+                let zeros_name = format!("{name}.zeros");
+                let zeros = self
+                    .store
+                    .contains(&zeros_name)
+                    .then(|| self.w_elem(&zeros_name, Elem::Quant));
+                (
+                    w,
+                    Some(QuantRef {
+                        format,
+                        scales,
+                        zeros,
+                    }),
+                )
+            }
+        }
+    }
+
     pub fn linear(&mut self, x: TensorId, w: &str, bias: Option<&str>, out_name: &str) -> TensorId {
-        let wt = self.w(w);
+        let (wt, quant) = self.matrix(w);
         let bias = bias.and_then(|b| self.w_opt(b));
         let rows = self.g.desc(x).shape[0];
         let out_f = self.g.desc(wt).shape[0];
@@ -135,6 +161,7 @@ impl<'a> Builder<'a> {
         self.g.push(Op::Linear {
             x,
             w: wt,
+            quant,
             bias,
             out_scale: None,
             residual: None,

@@ -60,8 +60,10 @@ impl TensorFiles {
                     StDtype::F16 => DType::F16,
                     StDtype::BF16 => DType::BF16,
                     StDtype::I32 => DType::I32,
+                    StDtype::I8 => DType::I8,
+                    StDtype::U8 => DType::U8,
                     other => bail!(
-                        "{}: tensor '{name}' has dtype {other:?}; lav2 reads F32, F16, BF16 and I32",
+                        "{}: tensor '{name}' has dtype {other:?}; lav2 reads F32, F16, BF16, I32, I8 and U8",
                         path.display()
                     ),
                 };

@@ -1,5 +1,7 @@
 //! `y = s ⊙ (x · wᵀ + b) + r` in f32, split across threads by output rows when large enough.
 
+use crate::quant::QuantView;
+
 /// Dot product with eight independent accumulators so the compiler vectorizes it.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
@@ -25,9 +27,15 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     (pairs[0] + pairs[2]) + (pairs[1] + pairs[3]) + tail
 }
 
+/// The weight matrix: dense f32 rows, or quantized rows dequantized one at a time.
+pub enum Weights<'a> {
+    Dense(&'a [f32]),
+    Quant(QuantView<'a>),
+}
+
 pub struct LinearArgs<'a> {
     pub x: &'a [f32],
-    pub w: &'a [f32],
+    pub w: Weights<'a>,
     pub bias: Option<&'a [f32]>,
     pub out_scale: Option<&'a [f32]>,
     pub residual: Option<&'a [f32]>,
@@ -75,21 +83,28 @@ pub fn linear(a: &LinearArgs, out: &mut [f32]) {
 
 fn linear_cols(a: &LinearArgs, lo: usize, hi: usize, out: &mut [f32]) {
     let n = a.out_features;
-    for r in 0..a.rows {
-        let xr = &a.x[r * a.in_features..(r + 1) * a.in_features];
-        for o in lo..hi {
-            out[r * n + o] = epilogue(a, r, o, dot(xr, &a.w[o * a.in_features..(o + 1) * a.in_features]));
-        }
-    }
+    for_each_output(a, lo, hi, |r, o, v| out[r * n + o] = v);
 }
 
 fn linear_cols_into(a: &LinearArgs, lo: usize, hi: usize, part: &mut [f32]) {
     let w = hi - lo;
-    for r in 0..a.rows {
-        let xr = &a.x[r * a.in_features..(r + 1) * a.in_features];
-        for o in lo..hi {
-            part[r * w + o - lo] =
-                epilogue(a, r, o, dot(xr, &a.w[o * a.in_features..(o + 1) * a.in_features]));
+    for_each_output(a, lo, hi, |r, o, v| part[r * w + o - lo] = v);
+}
+
+/// Calls `put(row, output, value)` for outputs `lo..hi` of every row, reading each weight row once.
+fn for_each_output(a: &LinearArgs, lo: usize, hi: usize, mut put: impl FnMut(usize, usize, f32)) {
+    let k = a.in_features;
+    let mut buf = vec![0f32; if matches!(a.w, Weights::Quant(_)) { k } else { 0 }];
+    for o in lo..hi {
+        let wrow: &[f32] = match &a.w {
+            Weights::Dense(w) => &w[o * k..(o + 1) * k],
+            Weights::Quant(q) => {
+                q.row(o, &mut buf);
+                &buf
+            }
+        };
+        for r in 0..a.rows {
+            put(r, o, epilogue(a, r, o, dot(&a.x[r * k..(r + 1) * k], wrow)));
         }
     }
 }

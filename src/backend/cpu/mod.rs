@@ -12,12 +12,15 @@ use anyhow::{bail, Result};
 use super::{check_program, Backend, HostData, ProgramId};
 use crate::graph::plan::Plan;
 use crate::graph::{Elem, Graph, Op, StateDesc, Storage, TensorId};
+use crate::quant::QuantView;
 use crate::tensor::{DType, HostTensor};
 
 /// A weight as the CPU reads it: a view of the mapped file when it is already aligned f32.
 enum CpuWeight {
     Mapped(HostTensor),
     Owned(Vec<f32>),
+    /// Quantized values and zero points, read as bytes.
+    Bytes(HostTensor),
 }
 
 impl CpuWeight {
@@ -25,6 +28,14 @@ impl CpuWeight {
         match self {
             CpuWeight::Mapped(t) => t.f32_view().expect("checked when loaded"),
             CpuWeight::Owned(v) => v,
+            CpuWeight::Bytes(_) => &[],
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            CpuWeight::Bytes(t) => t.bytes.as_slice(),
+            _ => &[],
         }
     }
 }
@@ -92,7 +103,9 @@ impl Backend for CpuBackend {
         self.weights = weights
             .iter()
             .map(|t| {
-                Ok(if t.f32_view().is_some() {
+                Ok(if matches!(t.dtype, DType::I8 | DType::U8) {
+                    CpuWeight::Bytes(t.clone())
+                } else if t.f32_view().is_some() {
                     CpuWeight::Mapped(t.clone())
                 } else {
                     CpuWeight::Owned(t.to_f32()?)
@@ -193,6 +206,18 @@ impl CpuBackend {
         Raw { ptr, len }
     }
 
+    /// Bytes of a quantized weight; valid as long as the weights are loaded.
+    fn weight_bytes<'a>(&self, program: ProgramId, id: TensorId) -> &'a [u8] {
+        match self.programs[program.0].graph.tensors[id.0].storage {
+            Storage::Weight(w) => {
+                let b = self.weights[w].as_bytes();
+                // SAFETY: weights are not modified or dropped while a program runs.
+                unsafe { std::slice::from_raw_parts(b.as_ptr(), b.len()) }
+            }
+            _ => &[],
+        }
+    }
+
     fn ints(&self, program: ProgramId, id: TensorId) -> &[i32] {
         &self.programs[program.0].inputs_i32[&id]
     }
@@ -243,15 +268,26 @@ impl CpuBackend {
                 Op::Linear {
                     x,
                     w,
+                    quant,
                     bias,
                     out_scale,
                     residual,
                     out,
                 } => {
                     let ws = shape(self, *w);
+                    let weights = match quant {
+                        None => matmul::Weights::Dense(self.raw(pid, *w).get()),
+                        Some(q) => matmul::Weights::Quant(QuantView {
+                            format: q.format,
+                            in_features: ws[1],
+                            values: self.weight_bytes(pid, *w),
+                            scales: self.raw(pid, q.scales).get(),
+                            zeros: q.zeros.map(|z| self.weight_bytes(pid, z)),
+                        }),
+                    };
                     let args = matmul::LinearArgs {
                         x: self.raw(pid, *x).get(),
-                        w: self.raw(pid, *w).get(),
+                        w: weights,
                         bias: bias.map(|b| self.raw(pid, b).get()),
                         out_scale: out_scale.map(|b| self.raw(pid, b).get()),
                         residual: residual.map(|b| self.raw(pid, b).get()),
@@ -398,6 +434,3 @@ impl CpuBackend {
         Ok(())
     }
 }
-
-/// The dtype the CPU keeps every float in.
-pub const CPU_DTYPE: DType = DType::F32;
