@@ -6,10 +6,13 @@
 
 pub mod backend;
 pub mod convert;
+pub mod experts;
 pub mod generate;
 pub mod graph;
 pub mod io;
 pub mod model;
+pub mod quant;
+pub mod quant_io;
 pub mod session;
 pub mod tensor;
 

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use lav2::backend::{self, DeviceChoice};
+use lav2::experts::{self, ExpertArgs, ExpertContext};
 use lav2::generate::{self, SamplingOptions, Template};
 use lav2::io::{image::load_image, tokenizer::Tokenizer};
 use lav2::model::config::ChannelOrder;
@@ -114,6 +115,8 @@ struct GenerateArgs {
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    experts: ExpertArgs,
 }
 
 #[derive(Args)]
@@ -200,6 +203,15 @@ fn read_pixels(path: &Path) -> Result<Vec<f32>> {
     t.to_f32()
 }
 
+fn parse_channel_order(a: &ImageArgs) -> Result<Option<ChannelOrder>> {
+    match a.channel_order.as_deref() {
+        None => Ok(None),
+        Some("rgb") => Ok(Some(ChannelOrder::Rgb)),
+        Some("bgr") => Ok(Some(ChannelOrder::Bgr)),
+        Some(o) => bail!("--channel-order: '{o}' is not rgb or bgr"),
+    }
+}
+
 /// Visual prompts for the image arguments, or None without an image. Returns (vq, ms).
 fn visual_prompts(session: &mut Session, a: &ImageArgs) -> Result<Option<(Vec<f32>, f64)>> {
     if a.image.is_none() && a.pixels.is_none() {
@@ -220,12 +232,7 @@ fn visual_prompts(session: &mut Session, a: &ImageArgs) -> Result<Option<(Vec<f3
             .and_then(|ad| ad.config.visual.as_ref())
             .map(|v| v.channel_order)
             .unwrap_or(ChannelOrder::Bgr);
-        let order = match a.channel_order.as_deref() {
-            None => default,
-            Some("rgb") => ChannelOrder::Rgb,
-            Some("bgr") => ChannelOrder::Bgr,
-            Some(o) => bail!("--channel-order: '{o}' is not rgb or bgr"),
-        };
+        let order = parse_channel_order(a)?.unwrap_or(default);
         load_image(path, size, order)?
     } else {
         let path = a.pixels.as_ref().unwrap();
@@ -253,16 +260,42 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
         ignore_eos: a.ignore_eos,
     };
     sampling.validate()?;
-    let t0 = Instant::now();
-    let model = load_model(&a.model)?;
     let tok_path = a
         .tokenizer
         .clone()
         .unwrap_or_else(|| a.model.model.join("tokenizer.json"));
+    if a.experts.any() && a.prompt_ids.is_some() {
+        bail!("experts fill the template's input slot; give --prompt, not --prompt-ids");
+    }
+    if a.experts.any() && a.template.as_deref() == Some("none") {
+        bail!("experts fill the template's input slot, which --template none does not have");
+    }
+    // Experts run first, so only one model is in memory at a time.
+    let opts = load_options(&a.model)?;
+    let expert_outputs = experts::run_experts(
+        &a.experts,
+        a.image.image.as_deref(),
+        &ExpertContext {
+            model_dir: a.model.model.clone(),
+            load: LoadOptions {
+                quantized_file: None,
+                ..opts.clone()
+            },
+            device: a.device.clone(),
+            tokenizer: tok_path.clone(),
+            channel_order: parse_channel_order(&a.image)?,
+        },
+    )?;
+    let context = match (a.context.clone(), experts::combine(&expert_outputs)) {
+        (Some(user), Some(found)) => Some(format!("{user}\n{found}")),
+        (user, found) => user.or(found),
+    };
+    let t0 = Instant::now();
+    let model = Model::load(&a.model.model, a.model.adapter.as_deref(), &opts)?;
     let tokenizer = Tokenizer::load(&tok_path)?;
     let template = match &a.template {
         Some(t) => t.parse::<Template>().map_err(|e| anyhow!("--template: {e}"))?,
-        None if model.adapter.is_some() => Template::Alpaca,
+        None if model.adapter.is_some() || context.is_some() => Template::Alpaca,
         None => Template::None,
     };
     let bos = model.config.bos_id;
@@ -274,7 +307,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
             parse_ids(ids)?
         }
         (Some(text), None) => {
-            let formatted = generate::format_prompt(template, text, a.context.as_deref())?;
+            let formatted = generate::format_prompt(template, text, context.as_deref())?;
             let mut ids = vec![bos];
             ids.extend(tokenizer.encode(&formatted)?);
             ids
@@ -283,7 +316,12 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     };
     let mut session = open_session(model, &a.device)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let vision = visual_prompts(&mut session, &a.image)?;
+    // With a text-only model an image may still feed the experts.
+    let vision = if a.experts.any() && session.image_size().is_none() {
+        None
+    } else {
+        visual_prompts(&mut session, &a.image)?
+    };
     let mut stream = tokenizer.stream();
     let mut stdout = std::io::stdout().lock();
     let streaming = !a.json;
@@ -306,6 +344,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
             "ids": gen.ids,
             "text": text,
             "stop_reason": gen.stop.name(),
+            "experts": expert_outputs,
             "device": session.backend().describe(),
             "timings": {
                 "load_ms": load_ms,

@@ -67,6 +67,70 @@ pub enum Bytes {
         end: usize,
     },
     Owned(Arc<Vec<u8>>),
+    /// Deterministic pseudo-random contents (benchmark models): a GPU backend generates them on
+    /// the device from the recipe; on the host they are produced once, on first access.
+    Generated {
+        recipe: Synthetic,
+        len: usize,
+        data: Arc<std::sync::OnceLock<Vec<u8>>>,
+    },
+}
+
+/// How the elements of a generated tensor are made. Element `i` depends only on `seed` and `i`
+/// (counter-based), so every backend produces the same values.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Synthetic {
+    /// f16 values uniform in `[-amp, amp]`.
+    UniformF16 { seed: u64, amp: f32 },
+    /// f16 values all equal to `value`.
+    ConstF16 { value: f32 },
+    /// Random bytes (quantized values); int8 avoids -128.
+    Bytes { seed: u64, int8: bool },
+    /// Every byte equal to `value` (zero points).
+    FillByte { value: u8 },
+}
+
+/// SplitMix64 of `seed + i·φ`: the per-element hash behind [`Synthetic`].
+pub fn synthetic_hash(seed: u64, i: u64) -> u64 {
+    let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Synthetic {
+    /// Element `i` as its little-endian bytes (2 for f16, 1 for bytes).
+    pub fn element(self, i: u64) -> [u8; 2] {
+        match self {
+            Synthetic::UniformF16 { seed, amp } => {
+                let u = (synthetic_hash(seed, i) >> 40) as f32 / (1u64 << 24) as f32;
+                f16::from_f32((2.0 * u - 1.0) * amp).to_le_bytes()
+            }
+            Synthetic::ConstF16 { value } => f16::from_f32(value).to_le_bytes(),
+            Synthetic::Bytes { seed, int8 } => {
+                let h = synthetic_hash(seed, i);
+                let b = if int8 { ((h % 255) as i32 - 127) as i8 as u8 } else { h as u8 };
+                [b, 0]
+            }
+            Synthetic::FillByte { value } => [value, 0],
+        }
+    }
+
+    pub fn dtype_size(self) -> usize {
+        match self {
+            Synthetic::Bytes { .. } | Synthetic::FillByte { .. } => 1,
+            _ => 2,
+        }
+    }
+
+    pub fn generate(self, len: usize) -> Vec<u8> {
+        let es = self.dtype_size();
+        let mut out = Vec::with_capacity(len);
+        for i in 0..(len / es) as u64 {
+            out.extend_from_slice(&self.element(i)[..es]);
+        }
+        out
+    }
 }
 
 impl Bytes {
@@ -74,6 +138,7 @@ impl Bytes {
         match self {
             Bytes::Mapped { map, start, end } => &map[*start..*end],
             Bytes::Owned(v) => v,
+            Bytes::Generated { recipe, len, data } => data.get_or_init(|| recipe.generate(*len)),
         }
     }
 }
@@ -150,6 +215,21 @@ impl HostTensor {
             shape,
             dtype,
             bytes: Bytes::Owned(Arc::new(bytes)),
+        }
+    }
+
+    /// A generated tensor (benchmark weights) of `shape`.
+    pub fn synthetic(shape: Vec<usize>, dtype: DType, recipe: Synthetic) -> HostTensor {
+        let len = numel(&shape) * dtype.size();
+        assert_eq!(dtype.size(), recipe.dtype_size(), "recipe does not fit the dtype");
+        HostTensor {
+            shape,
+            dtype,
+            bytes: Bytes::Generated {
+                recipe,
+                len,
+                data: Arc::new(std::sync::OnceLock::new()),
+            },
         }
     }
 

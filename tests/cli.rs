@@ -232,3 +232,26 @@ fn bad_run_inputs_give_clear_errors() {
         &["no vision tower"],
     );
 }
+
+#[test]
+fn ocr_text_reaches_the_prompt_of_a_text_only_model() {
+    let Some(root) = conformance() else { return };
+    if std::process::Command::new("tesseract").arg("--version").output().is_err() {
+        assert!(std::env::var("CI").is_err(), "CI must have tesseract installed");
+        eprintln!("SKIPPED: tesseract is not installed");
+        return;
+    }
+    let png = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/experts/ocr.png");
+    let out = lav2(&[
+        "generate", "--model", p(&root.join("stories260K")), "--prompt", "What does it say?",
+        "--image", p(&png), "--ocr", "--temperature", "0", "--max-new-tokens", "3", "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["experts"][0]["name"], "ocr");
+    assert!(v["experts"][0]["text"].as_str().unwrap().contains("Hello Tesseract"));
+    let tok = lav2::io::tokenizer::Tokenizer::load(&root.join("stories260K/tokenizer.json")).unwrap();
+    let prompt: Vec<u32> = ids(&v["prompt_ids"]);
+    let text = tok.decode(&prompt).unwrap();
+    assert!(text.contains("### Input:\nOCR: Hello Tesseract"), "{text}");
+}

@@ -199,7 +199,7 @@ pub fn build_prompt_graph(m: &Model) -> Option<Graph> {
             // LoRA is folded into the token path's weight only; prompts use the plain one.
             let plain = p(&format!("{which}.prompt"));
             let wname = if b.store.contains(&plain) { plain } else { p(which) };
-            let w = b.w(&wname);
+            let (w, quant) = b.matrix(&wname);
             let bias = b.w_opt(&p(&format!("{which}.bias")));
             let desc = &states[state];
             let flat = StateDesc {
@@ -211,7 +211,7 @@ pub fn build_prompt_graph(m: &Model) -> Option<Graph> {
             b.g.push(Op::Linear {
                 x: prompts,
                 w,
-                quant: None,
+                quant,
                 bias,
                 out_scale: None,
                 residual: None,

@@ -3,6 +3,7 @@
 pub mod adapter;
 pub mod config;
 pub mod llama;
+pub mod synthetic;
 pub mod vision;
 pub mod weights;
 
@@ -138,7 +139,7 @@ fn row_block(t: &HostTensor, row0: usize, rows: usize) -> HostTensor {
             start: start + lo,
             end: start + hi,
         },
-        Bytes::Owned(v) => Bytes::Owned(Arc::new(v[lo..hi].to_vec())),
+        other => Bytes::Owned(Arc::new(other.as_slice()[lo..hi].to_vec())),
     };
     HostTensor {
         shape: vec![rows, cols],

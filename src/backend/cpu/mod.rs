@@ -137,6 +137,16 @@ impl Backend for CpuBackend {
                 Storage::Weight(w) if w >= self.weights.len() => {
                     bail!("internal error: graph '{}' uses weight {w} which was not loaded", graph.name)
                 }
+                // Views are raw pointers: a float weight must really hold its elements.
+                Storage::Weight(w) if t.elem != Elem::Quant && self.weights[w].as_slice().len() != t.numel() => {
+                    bail!(
+                        "internal error: graph '{}' reads weight '{}' as {} floats, it holds {}",
+                        graph.name,
+                        t.name,
+                        t.numel(),
+                        self.weights[w].as_slice().len()
+                    )
+                }
                 Storage::State(s) if s >= self.states.len() => {
                     bail!("internal error: graph '{}' uses state {s} which was not allocated", graph.name)
                 }
