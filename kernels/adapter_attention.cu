@@ -484,7 +484,7 @@ extern "C" __global__ void __launch_bounds__(DC_THREADS)
     const __half* vb = v_cache + kvh * hd;
     const bool vec = (hd & 7) == 0 && aligned16(k_cache);
     const int nck = (hd + 7) >> 3;
-    int tpk = 1;
+    int tpk = 2;  // >= 2 so that a pass never covers more than DC_TK keys
     while (tpk < nck && tpk < 32) tpk <<= 1;
     const int kpp = DC_THREADS / tpk;  // keys per pass
     const int slot = tid / tpk, sub = tid % tpk;

@@ -1,10 +1,40 @@
 // common.cuh — helpers shared by every kernel file: 16-byte vector loads/stores of __half, warp and
 // block reductions, and thin wrappers over the PTX instructions the tensor-core kernels use
-// (cp.async, ldmatrix, mma.sync m16n8k16). Only <cuda_fp16.h> is included so that the same sources
-// compile under NVRTC, which has no C/C++ standard headers.
+// (cp.async, ldmatrix, mma.sync m16n8k16). No C/C++ standard header is used, so the same sources
+// compile under NVRTC; NVRTC 13 does not ship <cuda_fp16.h> either, so when it cannot be found (no -I
+// to a CUDA include folder) the few __half operations the kernels use are defined here.
 #pragma once
 
+#if defined(__CUDACC_RTC__) && !__has_include(<cuda_fp16.h>)
+// Layout-compatible stand-ins for cuda_fp16.h's __half / __half2 (2 and 4 bytes, x in the low half).
+struct __align__(2) __half {
+    unsigned short x_;
+};
+struct __align__(4) __half2 {
+    __half x, y;
+};
+__device__ __forceinline__ float __half2float(__half h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h.x_));
+    return f;
+}
+__device__ __forceinline__ __half __float2half_rn(float f) {
+    __half h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.x_) : "f"(f));
+    return h;
+}
+__device__ __forceinline__ __half2 __floats2half2_rn(float a, float b) {
+    __half2 r;
+    r.x = __float2half_rn(a);
+    r.y = __float2half_rn(b);
+    return r;
+}
+__device__ __forceinline__ float2 __half22float2(__half2 h) {
+    return make_float2(__half2float(h.x), __half2float(h.y));
+}
+#else
 #include <cuda_fp16.h>
+#endif
 
 #define LAV2_DEV __device__ __forceinline__
 

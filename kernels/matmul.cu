@@ -3,7 +3,8 @@
 // x: [rows, K] f16, w: [N, K] f16 (row-major, PyTorch's [out_features, in_features]),
 // bias / out_scale: [N] f16, residual: [rows, N], y: [rows, N]; bias, out_scale and residual may each be
 // nullptr. f32 accumulation. The *_f16 kernels write f16 (residual f16); the *_f16f32 kernels write
-// f32 (residual f32), for the LM head. y may be the same buffer as residual (in-place residual add).
+// f32 (residual f32), for the LM head. y may be the same buffer as residual (in-place residual add),
+// never x or w.
 //   gemv   — decode (rows ≤ ~8): one warp per output feature, weights streamed with 16-byte loads.
 //   gemm   — prefill: tensor cores (mma.sync m16n8k16), 128x128x32 block tiles, 3-stage cp.async
 //            pipeline; gemm64 is the same with 64x64 tiles, for grids too small to fill the GPU.
@@ -167,7 +168,6 @@ LAV2_DEV void gemm_tc(const __half* __restrict__ A, const __half* __restrict__ W
             const int k = k0 + ck * 8;
             const __half* src;
             bool valid;
-            int kmax;
             if (row < BM) {
                 const int m = bm + row;
                 valid = m < M;
@@ -177,16 +177,15 @@ LAV2_DEV void gemm_tc(const __half* __restrict__ A, const __half* __restrict__ W
                 valid = n < N;
                 src = W + (long long)(valid ? n : 0) * K;
             }
-            kmax = K;
             __half* dst = s + swz(row, ck);
-            if (fast) {
-                const bool in = valid && k < kmax;
+            if (fast) {  // K % 8 == 0: a chunk is entirely inside or entirely past K
+                const bool in = valid && k < K;
                 cp_async16(dst, in ? src + k : A, in ? 16 : 0);
             } else {
                 __align__(16) __half v[8];
 #pragma unroll
                 for (int e = 0; e < 8; ++e)
-                    v[e] = (valid && k + e < kmax) ? src[k + e] : __float2half_rn(0.0f);
+                    v[e] = (valid && k + e < K) ? src[k + e] : __float2half_rn(0.0f);
                 *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(v);
             }
         }
