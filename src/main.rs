@@ -36,6 +36,8 @@ enum Command {
     Info(ModelArgs),
     /// Quantize the linear layers once and write them for `--quantized`.
     Quantize(QuantizeArgs),
+    /// List the compiled CUDA kernels with their register and spill report.
+    Kernels,
     /// Convert the authors' PyTorch releases into lav2 folders.
     #[command(subcommand)]
     Convert(lav2::convert::ConvertCommand),
@@ -151,6 +153,10 @@ fn main() -> ExitCode {
         Command::Forward(a) => cmd_forward(a),
         Command::Info(a) => cmd_info(a),
         Command::Quantize(a) => cmd_quantize(a),
+        Command::Kernels => {
+            print!("{}", lav2::backend::cuda::kernels::report());
+            Ok(())
+        }
         Command::Convert(c) => lav2::convert::run(c),
     };
     match result {

@@ -33,6 +33,13 @@ pub trait Backend {
     fn write_input(&mut self, program: ProgramId, tensor: TensorId, data: HostData) -> Result<()>;
     fn run(&mut self, program: ProgramId) -> Result<()>;
     fn read_f32(&mut self, program: ProgramId, tensor: TensorId) -> Result<Vec<f32>>;
+    /// Waits until queued work is done, so a host timer measures it.
+    fn synchronize(&mut self) -> Result<()>;
+    /// Copy bandwidth of this device in bytes/s, counting bytes read plus bytes written, measured
+    /// now on buffers of `bytes`: the roofline a memory-bound step is compared against.
+    fn copy_bandwidth(&mut self, bytes: usize) -> Result<f64>;
+    /// Dense matmul rate in FLOP/s (2·m·k·n per product) in the activation precision.
+    fn matmul_rate(&mut self, m: usize, k: usize, n: usize) -> Result<f64>;
 }
 
 /// What `--device` asks for.

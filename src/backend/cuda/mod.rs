@@ -1,5 +1,7 @@
 //! The CUDA backend (cudarc, loaded dynamically so the binary runs without a driver).
 
+pub mod kernels;
+
 use anyhow::{bail, Result};
 
 use super::{Backend, HostData, ProgramId};
@@ -44,6 +46,15 @@ impl Backend for CudaBackend {
         bail!("CUDA backend unavailable")
     }
     fn read_f32(&mut self, _p: ProgramId, _t: TensorId) -> Result<Vec<f32>> {
+        bail!("CUDA backend unavailable")
+    }
+    fn synchronize(&mut self) -> Result<()> {
+        bail!("CUDA backend unavailable")
+    }
+    fn copy_bandwidth(&mut self, _bytes: usize) -> Result<f64> {
+        bail!("CUDA backend unavailable")
+    }
+    fn matmul_rate(&mut self, _m: usize, _k: usize, _n: usize) -> Result<f64> {
         bail!("CUDA backend unavailable")
     }
 }
