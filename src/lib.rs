@@ -5,6 +5,7 @@
 //! buffers) → [`backend`] (CPU or CUDA) → [`session::Session`] → [`generate`].
 
 pub mod backend;
+pub mod bench;
 pub mod convert;
 pub mod experts;
 pub mod generate;

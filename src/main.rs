@@ -15,6 +15,7 @@ use lav2::generate::{self, SamplingOptions, Template};
 use lav2::io::{image::load_image, tokenizer::Tokenizer};
 use lav2::model::config::ChannelOrder;
 use lav2::model::weights::TensorFiles;
+use lav2::graph::plan::Plan;
 use lav2::quant::QuantFormat;
 use lav2::tensor::shape_str;
 use lav2::{LoadOptions, Model, Session};
@@ -36,6 +37,8 @@ enum Command {
     Info(ModelArgs),
     /// Quantize the linear layers once and write them for `--quantized`.
     Quantize(QuantizeArgs),
+    /// Benchmark a synthetic LLaMA-Adapter V2 model against this device's roofline.
+    Bench(BenchArgs),
     /// List the compiled CUDA kernels with their register and spill report.
     Kernels,
     /// Convert the authors' PyTorch releases into lav2 folders.
@@ -122,6 +125,40 @@ struct GenerateArgs {
 }
 
 #[derive(Args)]
+struct BenchArgs {
+    /// Model shape: 7b, 13b or tiny (default: 7b on a GPU, tiny on the CPU).
+    #[arg(long)]
+    preset: Option<String>,
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Weight formats to measure, comma-separated (f16, int8, int4).
+    #[arg(long, default_value = "f16,int8,int4")]
+    quant: String,
+    /// with | without | both.
+    #[arg(long, default_value = "both")]
+    adapter: String,
+    /// Prompt lengths for prefill, comma-separated.
+    #[arg(long, default_value = "128,512")]
+    prefill: String,
+    /// Contexts for decode, comma-separated.
+    #[arg(long, default_value = "128,2048")]
+    contexts: String,
+    /// Decode steps timed per context.
+    #[arg(long, default_value_t = 32)]
+    decode_tokens: usize,
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Sequences per step (only 1 is supported).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print JSON instead of the markdown table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct QuantizeArgs {
     #[command(flatten)]
     model: ModelArgs,
@@ -153,6 +190,7 @@ fn main() -> ExitCode {
         Command::Forward(a) => cmd_forward(a),
         Command::Info(a) => cmd_info(a),
         Command::Quantize(a) => cmd_quantize(a),
+        Command::Bench(a) => cmd_bench(a),
         Command::Kernels => {
             print!("{}", lav2::backend::cuda::kernels::report());
             Ok(())
@@ -441,6 +479,21 @@ fn cmd_info(a: ModelArgs) -> Result<()> {
         model.weights.total_params(),
         model.weights.total_bytes()
     );
+    // The planner's arenas: what one step needs beyond weights and KV cache.
+    let kv: usize = lav2::model::llama::states(&model)
+        .iter()
+        .map(|st| st.shape.iter().product::<usize>())
+        .sum();
+    println!("planned memory (f32 on the CPU / f16 on CUDA):");
+    println!("  session state (KV cache, prompt K/V): {} / {} bytes", kv * 4, kv * 2);
+    for t in [1, c.max_seq_len.min(512)] {
+        let g = lav2::model::llama::build_forward(&model, t, false);
+        let (a, b) = (Plan::new(&g, 4), Plan::new(&g, 2));
+        println!(
+            "  {} activations: {} / {} bytes (without reuse: {} / {})",
+            g.name, a.arena_bytes, b.arena_bytes, a.unplanned_bytes, b.unplanned_bytes
+        );
+    }
     Ok(())
 }
 
@@ -462,5 +515,49 @@ fn cmd_quantize(a: QuantizeArgs) -> Result<()> {
         bytes,
         t0.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+fn parse_list(flag: &str, s: &str) -> Result<Vec<usize>> {
+    let v: Vec<usize> = s
+        .split(',')
+        .map(|p| p.trim().parse::<usize>().map_err(|_| anyhow!("--{flag}: '{p}' is not a positive integer")))
+        .collect::<Result<_>>()?;
+    if v.is_empty() || v.contains(&0) {
+        bail!("--{flag}: give positive integers, e.g. 128,512");
+    }
+    Ok(v)
+}
+
+fn cmd_bench(a: BenchArgs) -> Result<()> {
+    use lav2::bench::{AdapterChoice, BenchOptions};
+    let formats = a
+        .quant
+        .split(',')
+        .map(|q| QuantFormat::parse(q.trim(), false).map_err(|e| anyhow!("--quant: {e:#}")))
+        .collect::<Result<Vec<_>>>()?;
+    let opts = BenchOptions {
+        preset: a.preset,
+        device: a.device.parse().map_err(|e: String| anyhow!("--device: {e}"))?,
+        formats,
+        prefill_lens: parse_list("prefill", &a.prefill)?,
+        decode_contexts: parse_list("contexts", &a.contexts)?,
+        decode_tokens: a.decode_tokens,
+        repeats: a.repeats,
+        batch: a.batch,
+        seed: a.seed,
+        adapter: match a.adapter.as_str() {
+            "both" => AdapterChoice::Both,
+            "with" => AdapterChoice::With,
+            "without" => AdapterChoice::Without,
+            other => bail!("--adapter: '{other}' is not with, without or both"),
+        },
+    };
+    let report = lav2::bench::run(&opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.markdown());
+    }
     Ok(())
 }

@@ -52,6 +52,10 @@ impl Session {
         self.backend.as_ref()
     }
 
+    pub fn backend_mut(&mut self) -> &mut dyn Backend {
+        self.backend.as_mut()
+    }
+
     /// Activation bytes the plans of this session need, largest plan first.
     pub fn planned_bytes(&self) -> Vec<(String, usize, usize)> {
         let mut v: Vec<_> = self

@@ -109,7 +109,7 @@ fn info_describes_model_and_adapter() {
     let out = lav2(&["info", "--model", p(&dir.join("base")), "--adapter", p(&dir.join("adapter"))]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for needle in ["layout: meta", "LoRA rank 16", "new_gate", "vision: CLIP", "prompts: 3 tokens in the last 3 layers"] {
+    for needle in ["layout: meta", "decode activations", "prefill_", "LoRA rank 16", "new_gate", "vision: CLIP", "prompts: 3 tokens in the last 3 layers"] {
         assert!(text.contains(needle), "'{needle}' missing from:\n{text}");
     }
 }

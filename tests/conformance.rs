@@ -159,3 +159,25 @@ fn adapter_v2_cases_match_the_authors_model() {
         assert!(err <= 1e-3, "{name}: base logits differ by {err}");
     }
 }
+
+/// Byte-fallback pieces (emoji, CJK split into <0xNN> tokens) stream out as whole characters:
+/// no replacement character mid-stream, and the pieces concatenate to the full decode.
+#[test]
+fn streaming_detokenization_handles_byte_fallback() {
+    let Some(root) = conformance() else { return };
+    let tok = Tokenizer::load(&root.join("llama-tokenizer/tokenizer.json")).unwrap();
+    for text in ["Hello 🦙 world", "宇宙 and 🚀🚀", " leading space, tabs\tand\nnewlines", "Führer ½"] {
+        let ids = tok.encode(text).unwrap();
+        let full = tok.decode(&ids).unwrap();
+        assert_eq!(full, text);
+        let mut stream = tok.stream();
+        let mut out = String::new();
+        for &id in &ids {
+            let piece = stream.step(id).unwrap();
+            assert!(!piece.contains('\u{FFFD}'), "{text:?}: partial character streamed");
+            out += &piece;
+        }
+        out += &stream.finish().unwrap();
+        assert_eq!(out, full, "{text:?}");
+    }
+}

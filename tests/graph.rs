@@ -193,3 +193,22 @@ fn adapter_on_a_hugging_face_base_matches_the_meta_base() {
     let err = max_abs_diff(&s.forward(&tokens, 0, true).unwrap(), &want);
     assert!(err <= 1e-3, "HF-layout base with adapter: logits differ by {err}");
 }
+
+/// A checkpoint split over several safetensors files loads as one.
+#[test]
+fn sharded_safetensors_load_as_one_model() {
+    let Some(root) = conformance() else { return };
+    let src = root.join("stories260K");
+    let dir = scratch("sharded");
+    for f in ["params.json", "tokenizer.json"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let all = read_all(&src.join("consolidated.00.safetensors"));
+    let (a, b): (Vec<_>, Vec<_>) = all.into_iter().partition(|(n, _, _)| n.starts_with("layers.1") || n.starts_with("tok"));
+    write_all(&dir.join("model-00001-of-00002.safetensors"), &a);
+    write_all(&dir.join("model-00002-of-00002.safetensors"), &b);
+    let tokens = [1, 403, 407, 261];
+    let want = cpu_session(load(&src, None)).forward(&tokens, 0, true).unwrap();
+    let got = cpu_session(load(&dir, None)).forward(&tokens, 0, true).unwrap();
+    assert_eq!(got, want);
+}

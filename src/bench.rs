@@ -1,0 +1,278 @@
+//! `lav2 bench`: synthetic LLaMA-Adapter V2 models measured against this device's roofline.
+//! Every row carries the bytes a step must move and the fraction of the copy bandwidth —
+//! measured in the same run — that the step achieved.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+use crate::backend::{self, DeviceChoice};
+use crate::model::synthetic::{self, Preset};
+use crate::model::Model;
+use crate::quant::QuantFormat;
+use crate::Session;
+
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub preset: Option<String>,
+    pub device: DeviceChoice,
+    pub formats: Vec<QuantFormat>,
+    pub prefill_lens: Vec<usize>,
+    pub decode_contexts: Vec<usize>,
+    /// Decode steps timed per context.
+    pub decode_tokens: usize,
+    pub repeats: usize,
+    pub batch: usize,
+    pub seed: u64,
+    /// Run with the adapter, without it, or both.
+    pub adapter: AdapterChoice,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdapterChoice {
+    Both,
+    With,
+    Without,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub format: String,
+    pub adapter: bool,
+    pub step: String,
+    pub tokens: usize,
+    pub context: usize,
+    pub ms: f64,
+    pub tokens_per_s: f64,
+    /// Bytes a step must at least read and write (weights, KV cache, activations ignored).
+    pub bytes_per_token: f64,
+    /// Roofline time (bytes / copy bandwidth) over measured time.
+    pub roofline_fraction: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub device: String,
+    pub preset: String,
+    pub shape: String,
+    pub copy_bandwidth_gb_s: f64,
+    pub matmul_tflop_s: f64,
+    pub rows: Vec<Row>,
+    pub runs: Vec<RunSummary>,
+}
+
+/// Per weight format and adapter choice: setup, the image path, and time to first token.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunSummary {
+    pub label: String,
+    pub setup_s: f64,
+    /// Image → visual prompts → prompt K/V (adapter runs only).
+    pub vision_ms: Option<f64>,
+    /// Image path plus prefill of the first prefill length.
+    pub time_to_first_token_ms: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Bytes one decode step reads: every matrix once (in its stored format), the embedding row,
+/// norms and biases, and the KV cache up to `context` (plus prompt K/V with an adapter).
+pub fn decode_bytes(m: &Model, act_bytes: usize, context: usize) -> f64 {
+    let c = &m.config;
+    let mut bytes = 0f64;
+    for (name, t) in m.weights.names.iter().zip(&m.weights.tensors) {
+        let skip = name.starts_with("clip.")
+            || name.starts_with("visual_")
+            || name.starts_with("clip_")
+            || name.starts_with("adapter_query")
+            || name == "tok_embeddings";
+        if skip {
+            continue;
+        }
+        bytes += match t.dtype {
+            crate::tensor::DType::I8 | crate::tensor::DType::U8 => t.numel() as f64,
+            _ => (t.numel() * act_bytes) as f64,
+        };
+    }
+    bytes += (c.dim * act_bytes) as f64;
+    let kv = 2.0 * c.n_layers as f64 * context as f64 * c.kv_dim() as f64 * act_bytes as f64;
+    let prompts = m.adapter.as_ref().map_or(0.0, |a| {
+        2.0 * a.config.query_layer as f64 * a.config.query_len as f64 * c.kv_dim() as f64 * act_bytes as f64
+    });
+    bytes + kv + prompts
+}
+
+fn progress(msg: &str) {
+    eprintln!("lav2 bench: {msg}");
+}
+
+pub fn run(opts: &BenchOptions) -> Result<Report> {
+    if opts.batch != 1 {
+        bail!("--batch {}: lav2 decodes one sequence at a time; only --batch 1 is supported", opts.batch);
+    }
+    if opts.repeats == 0 || opts.decode_tokens == 0 {
+        bail!("--repeats and --decode-tokens must be positive");
+    }
+    let mut probe = backend::open(opts.device)?;
+    let on_gpu = probe.act_bytes() == 2;
+    let preset_name = opts.preset.clone().unwrap_or_else(|| if on_gpu { "7b".into() } else { "tiny".into() });
+    let max_ctx = opts.decode_contexts.iter().chain(&opts.prefill_lens).copied().max().unwrap_or(128);
+    let preset: Preset = synthetic::preset(&preset_name, max_ctx + opts.decode_tokens + 1)?;
+    let device = probe.describe();
+    progress(&format!("device {device}"));
+    let bw = probe.copy_bandwidth(if on_gpu { 1 << 30 } else { 1 << 28 })?;
+    let c = &preset.config;
+    let mm = probe.matmul_rate(512, c.dim, c.dim)?;
+    progress(&format!("copy bandwidth {:.1} GB/s, matmul {:.2} TFLOP/s", bw / 1e9, mm / 1e12));
+    drop(probe);
+
+    let mut rows = Vec::new();
+    let mut runs = Vec::new();
+    let adapters: &[bool] = match opts.adapter {
+        AdapterChoice::Both => &[false, true],
+        AdapterChoice::With => &[true],
+        AdapterChoice::Without => &[false],
+    };
+    for &format in &opts.formats {
+        for &with_adapter in adapters {
+            // Unquantized weights are f32 on the CPU reference and f16 on a GPU.
+            let fname = match format {
+                QuantFormat::None if !on_gpu => "f32",
+                f => f.name(),
+            };
+            let label = format!("{fname}{}", if with_adapter { " + adapter" } else { "" });
+            progress(&format!("{label}: generating and uploading {} weights", preset.name));
+            let t0 = Instant::now();
+            let model = synthetic::build(&preset, opts.seed, format, with_adapter);
+            let backend = backend::open(opts.device)?;
+            let act = backend.act_bytes();
+            let mut s = Session::new(model, backend)?;
+            let setup_s = t0.elapsed().as_secs_f64();
+            progress(&format!("{label}: ready in {setup_s:.1} s"));
+            let vocab = c.vocab_size as u32;
+            let tokens = |n: usize| -> Vec<u32> { (0..n as u32).map(|i| 1 + (i * 7919) % (vocab - 1)).collect() };
+
+            let mut vision = None;
+            if let Some(size) = s.image_size() {
+                let pixels: Vec<f32> = (0..3 * size * size).map(|i| ((i % 255) as f32 / 127.0) - 1.0).collect();
+                let mut times = Vec::new();
+                for _ in 0..opts.repeats {
+                    let t = Instant::now();
+                    let vq = s.visual_query(&pixels)?;
+                    s.set_visual_query(Some(&vq))?;
+                    s.backend_mut().synchronize()?;
+                    times.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                vision = Some(median(times));
+            }
+            let mut first_prefill_ms = 0.0;
+            for &len in &opts.prefill_lens {
+                let ids = tokens(len);
+                s.forward(&ids, 0, false)?; // plans and warms up this shape
+                let mut times = Vec::new();
+                for _ in 0..opts.repeats {
+                    let t = Instant::now();
+                    s.forward(&ids, 0, false)?;
+                    times.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                let ms = median(times);
+                // Prefill reads the weights once for all tokens.
+                let bytes = decode_bytes(s.model(), act, len) / len as f64;
+                rows.push(Row {
+                    format: fname.into(),
+                    adapter: with_adapter,
+                    step: "prefill".into(),
+                    tokens: len,
+                    context: len,
+                    ms,
+                    tokens_per_s: len as f64 / (ms / 1e3),
+                    bytes_per_token: bytes,
+                    roofline_fraction: bytes * len as f64 / bw / (ms / 1e3),
+                });
+                if len == opts.prefill_lens[0] {
+                    first_prefill_ms = ms;
+                }
+            }
+            for &ctx in &opts.decode_contexts {
+                s.forward(&tokens(ctx), 0, false)?;
+                let mut times = Vec::new();
+                for r in 0..opts.repeats {
+                    let t = Instant::now();
+                    for i in 0..opts.decode_tokens {
+                        s.forward(&[1 + (i as u32 * 31 + r as u32) % (vocab - 1)], ctx + i, false)?;
+                    }
+                    times.push(t.elapsed().as_secs_f64() * 1e3 / opts.decode_tokens as f64);
+                }
+                let ms = median(times);
+                let bytes = decode_bytes(s.model(), act, ctx + opts.decode_tokens / 2);
+                rows.push(Row {
+                    format: fname.into(),
+                    adapter: with_adapter,
+                    step: "decode".into(),
+                    tokens: 1,
+                    context: ctx,
+                    ms,
+                    tokens_per_s: 1e3 / ms,
+                    bytes_per_token: bytes,
+                    roofline_fraction: bytes / bw / (ms / 1e3),
+                });
+            }
+            runs.push(RunSummary {
+                label,
+                setup_s,
+                vision_ms: vision,
+                time_to_first_token_ms: vision.unwrap_or(0.0) + first_prefill_ms,
+            });
+        }
+    }
+    Ok(Report {
+        device,
+        preset: preset.name.into(),
+        shape: format!(
+            "dim {}, {} layers, {} heads ({} kv), ffn {}, vocab {}",
+            c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.ffn_dim, c.vocab_size
+        ),
+        copy_bandwidth_gb_s: bw / 1e9,
+        matmul_tflop_s: mm / 1e12,
+        rows,
+        runs,
+    })
+}
+
+impl Report {
+    pub fn markdown(&self) -> String {
+        let mut s = format!(
+            "# lav2 bench — {} preset on {}\n\nShape: {}. Copy bandwidth {:.1} GB/s (read + write), \
+             f16/f32 matmul {:.2} TFLOP/s, both measured in this run.\n\n",
+            self.preset, self.device, self.shape, self.copy_bandwidth_gb_s, self.matmul_tflop_s
+        );
+        s += "| weights | adapter | step | tokens | context | ms | tokens/s | MB/token | % of roofline |\n";
+        s += "|---|---|---|---:|---:|---:|---:|---:|---:|\n";
+        for r in &self.rows {
+            s += &format!(
+                "| {} | {} | {} | {} | {} | {:.3} | {:.1} | {:.2} | {:.1} |\n",
+                r.format,
+                if r.adapter { "yes" } else { "no" },
+                r.step,
+                r.tokens,
+                r.context,
+                r.ms,
+                r.tokens_per_s,
+                r.bytes_per_token / 1e6,
+                100.0 * r.roofline_fraction
+            );
+        }
+        s += "\n| run | setup (s) | image → visual prompts (ms) | time to first token (ms) |\n|---|---:|---:|---:|\n";
+        for r in &self.runs {
+            let vision = r.vision_ms.map_or("–".to_string(), |v| format!("{v:.2}"));
+            s += &format!("| {} | {:.1} | {vision} | {:.2} |\n", r.label, r.setup_s, r.time_to_first_token_ms);
+        }
+        s += "\nRoofline: the bytes a step must move (every weight once in its stored format, the KV \
+              cache up to the context, the prompt K/V) divided by the copy bandwidth; the fraction is \
+              that ideal time over the measured time.\n";
+        s
+    }
+}
