@@ -255,3 +255,31 @@ fn ocr_text_reaches_the_prompt_of_a_text_only_model() {
     let text = tok.decode(&prompt).unwrap();
     assert!(text.contains("### Input:\nOCR: Hello Tesseract"), "{text}");
 }
+
+#[test]
+fn bench_reports_every_field_with_roofline_ratios() {
+    let out = lav2(&[
+        "bench", "--preset", "tiny", "--device", "cpu", "--quant", "f16,int4", "--prefill", "8",
+        "--contexts", "16,64", "--decode-tokens", "2", "--repeats", "1", "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["copy_bandwidth_gb_s"].as_f64().unwrap() > 0.0);
+    assert!(v["matmul_tflop_s"].as_f64().unwrap() > 0.0);
+    let rows = v["rows"].as_array().unwrap();
+    // 2 formats × 2 adapter choices × (1 prefill + 2 decode contexts).
+    assert_eq!(rows.len(), 12);
+    for r in rows {
+        for field in ["format", "adapter", "step", "tokens", "context", "ms", "tokens_per_s", "bytes_per_token", "roofline_fraction"] {
+            assert!(!r[field].is_null(), "{field} missing in {r}");
+        }
+        let f = r["roofline_fraction"].as_f64().unwrap();
+        assert!(f > 0.0 && f < 2.0, "implausible roofline fraction {f} in {r}");
+    }
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4);
+    assert!(runs.iter().any(|r| r["vision_ms"].as_f64().is_some_and(|ms| ms > 0.0)));
+    let bad = lav2(&["bench", "--preset", "70b", "--device", "cpu"]);
+    assert_clean_error(&bad, &["unknown preset '70b'"]);
+    assert_clean_error(&lav2(&["bench", "--batch", "4", "--device", "cpu"]), &["--batch 4"]);
+}
