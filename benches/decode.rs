@@ -23,19 +23,31 @@ fn choice() -> DeviceChoice {
 fn decode(c: &mut Criterion) {
     let mut probe = backend::open(choice()).unwrap();
     let on_gpu = probe.act_bytes() == 2;
-    let bw = probe.copy_bandwidth(if on_gpu { 1 << 30 } else { 1 << 27 }).unwrap();
-    eprintln!("copy bandwidth on {}: {:.1} GB/s", probe.describe(), bw / 1e9);
+    let bw = probe
+        .copy_bandwidth(if on_gpu { 1 << 30 } else { 1 << 27 })
+        .unwrap();
+    eprintln!(
+        "copy bandwidth on {}: {:.1} GB/s",
+        probe.describe(),
+        bw / 1e9
+    );
     drop(probe);
     let preset = synthetic::preset(if on_gpu { "7b" } else { "tiny" }, CONTEXT + 64).unwrap();
     let mut group = c.benchmark_group(format!("decode_{}_ctx{CONTEXT}", preset.name));
-    for format in [QuantFormat::None, QuantFormat::Int8, QuantFormat::Int4 { zero_point: false }] {
+    for format in [
+        QuantFormat::None,
+        QuantFormat::Int8,
+        QuantFormat::Int4 { zero_point: false },
+    ] {
         let model = synthetic::build(&preset, 0, format, true);
         let backend = backend::open(choice()).unwrap();
         let act = backend.act_bytes();
         let mut s = Session::new(model, backend).unwrap();
         let prompt: Vec<u32> = (0..CONTEXT as u32).map(|i| 1 + i % 1000).collect();
         s.forward(&prompt, 0, false).unwrap();
-        group.throughput(Throughput::Bytes(lav2::bench::decode_bytes(s.model(), act, CONTEXT) as u64));
+        group.throughput(Throughput::Bytes(
+            lav2::bench::decode_bytes(s.model(), act, CONTEXT) as u64,
+        ));
         group.bench_function(format.name(), |b| {
             b.iter_custom(|iters| {
                 let t = Instant::now();

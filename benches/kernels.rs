@@ -30,7 +30,9 @@ fn device() -> Box<dyn Backend> {
 }
 
 fn random(rng: &mut Rng, n: usize, amp: f32) -> Vec<f32> {
-    (0..n).map(|_| (rng.uniform() as f32 * 2.0 - 1.0) * amp).collect()
+    (0..n)
+        .map(|_| (rng.uniform() as f32 * 2.0 - 1.0) * amp)
+        .collect()
 }
 
 /// A graph with its weights and states, ready to time on one backend.
@@ -40,14 +42,21 @@ struct Case {
 }
 
 impl Case {
-    fn new(graph: Graph, weights: Vec<HostTensor>, states: Vec<StateDesc>, inputs: &[(&str, Vec<f32>)]) -> Case {
+    fn new(
+        graph: Graph,
+        weights: Vec<HostTensor>,
+        states: Vec<StateDesc>,
+        inputs: &[(&str, Vec<f32>)],
+    ) -> Case {
         let mut backend = device();
         backend.load_weights(&weights).unwrap();
         backend.alloc_states(&states).unwrap();
         let program = Program::new(backend.as_mut(), graph).unwrap();
         for (name, data) in inputs {
             if name == &"start_pos" {
-                program.set_i32(backend.as_mut(), name, &[data[0] as i32]).unwrap();
+                program
+                    .set_i32(backend.as_mut(), name, &[data[0] as i32])
+                    .unwrap();
             } else {
                 program.set_f32(backend.as_mut(), name, data).unwrap();
             }
@@ -74,7 +83,11 @@ fn act_bytes() -> u64 {
 fn bench_copy_bandwidth(c: &mut Criterion) {
     let mut b = device();
     let bw = b.copy_bandwidth(1 << 28).unwrap();
-    eprintln!("copy bandwidth on {}: {:.1} GB/s (read + write); compare each variant's GB/s to it", b.describe(), bw / 1e9);
+    eprintln!(
+        "copy bandwidth on {}: {:.1} GB/s (read + write); compare each variant's GB/s to it",
+        b.describe(),
+        bw / 1e9
+    );
     let _ = c;
 }
 
@@ -92,17 +105,41 @@ fn rmsnorm(c: &mut Criterion) {
             let w = g.weight("w", &[DIM], Elem::Act, 0);
             let out = g.activation("out", &[rows, DIM]);
             if fused {
-                g.push(Op::RmsNorm { x: Some(x), residual: res, weight: w, bias: None, out, eps: 1e-5 });
+                g.push(Op::RmsNorm {
+                    x: Some(x),
+                    residual: res,
+                    weight: w,
+                    bias: None,
+                    out,
+                    eps: 1e-5,
+                });
             } else {
                 let sum = g.activation("sum", &[rows, DIM]);
-                g.push(Op::Add { a: x, b: res, out: sum });
-                g.push(Op::RmsNorm { x: None, residual: sum, weight: w, bias: None, out, eps: 1e-5 });
+                g.push(Op::Add {
+                    a: x,
+                    b: res,
+                    out: sum,
+                });
+                g.push(Op::RmsNorm {
+                    x: None,
+                    residual: sum,
+                    weight: w,
+                    bias: None,
+                    out,
+                    eps: 1e-5,
+                });
             }
             g.mark_output(out);
             let weights = vec![HostTensor::from_f32(vec![DIM], random(&mut rng, DIM, 1.0))];
-            let inputs = [("x", random(&mut rng, n, 1.0)), ("residual", random(&mut rng, n, 1.0))];
+            let inputs = [
+                ("x", random(&mut rng, n, 1.0)),
+                ("residual", random(&mut rng, n, 1.0)),
+            ];
             let mut case = Case::new(g, weights, vec![], &inputs);
-            let name = format!("{}/rows{rows}", if fused { "fused" } else { "add_then_norm" });
+            let name = format!(
+                "{}/rows{rows}",
+                if fused { "fused" } else { "add_then_norm" }
+            );
             group.bench_function(name, |b| b.iter_custom(|iters| case.time(iters)));
         }
     }
@@ -114,7 +151,11 @@ fn gemv(c: &mut Criterion) {
     let mut group = c.benchmark_group("gemv_7b");
     for (out_f, in_f) in [(DIM, DIM), (FFN, DIM)] {
         let w = random(&mut rng, out_f * in_f, 0.02);
-        for format in [QuantFormat::None, QuantFormat::Int8, QuantFormat::Int4 { zero_point: false }] {
+        for format in [
+            QuantFormat::None,
+            QuantFormat::Int8,
+            QuantFormat::Int4 { zero_point: false },
+        ] {
             let mut g = Graph::new("gemv");
             let x = g.input("x", &[1, in_f], Elem::Act);
             let out = g.activation("y", &[1, out_f]);
@@ -126,14 +167,42 @@ fn gemv(c: &mut Criterion) {
                 let q = quantize(&w, out_f, in_f, format);
                 let id = g.weight("w", &[out_f, in_f], Elem::Quant, 0);
                 let scales = g.weight("w.scales", &q.scales.shape, Elem::Act, 1);
-                (vec![q.values, q.scales], id, Some(QuantRef { format, scales, zeros: None }))
+                (
+                    vec![q.values, q.scales],
+                    id,
+                    Some(QuantRef {
+                        format,
+                        scales,
+                        zeros: None,
+                    }),
+                )
             };
-            let bytes: usize = weights.iter().map(|t| t.numel() * if matches!(t.dtype, lav2::tensor::DType::I8 | lav2::tensor::DType::U8) { 1 } else { act_bytes() as usize }).sum();
+            let bytes: usize = weights
+                .iter()
+                .map(|t| {
+                    t.numel()
+                        * if matches!(t.dtype, lav2::tensor::DType::I8 | lav2::tensor::DType::U8) {
+                            1
+                        } else {
+                            act_bytes() as usize
+                        }
+                })
+                .sum();
             group.throughput(Throughput::Bytes(bytes as u64));
-            g.push(Op::Linear { x, w: wid, quant, bias: None, out_scale: None, residual: None, out });
+            g.push(Op::Linear {
+                x,
+                w: wid,
+                quant,
+                bias: None,
+                out_scale: None,
+                residual: None,
+                out,
+            });
             g.mark_output(out);
             let mut case = Case::new(g, weights, vec![], &[("x", random(&mut rng, in_f, 1.0))]);
-            group.bench_function(format!("{}/{out_f}x{in_f}", format.name()), |b| b.iter_custom(|iters| case.time(iters)));
+            group.bench_function(format!("{}/{out_f}x{in_f}", format.name()), |b| {
+                b.iter_custom(|iters| case.time(iters))
+            });
         }
     }
     group.finish();
@@ -146,13 +215,31 @@ fn adapter_attention(c: &mut Criterion) {
     let mut group = c.benchmark_group("adapter_attention_decode_7b");
     let ctx = 2048;
     let kv = ctx * HEADS * HEAD_DIM;
-    group.throughput(Throughput::Bytes(2 * (kv + PROMPT * HEADS * HEAD_DIM) as u64 * act_bytes()));
+    group.throughput(Throughput::Bytes(
+        2 * (kv + PROMPT * HEADS * HEAD_DIM) as u64 * act_bytes(),
+    ));
     for fused in [true, false] {
         let states = vec![
-            StateDesc { name: "k".into(), shape: vec![ctx + 1, HEADS, HEAD_DIM], elem: Elem::Act },
-            StateDesc { name: "v".into(), shape: vec![ctx + 1, HEADS, HEAD_DIM], elem: Elem::Act },
-            StateDesc { name: "pk".into(), shape: vec![PROMPT, HEADS, HEAD_DIM], elem: Elem::Act },
-            StateDesc { name: "pv".into(), shape: vec![PROMPT, HEADS, HEAD_DIM], elem: Elem::Act },
+            StateDesc {
+                name: "k".into(),
+                shape: vec![ctx + 1, HEADS, HEAD_DIM],
+                elem: Elem::Act,
+            },
+            StateDesc {
+                name: "v".into(),
+                shape: vec![ctx + 1, HEADS, HEAD_DIM],
+                elem: Elem::Act,
+            },
+            StateDesc {
+                name: "pk".into(),
+                shape: vec![PROMPT, HEADS, HEAD_DIM],
+                elem: Elem::Act,
+            },
+            StateDesc {
+                name: "pv".into(),
+                shape: vec![PROMPT, HEADS, HEAD_DIM],
+                elem: Elem::Act,
+            },
         ];
         let mut g = Graph::new("attention");
         let q = g.input("q", &[1, HEADS * HEAD_DIM], Elem::Act);
@@ -191,15 +278,33 @@ fn adapter_attention(c: &mut Criterion) {
                 n_kv_heads: HEADS,
                 head_dim: HEAD_DIM,
             });
-            g.push(Op::Add { a: causal, b: prompt_only, out });
+            g.push(Op::Add {
+                a: causal,
+                b: prompt_only,
+                out,
+            });
         }
         g.mark_output(out);
         let weights = vec![HostTensor::from_f32(vec![HEADS], vec![0.1; HEADS])];
-        let mut case = Case::new(g, weights, states, &[("q", random(&mut rng, HEADS * HEAD_DIM, 1.0)), ("start_pos", vec![ctx as f32])]);
+        let mut case = Case::new(
+            g,
+            weights,
+            states,
+            &[
+                ("q", random(&mut rng, HEADS * HEAD_DIM, 1.0)),
+                ("start_pos", vec![ctx as f32]),
+            ],
+        );
         if !fused {
-            case.program.set_i32(case.backend.as_mut(), "prompt_pos", &[(PROMPT - 1) as i32]).unwrap();
+            case.program
+                .set_i32(case.backend.as_mut(), "prompt_pos", &[(PROMPT - 1) as i32])
+                .unwrap();
         }
-        let name = if fused { "fused" } else { "causal_then_prompt_pass" };
+        let name = if fused {
+            "fused"
+        } else {
+            "causal_then_prompt_pass"
+        };
         group.bench_function(name, |b| b.iter_custom(|iters| case.time(iters)));
     }
     group.finish();

@@ -100,7 +100,10 @@ pub fn decode_bytes(m: &Model, act_bytes: usize, context: usize) -> f64 {
     bytes += (c.dim * act_bytes) as f64;
     let kv = 2.0 * c.n_layers as f64 * context as f64 * c.kv_dim() as f64 * act_bytes as f64;
     let prompts = m.adapter.as_ref().map_or(0.0, |a| {
-        2.0 * a.config.query_layer as f64 * a.config.query_len as f64 * c.kv_dim() as f64 * act_bytes as f64
+        2.0 * a.config.query_layer as f64
+            * a.config.query_len as f64
+            * c.kv_dim() as f64
+            * act_bytes as f64
     });
     bytes + kv + prompts
 }
@@ -111,22 +114,38 @@ fn progress(msg: &str) {
 
 pub fn run(opts: &BenchOptions) -> Result<Report> {
     if opts.batch != 1 {
-        bail!("--batch {}: lav2 decodes one sequence at a time; only --batch 1 is supported", opts.batch);
+        bail!(
+            "--batch {}: lav2 decodes one sequence at a time; only --batch 1 is supported",
+            opts.batch
+        );
     }
     if opts.repeats == 0 || opts.decode_tokens == 0 {
         bail!("--repeats and --decode-tokens must be positive");
     }
     let mut probe = backend::open(opts.device)?;
     let on_gpu = probe.act_bytes() == 2;
-    let preset_name = opts.preset.clone().unwrap_or_else(|| if on_gpu { "7b".into() } else { "tiny".into() });
-    let max_ctx = opts.decode_contexts.iter().chain(&opts.prefill_lens).copied().max().unwrap_or(128);
+    let preset_name =
+        opts.preset
+            .clone()
+            .unwrap_or_else(|| if on_gpu { "7b".into() } else { "tiny".into() });
+    let max_ctx = opts
+        .decode_contexts
+        .iter()
+        .chain(&opts.prefill_lens)
+        .copied()
+        .max()
+        .unwrap_or(128);
     let preset: Preset = synthetic::preset(&preset_name, max_ctx + opts.decode_tokens + 1)?;
     let device = probe.describe();
     progress(&format!("device {device}"));
     let bw = probe.copy_bandwidth(if on_gpu { 1 << 30 } else { 1 << 28 })?;
     let c = &preset.config;
     let mm = probe.matmul_rate(512, c.dim, c.dim)?;
-    progress(&format!("copy bandwidth {:.1} GB/s, matmul {:.2} TFLOP/s", bw / 1e9, mm / 1e12));
+    progress(&format!(
+        "copy bandwidth {:.1} GB/s, matmul {:.2} TFLOP/s",
+        bw / 1e9,
+        mm / 1e12
+    ));
     drop(probe);
 
     let mut rows = Vec::new();
@@ -144,7 +163,10 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
                 f => f.name(),
             };
             let label = format!("{fname}{}", if with_adapter { " + adapter" } else { "" });
-            progress(&format!("{label}: generating and uploading {} weights", preset.name));
+            progress(&format!(
+                "{label}: generating and uploading {} weights",
+                preset.name
+            ));
             let t0 = Instant::now();
             let model = synthetic::build(&preset, opts.seed, format, with_adapter);
             let backend = backend::open(opts.device)?;
@@ -153,11 +175,17 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
             let setup_s = t0.elapsed().as_secs_f64();
             progress(&format!("{label}: ready in {setup_s:.1} s"));
             let vocab = c.vocab_size as u32;
-            let tokens = |n: usize| -> Vec<u32> { (0..n as u32).map(|i| 1 + (i * 7919) % (vocab - 1)).collect() };
+            let tokens = |n: usize| -> Vec<u32> {
+                (0..n as u32)
+                    .map(|i| 1 + (i * 7919) % (vocab - 1))
+                    .collect()
+            };
 
             let mut vision = None;
             if let Some(size) = s.image_size() {
-                let pixels: Vec<f32> = (0..3 * size * size).map(|i| ((i % 255) as f32 / 127.0) - 1.0).collect();
+                let pixels: Vec<f32> = (0..3 * size * size)
+                    .map(|i| ((i % 255) as f32 / 127.0) - 1.0)
+                    .collect();
                 let mut times = Vec::new();
                 for _ in 0..opts.repeats {
                     let t = Instant::now();
@@ -202,7 +230,11 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
                 for r in 0..opts.repeats {
                     let t = Instant::now();
                     for i in 0..opts.decode_tokens {
-                        s.forward(&[1 + (i as u32 * 31 + r as u32) % (vocab - 1)], ctx + i, false)?;
+                        s.forward(
+                            &[1 + (i as u32 * 31 + r as u32) % (vocab - 1)],
+                            ctx + i,
+                            false,
+                        )?;
                     }
                     times.push(t.elapsed().as_secs_f64() * 1e3 / opts.decode_tokens as f64);
                 }
@@ -268,7 +300,10 @@ impl Report {
         s += "\n| run | setup (s) | image → visual prompts (ms) | time to first token (ms) |\n|---|---:|---:|---:|\n";
         for r in &self.runs {
             let vision = r.vision_ms.map_or("–".to_string(), |v| format!("{v:.2}"));
-            s += &format!("| {} | {:.1} | {vision} | {:.2} |\n", r.label, r.setup_s, r.time_to_first_token_ms);
+            s += &format!(
+                "| {} | {:.1} | {vision} | {:.2} |\n",
+                r.label, r.setup_s, r.time_to_first_token_ms
+            );
         }
         s += "\nRoofline: the bytes a step must move (every weight once in its stored format, the KV \
               cache up to the context, the prompt K/V) divided by the copy bandwidth; the fraction is \

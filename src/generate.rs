@@ -22,7 +22,9 @@ impl std::str::FromStr for Template {
         match s {
             "none" => Ok(Template::None),
             "alpaca" => Ok(Template::Alpaca),
-            other => Err(format!("unknown template '{other}' (expected none or alpaca)")),
+            other => Err(format!(
+                "unknown template '{other}' (expected none or alpaca)"
+            )),
         }
     }
 }
@@ -31,7 +33,11 @@ const ALPACA_NO_INPUT: &str = "Below is an instruction that describes a task. Wr
 const ALPACA_WITH_INPUT: &str = "Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:";
 
 /// Formats the text the model sees. `context` fills the template's input slot.
-pub fn format_prompt(template: Template, instruction: &str, context: Option<&str>) -> Result<String> {
+pub fn format_prompt(
+    template: Template,
+    instruction: &str,
+    context: Option<&str>,
+) -> Result<String> {
     Ok(match (template, context) {
         (Template::None, None) => instruction.to_string(),
         (Template::None, Some(_)) => {
@@ -71,7 +77,10 @@ impl Default for SamplingOptions {
 impl SamplingOptions {
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            bail!("--temperature must be a finite number ≥ 0, got {}", self.temperature);
+            bail!(
+                "--temperature must be a finite number ≥ 0, got {}",
+                self.temperature
+            );
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             bail!("--top-p must be in (0, 1], got {}", self.top_p);
@@ -263,8 +272,12 @@ mod tests {
 
     #[test]
     fn seeded_rng_is_reproducible() {
-        let a: Vec<u64> = (0..4).scan(Rng::new(3), |r, _| Some(r.next_u64())).collect();
-        let b: Vec<u64> = (0..4).scan(Rng::new(3), |r, _| Some(r.next_u64())).collect();
+        let a: Vec<u64> = (0..4)
+            .scan(Rng::new(3), |r, _| Some(r.next_u64()))
+            .collect();
+        let b: Vec<u64> = (0..4)
+            .scan(Rng::new(3), |r, _| Some(r.next_u64()))
+            .collect();
         assert_eq!(a, b);
     }
 }

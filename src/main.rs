@@ -12,16 +12,20 @@ use serde_json::json;
 use lav2::backend::{self, DeviceChoice};
 use lav2::experts::{self, ExpertArgs, ExpertContext};
 use lav2::generate::{self, SamplingOptions, Template};
+use lav2::graph::plan::Plan;
 use lav2::io::{image::load_image, tokenizer::Tokenizer};
 use lav2::model::config::ChannelOrder;
 use lav2::model::weights::TensorFiles;
-use lav2::graph::plan::Plan;
 use lav2::quant::QuantFormat;
 use lav2::tensor::shape_str;
 use lav2::{LoadOptions, Model, Session};
 
 #[derive(Parser)]
-#[command(name = "lav2", version, about = "LLaMA-Adapter V2 runtime (CPU reference and CUDA)")]
+#[command(
+    name = "lav2",
+    version,
+    about = "LLaMA-Adapter V2 runtime (CPU reference and CUDA)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -88,7 +92,11 @@ struct GenerateArgs {
     #[command(flatten)]
     image: ImageArgs,
     /// Prompt text (BOS is prepended).
-    #[arg(long, conflicts_with = "prompt_ids", required_unless_present = "prompt_ids")]
+    #[arg(
+        long,
+        conflicts_with = "prompt_ids",
+        required_unless_present = "prompt_ids"
+    )]
     prompt: Option<String>,
     /// Prompt as comma-separated token ids, used as given (no BOS added, no template).
     #[arg(long)]
@@ -230,7 +238,9 @@ fn load_model(a: &ModelArgs) -> Result<Model> {
 }
 
 fn open_session(model: Model, device: &str) -> Result<Session> {
-    let choice: DeviceChoice = device.parse().map_err(|e: String| anyhow!("--device: {e}"))?;
+    let choice: DeviceChoice = device
+        .parse()
+        .map_err(|e: String| anyhow!("--device: {e}"))?;
     Session::new(model, backend::open(choice)?)
 }
 
@@ -338,7 +348,9 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     let model = Model::load(&a.model.model, a.model.adapter.as_deref(), &opts)?;
     let tokenizer = Tokenizer::load(&tok_path)?;
     let template = match &a.template {
-        Some(t) => t.parse::<Template>().map_err(|e| anyhow!("--template: {e}"))?,
+        Some(t) => t
+            .parse::<Template>()
+            .map_err(|e| anyhow!("--template: {e}"))?,
         None if model.adapter.is_some() || context.is_some() => Template::Alpaca,
         None => Template::None,
     };
@@ -419,8 +431,7 @@ fn cmd_forward(a: ForwardArgs) -> Result<()> {
         let dim = session.model().config.dim;
         tensors.push(("visual_query".to_string(), (vec![vq.len() / dim, dim], vq)));
     }
-    write_safetensors(&a.out, &tensors)
-        .with_context(|| format!("cannot write {}", a.out.display()))
+    write_safetensors(&a.out, &tensors).with_context(|| format!("cannot write {}", a.out.display()))
 }
 
 fn write_safetensors(path: &Path, tensors: &[(String, (Vec<usize>, Vec<f32>))]) -> Result<()> {
@@ -429,7 +440,10 @@ fn write_safetensors(path: &Path, tensors: &[(String, (Vec<usize>, Vec<f32>))]) 
         .iter()
         .map(|(name, (shape, data))| {
             let bytes: &[u8] = bytemuck::cast_slice(data);
-            Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes)?))
+            Ok((
+                name.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), bytes)?,
+            ))
         })
         .collect::<Result<_>>()?;
     safetensors::serialize_to_file(views, None, path)?;
@@ -443,18 +457,34 @@ fn cmd_info(a: ModelArgs) -> Result<()> {
     println!("  layout: {}", c.layout.name());
     println!(
         "  dim {}, layers {}, heads {} (kv {}), head_dim {}, ffn {}, vocab {}, context {}",
-        c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim, c.vocab_size, c.max_seq_len
+        c.dim,
+        c.n_layers,
+        c.n_heads,
+        c.n_kv_heads,
+        c.head_dim,
+        c.ffn_dim,
+        c.vocab_size,
+        c.max_seq_len
     );
     println!(
         "  norm_eps {}, rope_theta {}, rope {}",
         c.norm_eps,
         c.rope_theta,
-        if c.layout == lav2::model::config::Layout::Meta { "interleaved pairs" } else { "rotate-half" }
+        if c.layout == lav2::model::config::Layout::Meta {
+            "interleaved pairs"
+        } else {
+            "rotate-half"
+        }
     );
     let per_layer = |l: usize| {
         ["wq", "wk", "wv", "wo", "w1", "w2", "w3"]
             .iter()
-            .map(|w| model.weights.get(&format!("layers.{l}.{w}")).map_or(0, |t| t.numel()))
+            .map(|w| {
+                model
+                    .weights
+                    .get(&format!("layers.{l}.{w}"))
+                    .map_or(0, |t| t.numel())
+            })
             .sum::<usize>()
     };
     let base: usize = (0..c.n_layers).map(per_layer).sum::<usize>() + 2 * c.vocab_size * c.dim;
@@ -485,7 +515,11 @@ fn cmd_info(a: ModelArgs) -> Result<()> {
         .map(|st| st.shape.iter().product::<usize>())
         .sum();
     println!("planned memory (f32 on the CPU / f16 on CUDA):");
-    println!("  session state (KV cache, prompt K/V): {} / {} bytes", kv * 4, kv * 2);
+    println!(
+        "  session state (KV cache, prompt K/V): {} / {} bytes",
+        kv * 4,
+        kv * 2
+    );
     for t in [1, c.max_seq_len.min(512)] {
         let g = lav2::model::llama::build_forward(&model, t, false);
         let (a, b) = (Plan::new(&g, 4), Plan::new(&g, 2));
@@ -521,7 +555,11 @@ fn cmd_quantize(a: QuantizeArgs) -> Result<()> {
 fn parse_list(flag: &str, s: &str) -> Result<Vec<usize>> {
     let v: Vec<usize> = s
         .split(',')
-        .map(|p| p.trim().parse::<usize>().map_err(|_| anyhow!("--{flag}: '{p}' is not a positive integer")))
+        .map(|p| {
+            p.trim()
+                .parse::<usize>()
+                .map_err(|_| anyhow!("--{flag}: '{p}' is not a positive integer"))
+        })
         .collect::<Result<_>>()?;
     if v.is_empty() || v.contains(&0) {
         bail!("--{flag}: give positive integers, e.g. 128,512");
@@ -538,7 +576,10 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let opts = BenchOptions {
         preset: a.preset,
-        device: a.device.parse().map_err(|e: String| anyhow!("--device: {e}"))?,
+        device: a
+            .device
+            .parse()
+            .map_err(|e: String| anyhow!("--device: {e}"))?,
         formats,
         prefill_lens: parse_list("prefill", &a.prefill)?,
         decode_contexts: parse_list("contexts", &a.contexts)?,

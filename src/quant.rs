@@ -77,7 +77,12 @@ pub fn groups(in_features: usize, group: usize) -> usize {
 
 /// Quantizes a row-major f32 matrix. Scales are rounded to f16 before the values are computed,
 /// so dequantization with the stored scale is what the rounding was chosen against.
-pub fn quantize(w: &[f32], out_features: usize, in_features: usize, format: QuantFormat) -> QuantizedMatrix {
+pub fn quantize(
+    w: &[f32],
+    out_features: usize,
+    in_features: usize,
+    format: QuantFormat,
+) -> QuantizedMatrix {
     assert_eq!(w.len(), out_features * in_features);
     let group = format.group(in_features);
     let ng = groups(in_features, group);
@@ -114,7 +119,10 @@ pub fn quantize(w: &[f32], out_features: usize, in_features: usize, format: Quan
                         (s, z)
                     } else {
                         let amax = part.iter().fold(0f32, |m, v| m.max(v.abs()));
-                        (f16::from_f32(if amax > 0.0 { amax / 7.0 } else { 1.0 }), 8.0)
+                        (
+                            f16::from_f32(if amax > 0.0 { amax / 7.0 } else { 1.0 }),
+                            8.0,
+                        )
                     };
                     scales[o * ng + g] = scale;
                     zeros[o * ng + g] = zero as u8;
@@ -123,7 +131,7 @@ pub fn quantize(w: &[f32], out_features: usize, in_features: usize, format: Quan
                     for (i, v) in part.iter().enumerate() {
                         let k = g * group + i;
                         let n = ((v * inv).round() + zero).clamp(qmin, qmax) as u8;
-                        q[o * packed + k / 2] |= if k % 2 == 0 { n } else { n << 4 };
+                        q[o * packed + k / 2] |= if k.is_multiple_of(2) { n } else { n << 4 };
                     }
                 }
             }
@@ -168,7 +176,7 @@ impl QuantView<'_> {
                 let packed = n.div_ceil(2);
                 for (k, b) in buf.iter_mut().enumerate() {
                     let byte = self.values[o * packed + k / 2];
-                    let q = if k % 2 == 0 { byte & 15 } else { byte >> 4 };
+                    let q = if k.is_multiple_of(2) { byte & 15 } else { byte >> 4 };
                     let g = o * ng + k / group;
                     let zero = self.zeros.map_or(8.0, |z| z[g] as f32);
                     *b = (q as f32 - zero) * self.scales[g];
@@ -224,7 +232,10 @@ mod tests {
                 let err = (d[o * inp + k] - w[o * inp + k]).abs();
                 // Round to nearest: half a step, plus the f16 rounding of the scale itself.
                 let bound = 0.5 * s + 2e-3 * w[o * inp + k].abs() + 1e-7;
-                assert!(err <= bound, "{format:?} seed {seed} [{o},{k}]: err {err} > {bound}");
+                assert!(
+                    err <= bound,
+                    "{format:?} seed {seed} [{o},{k}]: err {err} > {bound}"
+                );
             }
         }
         assert_eq!(d[3], 0.0, "{format:?}: zero must stay zero");

@@ -59,10 +59,17 @@ pub fn quantize_store(c: &ModelConfig, store: &mut WeightStore, format: QuantFor
 }
 
 /// Quantizes on every core: loading a 7B model must not wait on one thread.
-fn quantize_all(store: &WeightStore, names: &[String], format: QuantFormat) -> Result<Vec<QuantizedMatrix>> {
-    let threads = std::thread::available_parallelism().map(|t| t.get()).unwrap_or(1);
+fn quantize_all(
+    store: &WeightStore,
+    names: &[String],
+    format: QuantFormat,
+) -> Result<Vec<QuantizedMatrix>> {
+    let threads = std::thread::available_parallelism()
+        .map(|t| t.get())
+        .unwrap_or(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut results: Vec<Option<Result<QuantizedMatrix>>> = (0..names.len()).map(|_| None).collect();
+    let mut results: Vec<Option<Result<QuantizedMatrix>>> =
+        (0..names.len()).map(|_| None).collect();
     let slots = std::sync::Mutex::new(&mut results);
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -72,21 +79,31 @@ fn quantize_all(store: &WeightStore, names: &[String], format: QuantFormat) -> R
                     break;
                 }
                 let r = (|| {
-                    let t = store.get(&names[i]).ok_or_else(|| anyhow!("no weight '{}'", names[i]))?;
+                    let t = store
+                        .get(&names[i])
+                        .ok_or_else(|| anyhow!("no weight '{}'", names[i]))?;
                     Ok(quantize(&t.to_f32()?, t.shape[0], t.shape[1], format))
                 })();
                 slots.lock().expect("no panics while holding the lock")[i] = Some(r);
             });
         }
     });
-    results.into_iter().map(|r| r.expect("every matrix visited")).collect()
+    results
+        .into_iter()
+        .map(|r| r.expect("every matrix visited"))
+        .collect()
 }
 
 const META_FORMAT: &str = "lav2.quant";
 const META_FINGERPRINT: &str = "lav2.fingerprint";
 
 /// Quantizes and writes `path`; returns the number of bytes of quantized weights.
-pub fn write_quantized(path: &Path, c: &ModelConfig, store: &WeightStore, format: QuantFormat) -> Result<usize> {
+pub fn write_quantized(
+    path: &Path,
+    c: &ModelConfig,
+    store: &WeightStore,
+    format: QuantFormat,
+) -> Result<usize> {
     if format == QuantFormat::None {
         bail!("--quant must be int8 or int4 for a quantized file");
     }
@@ -111,7 +128,10 @@ pub fn write_quantized(path: &Path, c: &ModelConfig, store: &WeightStore, format
                 DType::F16 => Dtype::F16,
                 other => unreachable!("quantized tensors are bytes or f16, not {other}"),
             };
-            Ok((n.clone(), TensorView::new(dtype, t.shape.clone(), t.bytes.as_slice())?))
+            Ok((
+                n.clone(),
+                TensorView::new(dtype, t.shape.clone(), t.bytes.as_slice())?,
+            ))
         })
         .collect::<Result<_>>()?;
     let meta = HashMap::from([
@@ -133,7 +153,10 @@ pub fn load_quantized(path: &Path, c: &ModelConfig, store: &mut WeightStore) -> 
         Some("int4") => QuantFormat::Int4 { zero_point: false },
         Some("int4-zp") => QuantFormat::Int4 { zero_point: true },
         Some(other) => bail!("{}: unknown quantization '{other}'", path.display()),
-        None => bail!("{}: not a lav2 quantized file (no '{META_FORMAT}' metadata)", path.display()),
+        None => bail!(
+            "{}: not a lav2 quantized file (no '{META_FORMAT}' metadata)",
+            path.display()
+        ),
     };
     let names = quantized_names(c);
     let want = format!("{:016x}", fingerprint(store, &names)?);
@@ -155,7 +178,11 @@ pub fn load_quantized(path: &Path, c: &ModelConfig, store: &mut WeightStore) -> 
         };
         let values = files.get(name, &vshape)?;
         if values.dtype != vtype {
-            bail!("{}: tensor '{name}' is {}, expected {vtype}", path.display(), values.dtype);
+            bail!(
+                "{}: tensor '{name}' is {}, expected {vtype}",
+                path.display(),
+                values.dtype
+            );
         }
         let scales = files.get(&format!("{name}.scales"), &[out_f, ng])?;
         if scales.dtype != DType::F16 {
@@ -167,7 +194,9 @@ pub fn load_quantized(path: &Path, c: &ModelConfig, store: &mut WeightStore) -> 
             );
         }
         let zeros = match format {
-            QuantFormat::Int4 { zero_point: true } => Some(files.get(&format!("{name}.zeros"), &[out_f, ng])?),
+            QuantFormat::Int4 { zero_point: true } => {
+                Some(files.get(&format!("{name}.zeros"), &[out_f, ng])?)
+            }
             _ => None,
         };
         store.insert_quantized(

@@ -25,7 +25,11 @@ impl Session {
             Some(g) => Some(Program::new(backend.as_mut(), g)?),
             None => None,
         };
-        let vision = match model.adapter.as_ref().and_then(|a| a.config.visual.as_ref().map(|v| (a, v))) {
+        let vision = match model
+            .adapter
+            .as_ref()
+            .and_then(|a| a.config.visual.as_ref().map(|v| (a, v)))
+        {
             Some((a, v)) => Some(Program::new(
                 backend.as_mut(),
                 vision::build_vision_graph(&model.weights, v, a.config.query_len),
@@ -63,9 +67,15 @@ impl Session {
             .values()
             .chain(self.vision.iter())
             .chain(self.prompt.iter())
-            .map(|p| (p.graph.name.clone(), p.plan.arena_bytes, p.plan.unplanned_bytes))
+            .map(|p| {
+                (
+                    p.graph.name.clone(),
+                    p.plan.arena_bytes,
+                    p.plan.unplanned_bytes,
+                )
+            })
             .collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|p| std::cmp::Reverse(p.1));
         v
     }
 
@@ -90,7 +100,10 @@ impl Session {
                 pixels.len()
             );
         }
-        let p = self.vision.as_ref().expect("vision program exists with a vision tower");
+        let p = self
+            .vision
+            .as_ref()
+            .expect("vision program exists with a vision tower");
         p.set_f32(self.backend.as_mut(), vision::PIXELS, pixels)?;
         p.run(self.backend.as_mut())?;
         p.output(self.backend.as_mut(), 0)
@@ -121,12 +134,21 @@ impl Session {
 
     /// Runs `tokens` at positions `start_pos..`, filling the KV cache; returns logits
     /// `[tokens.len(), vocab]` when `all_logits`, else the last row only.
-    pub fn forward(&mut self, tokens: &[u32], start_pos: usize, all_logits: bool) -> Result<Vec<f32>> {
+    pub fn forward(
+        &mut self,
+        tokens: &[u32],
+        start_pos: usize,
+        all_logits: bool,
+    ) -> Result<Vec<f32>> {
         let c = &self.model.config;
         if tokens.is_empty() {
             bail!("no tokens to run");
         }
-        if let Some((i, id)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= c.vocab_size) {
+        if let Some((i, id)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, &t)| t as usize >= c.vocab_size)
+        {
             bail!(
                 "token id {id} (at prompt position {i}) is outside the vocabulary of {} tokens",
                 c.vocab_size

@@ -109,7 +109,11 @@ impl Synthetic {
             Synthetic::ConstF16 { value } => f16::from_f32(value).to_le_bytes(),
             Synthetic::Bytes { seed, int8 } => {
                 let h = synthetic_hash(seed, i);
-                let b = if int8 { ((h % 255) as i32 - 127) as i8 as u8 } else { h as u8 };
+                let b = if int8 {
+                    ((h % 255) as i32 - 127) as i8 as u8
+                } else {
+                    h as u8
+                };
                 [b, 0]
             }
             Synthetic::FillByte { value } => [value, 0],
@@ -159,7 +163,11 @@ impl fmt::Debug for HostTensor {
 
 impl HostTensor {
     pub fn from_f32(shape: Vec<usize>, data: Vec<f32>) -> HostTensor {
-        assert_eq!(numel(&shape), data.len(), "shape does not match data length");
+        assert_eq!(
+            numel(&shape),
+            data.len(),
+            "shape does not match data length"
+        );
         let bytes: Vec<u8> = bytemuck::cast_slice(&data).to_vec();
         HostTensor {
             shape,
@@ -210,7 +218,11 @@ impl HostTensor {
     }
 
     pub fn from_bytes(shape: Vec<usize>, dtype: DType, bytes: Vec<u8>) -> HostTensor {
-        assert_eq!(numel(&shape) * dtype.size(), bytes.len(), "shape does not match data length");
+        assert_eq!(
+            numel(&shape) * dtype.size(),
+            bytes.len(),
+            "shape does not match data length"
+        );
         HostTensor {
             shape,
             dtype,
@@ -221,7 +233,11 @@ impl HostTensor {
     /// A generated tensor (benchmark weights) of `shape`.
     pub fn synthetic(shape: Vec<usize>, dtype: DType, recipe: Synthetic) -> HostTensor {
         let len = numel(&shape) * dtype.size();
-        assert_eq!(dtype.size(), recipe.dtype_size(), "recipe does not fit the dtype");
+        assert_eq!(
+            dtype.size(),
+            recipe.dtype_size(),
+            "recipe does not fit the dtype"
+        );
         HostTensor {
             shape,
             dtype,
@@ -243,7 +259,11 @@ impl HostTensor {
 
     /// The same data seen with another shape of equal element count.
     pub fn reshaped(&self, shape: Vec<usize>) -> HostTensor {
-        assert_eq!(numel(&shape), self.numel(), "reshape must keep the element count");
+        assert_eq!(
+            numel(&shape),
+            self.numel(),
+            "reshape must keep the element count"
+        );
         HostTensor {
             shape,
             dtype: self.dtype,

@@ -25,7 +25,10 @@ fn assert_clean_error(out: &Output, needles: &[&str]) {
     assert_eq!(out.status.code(), Some(1), "exit status; stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    let errors: Vec<&&str> = lines.iter().filter(|l| l.starts_with("lav2: error:")).collect();
+    let errors: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("lav2: error:"))
+        .collect();
     assert_eq!(errors.len(), 1, "one error line expected: {stderr}");
     for n in needles {
         assert!(errors[0].contains(n), "'{n}' not in: {}", errors[0]);
@@ -36,9 +39,27 @@ fn assert_clean_error(out: &Output, needles: &[&str]) {
 fn generate_prints_the_llama2c_story() {
     let Some(root) = conformance() else { return };
     let dir = root.join("stories260K");
-    let out = lav2(&["generate", "--model", p(&dir), "--prompt", "", "--temperature", "0", "--max-new-tokens", "200"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let want = read_json(&dir.join("expected.json"))["text"].as_str().unwrap().to_string() + "\n";
+    let out = lav2(&[
+        "generate",
+        "--model",
+        p(&dir),
+        "--prompt",
+        "",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "200",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = read_json(&dir.join("expected.json"))["text"]
+        .as_str()
+        .unwrap()
+        .to_string()
+        + "\n";
     assert_eq!(String::from_utf8(out.stdout).unwrap(), want);
 }
 
@@ -47,10 +68,22 @@ fn generate_json_reports_ids_text_and_timings() {
     let Some(root) = conformance() else { return };
     let dir = root.join("tinystories656K");
     let out = lav2(&[
-        "generate", "--model", p(&dir), "--prompt", "Once upon a time", "--temperature", "0",
-        "--max-new-tokens", "40", "--json",
+        "generate",
+        "--model",
+        p(&dir),
+        "--prompt",
+        "Once upon a time",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "40",
+        "--json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let case = &read_json(&dir.join("expected.json"))["cases"][0];
     assert_eq!(v["prompt_ids"], case["prompt_ids"]);
@@ -66,8 +99,20 @@ fn sampling_is_reproducible_with_a_seed() {
     let dir = root.join("stories260K");
     let run = |seed: &str| {
         let out = lav2(&[
-            "generate", "--model", p(&dir), "--prompt", "Once", "--temperature", "0.9", "--top-p",
-            "0.9", "--seed", seed, "--max-new-tokens", "40", "--json",
+            "generate",
+            "--model",
+            p(&dir),
+            "--prompt",
+            "Once",
+            "--temperature",
+            "0.9",
+            "--top-p",
+            "0.9",
+            "--seed",
+            seed,
+            "--max-new-tokens",
+            "40",
+            "--json",
         ]);
         assert!(out.status.success());
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -89,10 +134,23 @@ fn forward_matches_the_adapter_cases_from_the_cli() {
             .collect();
         let out_file = scratch(&format!("forward-{case}")).join("out.safetensors");
         let out = lav2(&[
-            "forward", "--model", p(&dir.join("base")), "--adapter", p(&dir.join("adapter")),
-            "--pixels", p(&exp), "--prompt-ids", &tokens.join(","), "--out", p(&out_file),
+            "forward",
+            "--model",
+            p(&dir.join("base")),
+            "--adapter",
+            p(&dir.join("adapter")),
+            "--pixels",
+            p(&exp),
+            "--prompt-ids",
+            &tokens.join(","),
+            "--out",
+            p(&out_file),
         ]);
-        assert!(out.status.success(), "{case}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{case}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         for name in ["logits", "visual_query"] {
             let (shape, got) = read_tensor(&out_file, name);
             let (want_shape, want) = read_tensor(&exp, name);
@@ -106,16 +164,34 @@ fn forward_matches_the_adapter_cases_from_the_cli() {
 fn info_describes_model_and_adapter() {
     let Some(root) = conformance() else { return };
     let dir = root.join("adapter-v2/case-3");
-    let out = lav2(&["info", "--model", p(&dir.join("base")), "--adapter", p(&dir.join("adapter"))]);
+    let out = lav2(&[
+        "info",
+        "--model",
+        p(&dir.join("base")),
+        "--adapter",
+        p(&dir.join("adapter")),
+    ]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for needle in ["layout: meta", "decode activations", "prefill_", "LoRA rank 16", "new_gate", "vision: CLIP", "prompts: 3 tokens in the last 3 layers"] {
+    for needle in [
+        "layout: meta",
+        "decode activations",
+        "prefill_",
+        "LoRA rank 16",
+        "new_gate",
+        "vision: CLIP",
+        "prompts: 3 tokens in the last 3 layers",
+    ] {
         assert!(text.contains(needle), "'{needle}' missing from:\n{text}");
     }
 }
 
 /// A copy of stories260K whose weights file is rewritten by `edit`.
-fn broken_stories(root: &Path, name: &str, edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<f32>)>)) -> std::path::PathBuf {
+fn broken_stories(
+    root: &Path,
+    name: &str,
+    edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<f32>)>),
+) -> std::path::PathBuf {
     let dir = scratch(name);
     copy_dir(&root.join("stories260K"), &dir);
     let file = dir.join("consolidated.00.safetensors");
@@ -129,8 +205,13 @@ fn broken_stories(root: &Path, name: &str, edit: impl FnOnce(&mut Vec<(String, V
 #[test]
 fn bad_model_files_give_clear_errors() {
     let Some(root) = conformance() else { return };
-    let missing = broken_stories(&root, "missing", |t| t.retain(|(n, _, _)| n != "layers.2.attention.wk.weight"));
-    assert_clean_error(&lav2(&["info", "--model", p(&missing)]), &["missing tensor 'layers.2.attention.wk.weight'"]);
+    let missing = broken_stories(&root, "missing", |t| {
+        t.retain(|(n, _, _)| n != "layers.2.attention.wk.weight")
+    });
+    assert_clean_error(
+        &lav2(&["info", "--model", p(&missing)]),
+        &["missing tensor 'layers.2.attention.wk.weight'"],
+    );
 
     let misshaped = broken_stories(&root, "misshaped", |t| {
         for (n, s, d) in t.iter_mut() {
@@ -142,7 +223,11 @@ fn bad_model_files_give_clear_errors() {
     });
     assert_clean_error(
         &lav2(&["info", "--model", p(&misshaped)]),
-        &["layers.1.feed_forward.w2.weight", "[64, 171]", "expected [64, 172]"],
+        &[
+            "layers.1.feed_forward.w2.weight",
+            "[64, 171]",
+            "expected [64, 172]",
+        ],
     );
 
     let truncated = scratch("truncated");
@@ -150,10 +235,16 @@ fn bad_model_files_give_clear_errors() {
     let file = truncated.join("consolidated.00.safetensors");
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
-    assert_clean_error(&lav2(&["info", "--model", p(&truncated)]), &["consolidated.00.safetensors", "truncated"]);
+    assert_clean_error(
+        &lav2(&["info", "--model", p(&truncated)]),
+        &["consolidated.00.safetensors", "truncated"],
+    );
 
     let no_config = scratch("no-config");
-    assert_clean_error(&lav2(&["info", "--model", p(&no_config)]), &["params.json", "config.json"]);
+    assert_clean_error(
+        &lav2(&["info", "--model", p(&no_config)]),
+        &["params.json", "config.json"],
+    );
 }
 
 #[test]
@@ -179,7 +270,10 @@ fn bad_adapters_give_clear_errors() {
     let mut cfg = read_json(&cfg_path);
     cfg["scale_form"] = "output".into();
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    assert_clean_error(&lav2(&["info", "--model", p(&base), "--adapter", p(&bad_cfg)]), &["scale_form", "output"]);
+    assert_clean_error(
+        &lav2(&["info", "--model", p(&base), "--adapter", p(&bad_cfg)]),
+        &["scale_form", "output"],
+    );
 
     let bad_shape = scratch("bad-query");
     copy_dir(&case.join("adapter"), &bad_shape);
@@ -192,7 +286,10 @@ fn bad_adapters_give_clear_errors() {
         }
     }
     write_all(&file, &t);
-    assert_clean_error(&lav2(&["info", "--model", p(&base), "--adapter", p(&bad_shape)]), &["adapter_query.weight", "expected [12, 64]"]);
+    assert_clean_error(
+        &lav2(&["info", "--model", p(&base), "--adapter", p(&bad_shape)]),
+        &["adapter_query.weight", "expected [12, 64]"],
+    );
 }
 
 #[test]
@@ -201,16 +298,41 @@ fn bad_run_inputs_give_clear_errors() {
     let stories = root.join("stories260K");
     let s = p(&stories);
     assert_clean_error(
-        &lav2(&["generate", "--model", s, "--prompt-ids", "1,600,3", "--max-new-tokens", "2"]),
+        &lav2(&[
+            "generate",
+            "--model",
+            s,
+            "--prompt-ids",
+            "1,600,3",
+            "--max-new-tokens",
+            "2",
+        ]),
         &["token id 600", "vocabulary of 512"],
     );
     assert_clean_error(
-        &lav2(&["generate", "--model", s, "--prompt-ids", "1,2,3,4,5", "--max-seq-len", "4"]),
+        &lav2(&[
+            "generate",
+            "--model",
+            s,
+            "--prompt-ids",
+            "1,2,3,4,5",
+            "--max-seq-len",
+            "4",
+        ]),
         &["5 tokens", "context of 4"],
     );
-    assert_clean_error(&lav2(&["generate", "--model", s, "--prompt-ids", "1,x"]), &["'x' is not a token id"]);
-    assert_clean_error(&lav2(&["generate", "--model", s, "--prompt", "a", "--top-p", "0"]), &["--top-p"]);
-    assert_clean_error(&lav2(&["generate", "--model", s, "--prompt", "a", "--device", "tpu"]), &["unknown device 'tpu'"]);
+    assert_clean_error(
+        &lav2(&["generate", "--model", s, "--prompt-ids", "1,x"]),
+        &["'x' is not a token id"],
+    );
+    assert_clean_error(
+        &lav2(&["generate", "--model", s, "--prompt", "a", "--top-p", "0"]),
+        &["--top-p"],
+    );
+    assert_clean_error(
+        &lav2(&["generate", "--model", s, "--prompt", "a", "--device", "tpu"]),
+        &["unknown device 'tpu'"],
+    );
 
     let case = root.join("adapter-v2/case-2");
     let junk = scratch("junk-image").join("photo.jpg");
@@ -219,16 +341,40 @@ fn bad_run_inputs_give_clear_errors() {
     let args = ["--model", p(&base), "--adapter", p(&adapter)];
     let mut cmd = vec!["forward"];
     cmd.extend(args);
-    cmd.extend(["--image", p(&junk), "--prompt-ids", "1,2", "--out", "/dev/null"]);
+    cmd.extend([
+        "--image",
+        p(&junk),
+        "--prompt-ids",
+        "1,2",
+        "--out",
+        "/dev/null",
+    ]);
     assert_clean_error(&lav2(&cmd), &["cannot decode image", "photo.jpg"]);
     let mut cmd = vec!["forward"];
     cmd.extend(args);
-    cmd.extend(["--image", "/nonexistent/x.png", "--prompt-ids", "1,2", "--out", "/dev/null"]);
+    cmd.extend([
+        "--image",
+        "/nonexistent/x.png",
+        "--prompt-ids",
+        "1,2",
+        "--out",
+        "/dev/null",
+    ]);
     assert_clean_error(&lav2(&cmd), &["cannot read image", "/nonexistent/x.png"]);
     // An image for a model without a vision tower.
     let pixels = case.join("expected.safetensors");
     assert_clean_error(
-        &lav2(&["forward", "--model", s, "--pixels", p(&pixels), "--prompt-ids", "1", "--out", "/dev/null"]),
+        &lav2(&[
+            "forward",
+            "--model",
+            s,
+            "--pixels",
+            p(&pixels),
+            "--prompt-ids",
+            "1",
+            "--out",
+            "/dev/null",
+        ]),
         &["no vision tower"],
     );
 }
@@ -236,21 +382,48 @@ fn bad_run_inputs_give_clear_errors() {
 #[test]
 fn ocr_text_reaches_the_prompt_of_a_text_only_model() {
     let Some(root) = conformance() else { return };
-    if std::process::Command::new("tesseract").arg("--version").output().is_err() {
-        assert!(std::env::var("CI").is_err(), "CI must have tesseract installed");
+    if std::process::Command::new("tesseract")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must have tesseract installed"
+        );
         eprintln!("SKIPPED: tesseract is not installed");
         return;
     }
-    let png = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/experts/ocr.png");
+    let png =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/experts/ocr.png");
     let out = lav2(&[
-        "generate", "--model", p(&root.join("stories260K")), "--prompt", "What does it say?",
-        "--image", p(&png), "--ocr", "--temperature", "0", "--max-new-tokens", "3", "--json",
+        "generate",
+        "--model",
+        p(&root.join("stories260K")),
+        "--prompt",
+        "What does it say?",
+        "--image",
+        p(&png),
+        "--ocr",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "3",
+        "--json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["experts"][0]["name"], "ocr");
-    assert!(v["experts"][0]["text"].as_str().unwrap().contains("Hello Tesseract"));
-    let tok = lav2::io::tokenizer::Tokenizer::load(&root.join("stories260K/tokenizer.json")).unwrap();
+    assert!(v["experts"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Hello Tesseract"));
+    let tok =
+        lav2::io::tokenizer::Tokenizer::load(&root.join("stories260K/tokenizer.json")).unwrap();
     let prompt: Vec<u32> = ids(&v["prompt_ids"]);
     let text = tok.decode(&prompt).unwrap();
     assert!(text.contains("### Input:\nOCR: Hello Tesseract"), "{text}");
@@ -259,10 +432,28 @@ fn ocr_text_reaches_the_prompt_of_a_text_only_model() {
 #[test]
 fn bench_reports_every_field_with_roofline_ratios() {
     let out = lav2(&[
-        "bench", "--preset", "tiny", "--device", "cpu", "--quant", "f16,int4", "--prefill", "8",
-        "--contexts", "16,64", "--decode-tokens", "2", "--repeats", "1", "--json",
+        "bench",
+        "--preset",
+        "tiny",
+        "--device",
+        "cpu",
+        "--quant",
+        "f16,int4",
+        "--prefill",
+        "8",
+        "--contexts",
+        "16,64",
+        "--decode-tokens",
+        "2",
+        "--repeats",
+        "1",
+        "--json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["copy_bandwidth_gb_s"].as_f64().unwrap() > 0.0);
     assert!(v["matmul_tflop_s"].as_f64().unwrap() > 0.0);
@@ -270,16 +461,34 @@ fn bench_reports_every_field_with_roofline_ratios() {
     // 2 formats × 2 adapter choices × (1 prefill + 2 decode contexts).
     assert_eq!(rows.len(), 12);
     for r in rows {
-        for field in ["format", "adapter", "step", "tokens", "context", "ms", "tokens_per_s", "bytes_per_token", "roofline_fraction"] {
+        for field in [
+            "format",
+            "adapter",
+            "step",
+            "tokens",
+            "context",
+            "ms",
+            "tokens_per_s",
+            "bytes_per_token",
+            "roofline_fraction",
+        ] {
             assert!(!r[field].is_null(), "{field} missing in {r}");
         }
         let f = r["roofline_fraction"].as_f64().unwrap();
-        assert!(f > 0.0 && f < 2.0, "implausible roofline fraction {f} in {r}");
+        assert!(
+            f > 0.0 && f < 2.0,
+            "implausible roofline fraction {f} in {r}"
+        );
     }
     let runs = v["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 4);
-    assert!(runs.iter().any(|r| r["vision_ms"].as_f64().is_some_and(|ms| ms > 0.0)));
+    assert!(runs
+        .iter()
+        .any(|r| r["vision_ms"].as_f64().is_some_and(|ms| ms > 0.0)));
     let bad = lav2(&["bench", "--preset", "70b", "--device", "cpu"]);
     assert_clean_error(&bad, &["unknown preset '70b'"]);
-    assert_clean_error(&lav2(&["bench", "--batch", "4", "--device", "cpu"]), &["--batch 4"]);
+    assert_clean_error(
+        &lav2(&["bench", "--batch", "4", "--device", "cpu"]),
+        &["--batch 4"],
+    );
 }

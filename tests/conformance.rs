@@ -22,7 +22,10 @@ fn stories260k_greedy_matches_llama2c_byte_for_byte() {
     let dir = root.join("stories260K");
     let expected = read_json(&dir.join("expected.json"));
     let mut s = cpu_session(load(&dir, None));
-    let gen = generate::generate(&mut s, &ids(&expected["prompt_ids"]), &greedy(200), |_| Ok(())).unwrap();
+    let gen = generate::generate(&mut s, &ids(&expected["prompt_ids"]), &greedy(200), |_| {
+        Ok(())
+    })
+    .unwrap();
     assert_eq!(gen.ids, ids(&expected["greedy_ids"]));
     let tok = Tokenizer::load(&dir.join("tokenizer.json")).unwrap();
     let text = tok.decode(&gen.ids).unwrap();
@@ -52,7 +55,10 @@ fn tinystories656k_matches_hugging_face() {
         let want = ids(&case["greedy_ids"]);
         let gen = generate::generate(&mut s, &prompt_ids, &greedy(want.len()), |_| Ok(())).unwrap();
         assert_eq!(gen.ids, want, "prompt {:?}", case["prompt"]);
-        assert_eq!(tok.decode(&gen.ids).unwrap(), case["text"].as_str().unwrap());
+        assert_eq!(
+            tok.decode(&gen.ids).unwrap(),
+            case["text"].as_str().unwrap()
+        );
         let logits = s.forward(&prompt_ids, 0, false).unwrap();
         let first5: Vec<f32> = case["last_logits_first5"]
             .as_array()
@@ -62,7 +68,10 @@ fn tinystories656k_matches_hugging_face() {
             .collect();
         assert!(max_abs_diff(&logits[..5], &first5) <= 1e-3);
     }
-    let (shape, want) = read_tensor(&dir.join("expected_logits_once_upon_a_time.safetensors"), "logits");
+    let (shape, want) = read_tensor(
+        &dir.join("expected_logits_once_upon_a_time.safetensors"),
+        "logits",
+    );
     let prompt = ids(&expected["cases"][0]["prompt_ids"]);
     let got = s.forward(&prompt, 0, true).unwrap();
     assert_eq!(shape, vec![prompt.len(), 2048]);
@@ -90,7 +99,12 @@ fn llama_tokenizer_matches_sentencepiece_on_all_cases() {
             failures.push(format!("{text:?}: got {got:?}, want {:?}", c["ids"]));
         }
     }
-    assert!(failures.is_empty(), "{} cases differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} cases differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -104,9 +118,17 @@ fn clip_preprocessing_is_within_tolerance_in_both_channel_orders() {
         let got = load_image(&dir.join("franz-kafka.jpg"), 224, order).unwrap();
         let (shape, want) = read_tensor(&dir.join(file), "pixels");
         assert_eq!(shape, vec![3, 224, 224]);
-        let mean = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).sum::<f32>() / got.len() as f32;
+        let mean = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .sum::<f32>()
+            / got.len() as f32;
         let max = max_abs_diff(&got, &want);
-        assert!(mean <= 0.01 && max <= 0.15, "{order:?}: mean {mean}, max {max}");
+        assert!(
+            mean <= 0.01 && max <= 0.15,
+            "{order:?}: mean {mean}, max {max}"
+        );
     }
 }
 
@@ -146,7 +168,11 @@ fn adapter_v2_cases_match_the_authors_model() {
             ..greedy(8)
         };
         let gen = generate::generate(&mut s, &tokens, &opts, |_| Ok(())).unwrap();
-        assert_eq!(gen.ids, ids(&meta["greedy_with_image"]), "{name}: greedy with image");
+        assert_eq!(
+            gen.ids,
+            ids(&meta["greedy_with_image"]),
+            "{name}: greedy with image"
+        );
 
         s.set_visual_query(None).unwrap();
         let (_, want) = read_tensor(&exp, "logits_text_only");
@@ -166,7 +192,12 @@ fn adapter_v2_cases_match_the_authors_model() {
 fn streaming_detokenization_handles_byte_fallback() {
     let Some(root) = conformance() else { return };
     let tok = Tokenizer::load(&root.join("llama-tokenizer/tokenizer.json")).unwrap();
-    for text in ["Hello 🦙 world", "宇宙 and 🚀🚀", " leading space, tabs\tand\nnewlines", "Führer ½"] {
+    for text in [
+        "Hello 🦙 world",
+        "宇宙 and 🚀🚀",
+        " leading space, tabs\tand\nnewlines",
+        "Führer ½",
+    ] {
         let ids = tok.encode(text).unwrap();
         let full = tok.decode(&ids).unwrap();
         assert_eq!(full, text);
@@ -174,7 +205,10 @@ fn streaming_detokenization_handles_byte_fallback() {
         let mut out = String::new();
         for &id in &ids {
             let piece = stream.step(id).unwrap();
-            assert!(!piece.contains('\u{FFFD}'), "{text:?}: partial character streamed");
+            assert!(
+                !piece.contains('\u{FFFD}'),
+                "{text:?}: partial character streamed"
+            );
             out += &piece;
         }
         out += &stream.finish().unwrap();

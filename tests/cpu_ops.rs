@@ -18,7 +18,10 @@ fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
 fn close(a: &[f32], b: &[f64], tol: f64, what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: length");
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!((*x as f64 - y).abs() <= tol * (1.0 + y.abs()), "{what}[{i}]: {x} vs {y}");
+        assert!(
+            (*x as f64 - y).abs() <= tol * (1.0 + y.abs()),
+            "{what}[{i}]: {x} vs {y}"
+        );
     }
 }
 
@@ -48,7 +51,9 @@ fn linear_with_every_epilogue_matches_f64() {
         let want: Vec<f64> = (0..m * n)
             .map(|i| {
                 let (row, o) = (i / n, i % n);
-                let acc: f64 = (0..k).map(|j| x[row * k + j] as f64 * w[o * k + j] as f64).sum();
+                let acc: f64 = (0..k)
+                    .map(|j| x[row * k + j] as f64 * w[o * k + j] as f64)
+                    .sum();
                 sc[o] as f64 * (acc + b[o] as f64) + r[i] as f64
             })
             .collect();
@@ -60,7 +65,11 @@ fn linear_with_every_epilogue_matches_f64() {
 fn quantized_linear_equals_dense_linear_on_dequantized_weights() {
     let s = seed();
     let mut rng = Rng::new(s);
-    for format in [QuantFormat::Int8, QuantFormat::Int4 { zero_point: false }, QuantFormat::Int4 { zero_point: true }] {
+    for format in [
+        QuantFormat::Int8,
+        QuantFormat::Int4 { zero_point: false },
+        QuantFormat::Int4 { zero_point: true },
+    ] {
         let (m, k, n) = (3, 259, 130);
         let x = random(&mut rng, m * k);
         let w = random(&mut rng, n * k);
@@ -94,8 +103,16 @@ fn quantized_linear_equals_dense_linear_on_dequantized_weights() {
         matmul::linear(&args(matmul::Weights::Dense(&w)), &mut exact);
         let num: f32 = got.iter().zip(&exact).map(|(a, b)| (a - b) * (a - b)).sum();
         let den: f32 = exact.iter().map(|b| b * b).sum();
-        let bound = if format == QuantFormat::Int8 { 0.01 } else { 0.15 };
-        assert!((num / den).sqrt() < bound, "{format:?} seed {s}: rel L2 {}", (num / den).sqrt());
+        let bound = if format == QuantFormat::Int8 {
+            0.01
+        } else {
+            0.15
+        };
+        assert!(
+            (num / den).sqrt() < bound,
+            "{format:?} seed {s}: rel L2 {}",
+            (num / den).sqrt()
+        );
     }
 }
 
@@ -114,7 +131,9 @@ fn fused_rmsnorm_matches_f64() {
     let mut want_res = vec![0f64; rows * d];
     let mut want = vec![0f64; rows * d];
     for r in 0..rows {
-        let h: Vec<f64> = (0..d).map(|i| before[r * d + i] as f64 + x[r * d + i] as f64).collect();
+        let h: Vec<f64> = (0..d)
+            .map(|i| before[r * d + i] as f64 + x[r * d + i] as f64)
+            .collect();
         let rms = (h.iter().map(|v| v * v).sum::<f64>() / d as f64 + 1e-5).sqrt();
         for i in 0..d {
             want_res[r * d + i] = h[i];
@@ -149,13 +168,22 @@ fn adapter_attention_matches_f64() {
     let scale = 1.0 / (hd as f64).sqrt();
     let attend = |qv: &[f32], keys: &[f32], vals: &[f32], n: usize, kvh: usize| -> Vec<f64> {
         let sc: Vec<f64> = (0..n)
-            .map(|j| (0..hd).map(|i| qv[i] as f64 * keys[(j * kv_heads + kvh) * hd + i] as f64).sum::<f64>() * scale)
+            .map(|j| {
+                (0..hd)
+                    .map(|i| qv[i] as f64 * keys[(j * kv_heads + kvh) * hd + i] as f64)
+                    .sum::<f64>()
+                    * scale
+            })
             .collect();
         let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let e: Vec<f64> = sc.iter().map(|v| (v - m).exp()).collect();
         let z: f64 = e.iter().sum();
         (0..hd)
-            .map(|i| (0..n).map(|j| e[j] / z * vals[(j * kv_heads + kvh) * hd + i] as f64).sum())
+            .map(|i| {
+                (0..n)
+                    .map(|j| e[j] / z * vals[(j * kv_heads + kvh) * hd + i] as f64)
+                    .sum()
+            })
             .collect()
     };
     let mut want = Vec::new();
@@ -206,13 +234,24 @@ fn rope_layouts_agree_up_to_the_row_permutation() {
     };
     let meta = run(&q, true);
     let hf = run(&to_hf(&q), false);
-    let diff = to_hf(&meta).iter().zip(&hf).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let diff = to_hf(&meta)
+        .iter()
+        .zip(&hf)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     assert!(diff < 1e-6, "seed {s}: {diff}");
     // And position 0 is the identity.
     let mut q0 = q[..heads * hd].to_vec();
     let kv = vec![0f32; hd];
     let (mut kc, mut vc) = (vec![0f32; hd], vec![0f32; hd]);
-    let a = attention::RopeArgs { start_pos: 0, n_heads: heads, n_kv_heads: 1, head_dim: hd, theta: 10000.0, interleaved: true };
+    let a = attention::RopeArgs {
+        start_pos: 0,
+        n_heads: heads,
+        n_kv_heads: 1,
+        head_dim: hd,
+        theta: 10000.0,
+        interleaved: true,
+    };
     attention::rope_kv_write(&a, &mut q0, &kv, &kv, &mut kc, &mut vc);
     assert_eq!(q0, q[..heads * hd]);
 }

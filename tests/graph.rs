@@ -12,7 +12,11 @@ fn check_incremental(s: &mut lav2::Session, tokens: &[u32], what: &str) {
     let mut step = s.forward(&tokens[..1], 0, true).unwrap();
     for (i, &t) in tokens.iter().enumerate().skip(1) {
         let row = &full[(i - 1) * vocab..i * vocab];
-        assert!(max_abs_diff(&step, row) <= 1e-4, "{what}: position {}", i - 1);
+        assert!(
+            max_abs_diff(&step, row) <= 1e-4,
+            "{what}: position {}",
+            i - 1
+        );
         step = s.forward(&[t], i, false).unwrap();
     }
     let last = &full[(tokens.len() - 1) * vocab..];
@@ -21,16 +25,27 @@ fn check_incremental(s: &mut lav2::Session, tokens: &[u32], what: &str) {
     let half = tokens.len() / 2;
     s.forward(&tokens[..half], 0, false).unwrap();
     let second = s.forward(&tokens[half..], half, true).unwrap();
-    assert!(max_abs_diff(&second, &full[half * vocab..]) <= 1e-4, "{what}: chunked prefill");
+    assert!(
+        max_abs_diff(&second, &full[half * vocab..]) <= 1e-4,
+        "{what}: chunked prefill"
+    );
 }
 
 #[test]
 fn incremental_decode_equals_full_forward() {
     let Some(root) = conformance() else { return };
     let mut s = cpu_session(load(&root.join("stories260K"), None));
-    check_incremental(&mut s, &[1, 403, 407, 261, 378, 432, 383, 286, 261], "stories260K");
+    check_incremental(
+        &mut s,
+        &[1, 403, 407, 261, 378, 432, 383, 286, 261],
+        "stories260K",
+    );
     let mut s = cpu_session(load(&root.join("tinystories656K"), None));
-    check_incremental(&mut s, &[1, 80, 147, 201, 282, 57, 313, 598], "tinystories656K");
+    check_incremental(
+        &mut s,
+        &[1, 80, 147, 201, 282, 57, 313, 598],
+        "tinystories656K",
+    );
     for case in ["case-2", "case-3", "case-5"] {
         let dir = root.join("adapter-v2").join(case);
         let mut s = cpu_session(load(&dir.join("base"), Some(&dir.join("adapter"))));
@@ -60,7 +75,11 @@ fn zero_gated_adapter_reproduces_the_base_model() {
         .into_iter()
         .filter(|(n, _, _)| !n.starts_with("llama.") || n.ends_with(".gate"))
         .map(|(n, s, d)| {
-            let d = if n.ends_with(".gate") { vec![0.0; d.len()] } else { d };
+            let d = if n.ends_with(".gate") {
+                vec![0.0; d.len()]
+            } else {
+                d
+            };
             (n, s, d)
         })
         .collect();
@@ -98,7 +117,10 @@ fn plans_reuse_activation_memory() {
     let plans = s.planned_bytes();
     let (name, arena, unplanned) = &plans[0];
     assert_eq!(name, "prefill_64");
-    assert!(*arena * 4 < *unplanned, "arena {arena} vs {unplanned} without reuse");
+    assert!(
+        *arena * 4 < *unplanned,
+        "arena {arena} vs {unplanned} without reuse"
+    );
 }
 
 /// Hugging Face's `permute` from its LLaMA conversion script:
@@ -185,13 +207,19 @@ fn adapter_on_a_hugging_face_base_matches_the_meta_base() {
     let tokens = ids(&read_json(&case.join("expected.json"))["tokens"]);
     let exp = case.join("expected.safetensors");
     let mut s = cpu_session(load(&dir, Some(&case.join("adapter"))));
-    assert_eq!(s.model().config.layout, lav2::model::config::Layout::HuggingFace);
+    assert_eq!(
+        s.model().config.layout,
+        lav2::model::config::Layout::HuggingFace
+    );
     let (_, pixels) = read_tensor(&exp, "pixels");
     let vq = s.visual_query(&pixels).unwrap();
     s.set_visual_query(Some(&vq)).unwrap();
     let (_, want) = read_tensor(&exp, "logits");
     let err = max_abs_diff(&s.forward(&tokens, 0, true).unwrap(), &want);
-    assert!(err <= 1e-3, "HF-layout base with adapter: logits differ by {err}");
+    assert!(
+        err <= 1e-3,
+        "HF-layout base with adapter: logits differ by {err}"
+    );
 }
 
 /// A checkpoint split over several safetensors files loads as one.
@@ -204,11 +232,17 @@ fn sharded_safetensors_load_as_one_model() {
         std::fs::copy(src.join(f), dir.join(f)).unwrap();
     }
     let all = read_all(&src.join("consolidated.00.safetensors"));
-    let (a, b): (Vec<_>, Vec<_>) = all.into_iter().partition(|(n, _, _)| n.starts_with("layers.1") || n.starts_with("tok"));
+    let (a, b): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|(n, _, _)| n.starts_with("layers.1") || n.starts_with("tok"));
     write_all(&dir.join("model-00001-of-00002.safetensors"), &a);
     write_all(&dir.join("model-00002-of-00002.safetensors"), &b);
     let tokens = [1, 403, 407, 261];
-    let want = cpu_session(load(&src, None)).forward(&tokens, 0, true).unwrap();
-    let got = cpu_session(load(&dir, None)).forward(&tokens, 0, true).unwrap();
+    let want = cpu_session(load(&src, None))
+        .forward(&tokens, 0, true)
+        .unwrap();
+    let got = cpu_session(load(&dir, None))
+        .forward(&tokens, 0, true)
+        .unwrap();
     assert_eq!(got, want);
 }

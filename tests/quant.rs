@@ -24,7 +24,12 @@ fn perplexity(s: &mut lav2::Session, tokens: &[u32]) -> f64 {
     for i in 0..tokens.len() - 1 {
         let row = &logits[i * vocab..(i + 1) * vocab];
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let lse = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+        let lse = row
+            .iter()
+            .map(|&v| (v as f64 - max).exp())
+            .sum::<f64>()
+            .ln()
+            + max;
         nll += lse - row[tokens[i + 1] as usize] as f64;
     }
     (nll / (tokens.len() - 1) as f64).exp()
@@ -76,13 +81,19 @@ fn int8_greedy_matches_f32_for_20_tokens() {
         let vocab = la.len() / seq.len();
         for step in 0..a.ids.len() {
             let r = prompt.len() - 1 + step;
-            let (ra, rb) = (&la[r * vocab..(r + 1) * vocab], &lb[r * vocab..(r + 1) * vocab]);
+            let (ra, rb) = (
+                &la[r * vocab..(r + 1) * vocab],
+                &lb[r * vocab..(r + 1) * vocab],
+            );
             let (best, second) = top2(ra);
             assert_eq!(best as u32, a.ids[step]);
             if top2(rb).0 != best {
                 let margin = ra[best] - ra[second];
                 let err = max_abs_diff(ra, rb);
-                assert!(margin <= err, "prompt {prompt:?} step {step}: int8 flips a margin of {margin} (error {err})");
+                assert!(
+                    margin <= err,
+                    "prompt {prompt:?} step {step}: int8 flips a margin of {margin} (error {err})"
+                );
             }
         }
     }
@@ -101,16 +112,26 @@ const INT4_ZP_PPL_RATIO: f64 = 1.18;
 fn int4_keeps_perplexity_within_the_bound() {
     let Some(root) = conformance() else { return };
     let dir = root.join("tinystories656K");
-    let text = read_json(&root.join("stories260K/expected.json"))["text"].as_str().unwrap().to_string();
+    let text = read_json(&root.join("stories260K/expected.json"))["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let tok = lav2::io::tokenizer::Tokenizer::load(&dir.join("tokenizer.json")).unwrap();
     let mut seqs = vec![[vec![1], tok.encode(&text).unwrap()].concat()];
-    seqs.extend(story_sequences(&root).into_iter().map(|(p, g)| [p, g].concat()));
+    seqs.extend(
+        story_sequences(&root)
+            .into_iter()
+            .map(|(p, g)| [p, g].concat()),
+    );
     let total: usize = seqs.iter().map(|s| s.len() - 1).sum();
     assert!(total > 100, "{total} predicted tokens");
     // Pooled over every predicted token of the three texts.
     let ppl = |format: QuantFormat| -> f64 {
         let mut s = load_q(&dir, format);
-        let nll: f64 = seqs.iter().map(|t| perplexity(&mut s, t).ln() * (t.len() - 1) as f64).sum();
+        let nll: f64 = seqs
+            .iter()
+            .map(|t| perplexity(&mut s, t).ln() * (t.len() - 1) as f64)
+            .sum();
         (nll / total as f64).exp()
     };
     let base = ppl(QuantFormat::None);
@@ -118,10 +139,16 @@ fn int4_keeps_perplexity_within_the_bound() {
     let int4 = ppl(QuantFormat::Int4 { zero_point: false });
     let int4z = ppl(QuantFormat::Int4 { zero_point: true });
     eprintln!("perplexity: f32 {base:.4}, int8 {int8:.4}, int4 {int4:.4}, int4-zp {int4z:.4}");
-    assert!(base < 20.0, "the f32 model itself should model this text: {base}");
+    assert!(
+        base < 20.0,
+        "the f32 model itself should model this text: {base}"
+    );
     assert!(int8 <= base * 1.01, "int8 {int8} vs f32 {base}");
     assert!(int4 <= base * INT4_PPL_RATIO, "int4 {int4} vs f32 {base}");
-    assert!(int4z <= base * INT4_ZP_PPL_RATIO, "int4-zp {int4z} vs f32 {base}");
+    assert!(
+        int4z <= base * INT4_ZP_PPL_RATIO,
+        "int4-zp {int4z} vs f32 {base}"
+    );
 }
 
 #[test]
@@ -131,11 +158,27 @@ fn quantized_file_round_trips_and_refuses_other_weights() {
     let (base, adapter) = (case.join("base"), case.join("adapter"));
     let file = scratch("quantized").join("int4.safetensors");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lav2"))
-        .args(["quantize", "--model", base.to_str().unwrap(), "--adapter", adapter.to_str().unwrap()])
-        .args(["--quant", "int4", "--zero-point", "--out", file.to_str().unwrap()])
+        .args([
+            "quantize",
+            "--model",
+            base.to_str().unwrap(),
+            "--adapter",
+            adapter.to_str().unwrap(),
+        ])
+        .args([
+            "--quant",
+            "int4",
+            "--zero-point",
+            "--out",
+            file.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tokens = ids(&read_json(&case.join("expected.json"))["tokens"]);
     let at_load = LoadOptions {
         quant: QuantFormat::Int4 { zero_point: true },
@@ -147,7 +190,10 @@ fn quantized_file_round_trips_and_refuses_other_weights() {
     };
     let mut a = cpu_session(Model::load(&base, Some(&adapter), &at_load).unwrap());
     let mut b = cpu_session(Model::load(&base, Some(&adapter), &from_file).unwrap());
-    assert_eq!(a.forward(&tokens, 0, true).unwrap(), b.forward(&tokens, 0, true).unwrap());
+    assert_eq!(
+        a.forward(&tokens, 0, true).unwrap(),
+        b.forward(&tokens, 0, true).unwrap()
+    );
     // Quantized, the adapter case stays near its float32 logits (random weights: int4 measured
     // 0.22 relative L2, int8 0.01).
     let (_, want) = read_tensor(&case.join("expected.safetensors"), "logits_text_only");
@@ -161,6 +207,9 @@ fn quantized_file_round_trips_and_refuses_other_weights() {
     let err = rel_l2(&c.forward(&tokens, 0, true).unwrap(), &want);
     assert!(err < 0.03, "int8 relative L2 {err}");
     // Without the adapter the folded weights differ: the file is refused by name.
-    let err = Model::load(&base, None, &from_file).err().unwrap().to_string();
+    let err = Model::load(&base, None, &from_file)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("made from different weights"), "{err}");
 }

@@ -58,7 +58,9 @@ impl std::str::FromStr for DeviceChoice {
             "cpu" => Ok(DeviceChoice::Cpu),
             "cuda" => Ok(DeviceChoice::Cuda),
             "auto" => Ok(DeviceChoice::Auto),
-            other => Err(format!("unknown device '{other}' (expected cpu, cuda or auto)")),
+            other => Err(format!(
+                "unknown device '{other}' (expected cpu, cuda or auto)"
+            )),
         }
     }
 }

@@ -28,7 +28,10 @@ impl Program {
     pub fn input_id(&self, name: &str) -> Result<TensorId> {
         match self.graph.find(name) {
             Some(id) if self.graph.desc(id).storage == Storage::Input => Ok(id),
-            _ => bail!("internal error: graph '{}' has no input '{name}'", self.graph.name),
+            _ => bail!(
+                "internal error: graph '{}' has no input '{name}'",
+                self.graph.name
+            ),
         }
     }
 

@@ -373,7 +373,11 @@ impl Graph {
             match s.len() {
                 2 => Ok((s[0], s[1])),
                 1 => Ok((1, s[0])),
-                _ => Err(format!("'{}' must be 1-D or 2-D, is {}", self.desc(id).name, shape_str(&s))),
+                _ => Err(format!(
+                    "'{}' must be 1-D or 2-D, is {}",
+                    self.desc(id).name,
+                    shape_str(&s)
+                )),
             }
         };
         let same = |a: TensorId, b: TensorId| -> Result<(), String> {
@@ -409,7 +413,9 @@ impl Graph {
                     same(*x, *residual)?;
                 }
                 same(*out, *residual)?;
-                if self.desc(*weight).numel() != d || bias.is_some_and(|b| self.desc(b).numel() != d) {
+                if self.desc(*weight).numel() != d
+                    || bias.is_some_and(|b| self.desc(b).numel() != d)
+                {
                     return Err("norm weight size differs from the row size".into());
                 }
             }

@@ -8,7 +8,9 @@ use image::imageops::FilterType;
 
 use crate::model::config::ChannelOrder;
 
+#[allow(clippy::excessive_precision)] // OpenAI's constants as published
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+#[allow(clippy::excessive_precision)]
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// Python's `round`: halves go to the even neighbour, as torchvision's center crop rounds.
@@ -22,9 +24,14 @@ fn round_half_even(x: f64) -> i64 {
 }
 
 pub fn load_image(path: &Path, size: usize, order: ChannelOrder) -> Result<Vec<f32>> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read image {}: {e}", path.display()))?;
-    let img = image::load_from_memory(&bytes)
-        .map_err(|e| anyhow!("cannot decode image {} (JPEG and PNG are supported): {e}", path.display()))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow!("cannot read image {}: {e}", path.display()))?;
+    let img = image::load_from_memory(&bytes).map_err(|e| {
+        anyhow!(
+            "cannot decode image {} (JPEG and PNG are supported): {e}",
+            path.display()
+        )
+    })?;
     preprocess(&img.to_rgb8(), size, order)
 }
 

@@ -26,10 +26,8 @@ impl AdapterFile {
     /// converted ones may not; both are accepted.
     pub fn resolve(&self, name: &str) -> Option<String> {
         let prefixed = format!("llama.{name}");
-        if name.starts_with("layers.") || name == "norm.weight" {
-            if self.files.contains(&prefixed) {
-                return Some(prefixed);
-            }
+        if (name.starts_with("layers.") || name == "norm.weight") && self.files.contains(&prefixed) {
+            return Some(prefixed);
         }
         self.files.contains(name).then(|| name.to_string())
     }
@@ -39,7 +37,8 @@ impl AdapterFile {
             Some(stored) => {
                 let t = self.files.get_any(&stored)?;
                 // Size-1 axes are layout only: the gate is stored as [1, heads, 1, 1].
-                let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+                let squeeze =
+                    |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
                 if squeeze(&t.shape) != squeeze(shape) {
                     bail!(
                         "adapter tensor '{stored}' in {} has shape {}, expected {}",

@@ -85,19 +85,19 @@ fn opt_f32(obj: &Value, file: &Path, name: &str) -> Result<Option<f32>> {
 }
 
 fn check_heads(file: &Path, dim: usize, n_heads: usize, n_kv_heads: usize) -> Result<()> {
-    if dim % n_heads != 0 {
+    if !dim.is_multiple_of(n_heads) {
         bail!(
             "{}: dim {dim} is not a multiple of n_heads {n_heads}",
             file.display()
         );
     }
-    if n_heads % n_kv_heads != 0 {
+    if !n_heads.is_multiple_of(n_kv_heads) {
         bail!(
             "{}: n_heads {n_heads} is not a multiple of n_kv_heads {n_kv_heads}",
             file.display()
         );
     }
-    if (dim / n_heads) % 2 != 0 {
+    if !(dim / n_heads).is_multiple_of(2) {
         bail!(
             "{}: head dimension {} is odd; RoPE needs an even head dimension",
             file.display(),
@@ -126,8 +126,8 @@ impl ModelConfig {
     }
 
     fn read_json(path: &Path) -> Result<Value> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))
     }
 
@@ -159,7 +159,10 @@ impl ModelConfig {
             );
         }
         if v.get("moe").is_some() {
-            bail!("{}: field 'moe' (mixture of experts) is not supported", path.display());
+            bail!(
+                "{}: field 'moe' (mixture of experts) is not supported",
+                path.display()
+            );
         }
         Ok(ModelConfig {
             layout: Layout::Meta,
@@ -342,8 +345,8 @@ pub const ADAPTER_FORMAT: &str = "llama-adapter-v2";
 
 impl AdapterConfig {
     pub fn load(path: &Path) -> Result<AdapterConfig> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         let de = &mut serde_json::Deserializer::from_str(&text);
         let cfg: AdapterConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
@@ -357,10 +360,7 @@ impl AdapterConfig {
             );
         }
         if cfg.w_lora && cfg.lora_rank == 0 {
-            bail!(
-                "{}: 'w_lora' is true but 'lora_rank' is 0",
-                path.display()
-            );
+            bail!("{}: 'w_lora' is true but 'lora_rank' is 0", path.display());
         }
         if let Some(vis) = &cfg.visual {
             let c = &vis.clip;

@@ -47,7 +47,10 @@ pub fn states(m: &Model) -> Vec<StateDesc> {
 }
 
 fn prompt_state(m: &Model, l: usize) -> (usize, usize) {
-    let a = m.adapter.as_ref().expect("prompted layer implies an adapter");
+    let a = m
+        .adapter
+        .as_ref()
+        .expect("prompted layer implies an adapter");
     let base = 2 * m.config.n_layers + 2 * (l - a.first_prompt_layer);
     (base, base + 1)
 }
@@ -62,7 +65,11 @@ fn is_prompted(m: &Model, l: usize) -> bool {
 pub fn build_forward(m: &Model, t: usize, all_logits: bool) -> Graph {
     let c = &m.config;
     let states = states(m);
-    let name = if t == 1 { "decode".to_string() } else { format!("prefill_{t}") };
+    let name = if t == 1 {
+        "decode".to_string()
+    } else {
+        format!("prefill_{t}")
+    };
     let mut b = Builder::new(&name, &m.weights);
     let tokens = b.g.input(TOKENS, &[t], Elem::I32);
     let start_pos = b.g.input(START_POS, &[1], Elem::I32);
@@ -77,7 +84,15 @@ pub fn build_forward(m: &Model, t: usize, all_logits: bool) -> Graph {
     let mut pending: Option<TensorId> = None;
     for l in 0..c.n_layers {
         let p = |s: &str| format!("layers.{l}.{s}");
-        let xn = rmsnorm(&mut b, pending, residual, &p("attention_norm"), c.norm_eps, t, d);
+        let xn = rmsnorm(
+            &mut b,
+            pending,
+            residual,
+            &p("attention_norm"),
+            c.norm_eps,
+            t,
+            d,
+        );
         let q = b.linear(xn, &p("wq"), Some(&p("wq.bias")), &p("q"));
         let k = b.linear(xn, &p("wk"), Some(&p("wk.bias")), &p("k"));
         let v = b.linear(xn, &p("wv"), Some(&p("wv.bias")), &p("v"));
@@ -184,7 +199,8 @@ pub fn build_prompt_graph(m: &Model) -> Option<Graph> {
     let c = &m.config;
     let states = states(m);
     let mut b = Builder::new("prompt_kv", &m.weights);
-    let vq = b.g.input(VISUAL_QUERY, &[a.config.query_len, c.dim], Elem::Act);
+    let vq =
+        b.g.input(VISUAL_QUERY, &[a.config.query_len, c.dim], Elem::Act);
     for l in a.first_prompt_layer..c.n_layers {
         let p = |s: &str| format!("layers.{l}.{s}");
         let query = b.w(&format!("adapter_query.{l}"));
@@ -198,7 +214,11 @@ pub fn build_prompt_graph(m: &Model) -> Option<Graph> {
         for (which, state) in [("wk", ks), ("wv", vs)] {
             // LoRA is folded into the token path's weight only; prompts use the plain one.
             let plain = p(&format!("{which}.prompt"));
-            let wname = if b.store.contains(&plain) { plain } else { p(which) };
+            let wname = if b.store.contains(&plain) {
+                plain
+            } else {
+                p(which)
+            };
             let (w, quant) = b.matrix(&wname);
             let bias = b.w_opt(&p(&format!("{which}.bias")));
             let desc = &states[state];

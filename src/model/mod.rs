@@ -48,7 +48,8 @@ impl WeightStore {
         if let Some(z) = q.zeros {
             self.insert(&format!("{name}.zeros"), z);
         }
-        self.quant.insert(name.to_string(), (q.format, q.in_features));
+        self.quant
+            .insert(name.to_string(), (q.format, q.in_features));
     }
 
     pub fn quant_info(&self, name: &str) -> Option<(QuantFormat, usize)> {
@@ -96,7 +97,13 @@ pub struct Model {
 pub const LINEARS: [&str; 7] = ["wq", "wk", "wv", "wo", "w1", "w2", "w3"];
 
 fn linear_group(name: &str) -> &'static str {
-    if name.starts_with('w') && name.len() == 2 && name != "wq" && name != "wk" && name != "wv" && name != "wo" {
+    if name.starts_with('w')
+        && name.len() == 2
+        && name != "wq"
+        && name != "wk"
+        && name != "wv"
+        && name != "wo"
+    {
         "feed_forward"
     } else {
         "attention"
@@ -220,7 +227,11 @@ impl Model {
 fn load_base(config: &mut ModelConfig, files: &TensorFiles, store: &mut WeightStore) -> Result<()> {
     let (embed_name, out_name, norm_name) = match config.layout {
         Layout::Meta => ("tok_embeddings.weight", "output.weight", "norm.weight"),
-        Layout::HuggingFace => ("model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"),
+        Layout::HuggingFace => (
+            "model.embed_tokens.weight",
+            "lm_head.weight",
+            "model.norm.weight",
+        ),
     };
     // Tied checkpoints may store either matrix; the vocabulary size comes from whichever exists.
     let present = [embed_name, out_name]
@@ -258,12 +269,19 @@ fn load_base(config: &mut ModelConfig, files: &TensorFiles, store: &mut WeightSt
         None => files.get(out_name, &[v, d])?,
     };
     if !files.contains(embed_name) && !config.tie_embeddings && config.layout == Layout::Meta {
-        bail!("missing tensor '{embed_name}' in {}", files.describe_source());
+        bail!(
+            "missing tensor '{embed_name}' in {}",
+            files.describe_source()
+        );
     }
     store.insert("tok_embeddings", embed);
     store.insert("output", output);
     store.insert("norm", files.get(norm_name, &[d])?);
-    let (h, kv, f) = (config.n_heads * config.head_dim, config.kv_dim(), config.ffn_dim);
+    let (h, kv, f) = (
+        config.n_heads * config.head_dim,
+        config.kv_dim(),
+        config.ffn_dim,
+    );
     for l in 0..config.n_layers {
         for (what, shape) in [
             ("attention_norm", vec![d]),
@@ -349,8 +367,16 @@ fn load_adapter(c: &ModelConfig, dir: &Path, store: &mut WeightStore) -> Result<
             if cfg.w_lora {
                 let r = cfg.lora_rank;
                 let why = " ('w_lora' is true)";
-                let l1 = file.get(&format!("layers.{l}.{group}.lora_{name}_l1.weight"), &[r, in_f], why)?;
-                let l2 = file.get(&format!("layers.{l}.{group}.lora_{name}_l2.weight"), &[out_f, r], why)?;
+                let l1 = file.get(
+                    &format!("layers.{l}.{group}.lora_{name}_l1.weight"),
+                    &[r, in_f],
+                    why,
+                )?;
+                let l2 = file.get(
+                    &format!("layers.{l}.{group}.lora_{name}_l2.weight"),
+                    &[out_f, r],
+                    why,
+                )?;
                 delta.lora = Some((l1.to_f32()?, l2.to_f32()?));
             }
             deltas.insert(name, delta);
@@ -369,7 +395,8 @@ fn load_adapter(c: &ModelConfig, dir: &Path, store: &mut WeightStore) -> Result<
             let why = format!(" (layer {l} receives adapter prompts)");
             let gate = file.get(&gate_name, &[c.n_heads], &why)?.to_f32()?;
             let new_gate = if cfg.w_new_gate {
-                file.get(&new_gate_name, &[1], " ('w_new_gate' is true)")?.to_f32()?[0]
+                file.get(&new_gate_name, &[1], " ('w_new_gate' is true)")?
+                    .to_f32()?[0]
             } else {
                 1.0
             };
@@ -380,7 +407,10 @@ fn load_adapter(c: &ModelConfig, dir: &Path, store: &mut WeightStore) -> Result<
                     GateActivation::Identity => g * new_gate,
                 })
                 .collect();
-            store.insert(&format!("layers.{l}.gate"), HostTensor::from_f32(vec![c.n_heads], scale));
+            store.insert(
+                &format!("layers.{l}.gate"),
+                HostTensor::from_f32(vec![c.n_heads], scale),
+            );
         } else {
             // Every layer of the authors' model owns a gate; only prompted layers use it.
             file.skip(&gate_name);
@@ -391,7 +421,10 @@ fn load_adapter(c: &ModelConfig, dir: &Path, store: &mut WeightStore) -> Result<
         store.insert("norm", t);
     }
     if cfg.query_layer > 0 {
-        let q = file.get_exact("adapter_query.weight", &[cfg.query_layer * cfg.query_len, c.dim])?;
+        let q = file.get_exact(
+            "adapter_query.weight",
+            &[cfg.query_layer * cfg.query_len, c.dim],
+        )?;
         for j in 0..cfg.query_layer {
             store.insert(
                 &format!("adapter_query.{}", first_prompt_layer + j),
@@ -415,7 +448,10 @@ fn load_adapter(c: &ModelConfig, dir: &Path, store: &mut WeightStore) -> Result<
     if cfg.w_new_gate {
         features.push("new_gate".into());
     }
-    if (0..c.n_layers).any(|l| file.resolve(&format!("layers.{l}.attention_norm.weight")).is_some()) {
+    if (0..c.n_layers).any(|l| {
+        file.resolve(&format!("layers.{l}.attention_norm.weight"))
+            .is_some()
+    }) {
         features.push("tuned norms".into());
     }
     if let Some(vis) = &cfg.visual {
@@ -470,7 +506,10 @@ fn apply_linear_delta(
         }
     }
     if let Some(b) = &delta.bias {
-        store.insert(&format!("{key}.bias"), HostTensor::from_f32(vec![out_f], b.clone()));
+        store.insert(
+            &format!("{key}.bias"),
+            HostTensor::from_f32(vec![out_f], b.clone()),
+        );
     }
     let needs_prompt_copy = prompted && matches!(name, "wk" | "wv") && delta.lora.is_some();
     if delta.input_scale.is_none() && delta.lora.is_none() {
@@ -479,10 +518,18 @@ fn apply_linear_delta(
     let w = store.get(&key).expect("base weight loaded").to_f32()?;
     if needs_prompt_copy {
         let plain = fold_linear(&w, out_f, in_f, delta.input_scale.as_deref(), None);
-        store.insert(&format!("{key}.prompt"), HostTensor::from_f32(vec![out_f, in_f], plain));
+        store.insert(
+            &format!("{key}.prompt"),
+            HostTensor::from_f32(vec![out_f, in_f], plain),
+        );
     }
-    let folded = fold_linear(&w, out_f, in_f, delta.input_scale.as_deref(), delta.lora.as_ref());
+    let folded = fold_linear(
+        &w,
+        out_f,
+        in_f,
+        delta.input_scale.as_deref(),
+        delta.lora.as_ref(),
+    );
     store.insert(&key, HostTensor::from_f32(vec![out_f, in_f], folded));
     Ok(())
 }
-

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use super::config::{AdapterConfig, ChannelOrder, ClipConfig, GateActivation, Layout, ModelConfig, VisualConfig};
+use super::config::{
+    AdapterConfig, ChannelOrder, ClipConfig, GateActivation, Layout, ModelConfig, VisualConfig,
+};
 use super::{AdapterInfo, Model, WeightStore, LINEARS};
 use crate::quant::{groups, QuantFormat};
 use crate::tensor::{DType, HostTensor, Synthetic};
@@ -17,7 +19,15 @@ pub struct Preset {
     pub adapter: AdapterConfig,
 }
 
-fn llama(dim: usize, n_layers: usize, n_heads: usize, n_kv_heads: usize, ffn_dim: usize, vocab: usize, ctx: usize) -> ModelConfig {
+fn llama(
+    dim: usize,
+    n_layers: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    ffn_dim: usize,
+    vocab: usize,
+    ctx: usize,
+) -> ModelConfig {
     ModelConfig {
         layout: Layout::Meta,
         dim,
@@ -36,7 +46,14 @@ fn llama(dim: usize, n_layers: usize, n_heads: usize, n_kv_heads: usize, ffn_dim
     }
 }
 
-fn adapter(query_len: usize, query_layer: usize, clip: ClipConfig, v_embed_dim: usize, v_depth: usize, v_num_heads: usize) -> AdapterConfig {
+fn adapter(
+    query_len: usize,
+    query_layer: usize,
+    clip: ClipConfig,
+    v_embed_dim: usize,
+    v_depth: usize,
+    v_num_heads: usize,
+) -> AdapterConfig {
     AdapterConfig {
         format: super::config::ADAPTER_FORMAT.to_string(),
         query_len,
@@ -127,7 +144,11 @@ impl Gen {
         let seed = self.next_seed();
         self.store.insert(
             name,
-            HostTensor::synthetic(vec![out_f, in_f], DType::F16, Synthetic::UniformF16 { seed, amp }),
+            HostTensor::synthetic(
+                vec![out_f, in_f],
+                DType::F16,
+                Synthetic::UniformF16 { seed, amp },
+            ),
         );
     }
 
@@ -140,9 +161,14 @@ impl Gen {
             _ => (vec![out_f, in_f.div_ceil(2)], DType::U8, false, amp / 7.0),
         };
         let values = HostTensor::synthetic(vshape, dtype, Synthetic::Bytes { seed, int8 });
-        let scales = HostTensor::synthetic(vec![out_f, ng], DType::F16, Synthetic::ConstF16 { value: step });
-        let zeros = matches!(format, QuantFormat::Int4 { zero_point: true })
-            .then(|| HostTensor::synthetic(vec![out_f, ng], DType::U8, Synthetic::FillByte { value: 8 }));
+        let scales = HostTensor::synthetic(
+            vec![out_f, ng],
+            DType::F16,
+            Synthetic::ConstF16 { value: step },
+        );
+        let zeros = matches!(format, QuantFormat::Int4 { zero_point: true }).then(|| {
+            HostTensor::synthetic(vec![out_f, ng], DType::U8, Synthetic::FillByte { value: 8 })
+        });
         self.store.insert_quantized(
             name,
             crate::quant::QuantizedMatrix {
@@ -158,13 +184,17 @@ impl Gen {
 
     fn vector(&mut self, name: &str, n: usize, amp: f32) {
         let seed = self.next_seed();
-        self.store
-            .insert(name, HostTensor::synthetic(vec![n], DType::F16, Synthetic::UniformF16 { seed, amp }));
+        self.store.insert(
+            name,
+            HostTensor::synthetic(vec![n], DType::F16, Synthetic::UniformF16 { seed, amp }),
+        );
     }
 
     fn ones(&mut self, name: &str, n: usize) {
-        self.store
-            .insert(name, HostTensor::synthetic(vec![n], DType::F16, Synthetic::ConstF16 { value: 1.0 }));
+        self.store.insert(
+            name,
+            HostTensor::synthetic(vec![n], DType::F16, Synthetic::ConstF16 { value: 1.0 }),
+        );
     }
 
     fn layernorm(&mut self, prefix: &str, n: usize) {
@@ -182,9 +212,23 @@ impl Gen {
 
     fn encoder_block(&mut self, p: &str, w: usize, hidden: usize, clip: bool) {
         let (ln1, ln2, qkv, out, fc1, fc2) = if clip {
-            ("ln_1", "ln_2", "attn.in_proj", "attn.out_proj", "mlp.c_fc", "mlp.c_proj")
+            (
+                "ln_1",
+                "ln_2",
+                "attn.in_proj",
+                "attn.out_proj",
+                "mlp.c_fc",
+                "mlp.c_proj",
+            )
         } else {
-            ("norm1", "norm2", "attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+            (
+                "norm1",
+                "norm2",
+                "attn.qkv",
+                "attn.proj",
+                "mlp.fc1",
+                "mlp.fc2",
+            )
         };
         self.layernorm(&format!("{p}.{ln1}"), w);
         self.layernorm(&format!("{p}.{ln2}"), w);
@@ -258,7 +302,12 @@ pub fn build(p: &Preset, seed: u64, quant: QuantFormat, with_adapter: bool) -> M
         g.layernorm("clip.visual.ln_pre", w);
         g.layernorm("clip.visual.ln_post", w);
         for i in 0..clip.layers {
-            g.encoder_block(&format!("clip.visual.transformer.resblocks.{i}"), w, 4 * w, true);
+            g.encoder_block(
+                &format!("clip.visual.transformer.resblocks.{i}"),
+                w,
+                4 * w,
+                true,
+            );
         }
         g.matrix("clip.visual.proj_t", clip.output_dim, w);
         let v = vis.v_embed_dim;
@@ -266,7 +315,12 @@ pub fn build(p: &Preset, seed: u64, quant: QuantFormat, with_adapter: bool) -> M
         g.layernorm("clip_proj_norm", v);
         g.matrix("visual_query.weight", a.query_len, v);
         for i in 0..vis.v_depth {
-            g.encoder_block(&format!("visual_blocks.{i}"), v, (v as f32 * vis.v_mlp_ratio) as usize, false);
+            g.encoder_block(
+                &format!("visual_blocks.{i}"),
+                v,
+                (v as f32 * vis.v_mlp_ratio) as usize,
+                false,
+            );
         }
         g.linear("visual_proj", d, v);
         g.layernorm("visual_proj_norm", d);
@@ -275,7 +329,10 @@ pub fn build(p: &Preset, seed: u64, quant: QuantFormat, with_adapter: bool) -> M
             config: a.clone(),
             first_prompt_layer: first,
             features: vec![
-                format!("prompts: {} tokens in the last {} layers", a.query_len, a.query_layer),
+                format!(
+                    "prompts: {} tokens in the last {} layers",
+                    a.query_len, a.query_layer
+                ),
                 "biases".into(),
                 "vision".into(),
             ],
@@ -298,13 +355,18 @@ mod tests {
         let p = preset("tiny", 64).unwrap();
         let run = |quant| {
             let m = build(&p, 1, quant, true);
-            let mut s = crate::Session::new(m, Box::new(crate::backend::cpu::CpuBackend::new())).unwrap();
+            let mut s =
+                crate::Session::new(m, Box::new(crate::backend::cpu::CpuBackend::new())).unwrap();
             let size = s.image_size().unwrap();
             let vq = s.visual_query(&vec![0.5; 3 * size * size]).unwrap();
             s.set_visual_query(Some(&vq)).unwrap();
             s.forward(&[1, 2, 3, 4], 0, false).unwrap()
         };
-        for quant in [QuantFormat::None, QuantFormat::Int8, QuantFormat::Int4 { zero_point: true }] {
+        for quant in [
+            QuantFormat::None,
+            QuantFormat::Int8,
+            QuantFormat::Int4 { zero_point: true },
+        ] {
             let a = run(quant);
             assert!(a.iter().all(|v| v.is_finite()), "{quant:?}");
             assert_eq!(a, run(quant), "{quant:?}");

@@ -19,16 +19,29 @@ pub(super) fn load_visual(
     let clip = &vis.clip;
     let (w, p) = (clip.width, clip.patch_size);
     let grid = clip.image_size / p;
-    fn put(file: &mut AdapterFile, store: &mut WeightStore, name: &str, shape: &[usize]) -> Result<()> {
+    fn put(
+        file: &mut AdapterFile,
+        store: &mut WeightStore,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<()> {
         let t = file.get_exact(name, shape)?;
         store.insert(name, t);
         Ok(())
     }
     let conv = file.get_exact("clip.visual.conv1.weight", &[w, 3, p, p])?;
-    store.insert("clip.visual.conv1.weight", conv.reshaped(vec![w, 3 * p * p]));
+    store.insert(
+        "clip.visual.conv1.weight",
+        conv.reshaped(vec![w, 3 * p * p]),
+    );
     let class = file.get_exact("clip.visual.class_embedding", &[w])?;
     store.insert("clip.visual.class_embedding", class.reshaped(vec![1, w]));
-    put(file, store, "clip.visual.positional_embedding", &[grid * grid + 1, w])?;
+    put(
+        file,
+        store,
+        "clip.visual.positional_embedding",
+        &[grid * grid + 1, w],
+    )?;
     for ln in ["ln_pre", "ln_post"] {
         put(file, store, &format!("clip.visual.{ln}.weight"), &[w])?;
         put(file, store, &format!("clip.visual.{ln}.bias"), &[w])?;
@@ -56,7 +69,10 @@ pub(super) fn load_visual(
     let proj = file.get_exact("clip.visual.proj", &[w, clip.output_dim])?;
     store.insert(
         "clip.visual.proj_t",
-        HostTensor::from_f32(vec![clip.output_dim, w], transpose_f32(&proj.to_f32()?, w, clip.output_dim)),
+        HostTensor::from_f32(
+            vec![clip.output_dim, w],
+            transpose_f32(&proj.to_f32()?, w, clip.output_dim),
+        ),
     );
     let v = vis.v_embed_dim;
     let hidden = (v as f32 * vis.v_mlp_ratio) as usize;
@@ -133,7 +149,9 @@ impl<'a> Builder<'a> {
             Some((format, in_features)) => {
                 let i = self.store.id(name).expect("quantized values present");
                 let out_features = self.store.tensors[i].shape[0];
-                let w = self.g.weight(name, &[out_features, in_features], Elem::Quant, i);
+                let w = self
+                    .g
+                    .weight(name, &[out_features, in_features], Elem::Quant, i);
                 let scales = self.w(&format!("{name}.scales"));
                 let zeros_name = format!("{name}.zeros");
                 let zeros = self
@@ -221,7 +239,12 @@ impl<'a> Builder<'a> {
             out: att,
             n_heads,
         });
-        let o = self.linear(att, &p(names.out_w), Some(&p(names.out_b)), &p("attn.proj.out"));
+        let o = self.linear(
+            att,
+            &p(names.out_w),
+            Some(&p(names.out_b)),
+            &p("attn.proj.out"),
+        );
         let x = self.add(x, o, &p("resid1"));
         let h = self.layernorm(x, &p(names.ln2), eps);
         let f = self.linear(h, &p(names.fc1_w), Some(&p(names.fc1_b)), &p("fc1.out"));
@@ -305,12 +328,24 @@ pub fn build_vision_graph(store: &WeightStore, vis: &VisualConfig, query_len: us
     }
     let x = b.layernorm(x, "clip.visual.ln_post", clip.ln_eps);
     let feats = b.linear(x, "clip.visual.proj_t", None, "clip_features");
-    let feats = b.linear(feats, "clip_proj.weight", Some("clip_proj.bias"), "clip_proj.out");
+    let feats = b.linear(
+        feats,
+        "clip_proj.weight",
+        Some("clip_proj.bias"),
+        "clip_proj.out",
+    );
     let feats = b.layernorm(feats, "clip_proj_norm", vis.ln_eps);
     let query = b.w("visual_query.weight");
     let mut x = b.concat(query, feats, "resampler_in");
     for i in 0..vis.v_depth {
-        x = b.encoder_block(x, &RESAMPLER_BLOCK, &format!("visual_blocks.{i}"), vis.v_num_heads, vis.ln_eps, false);
+        x = b.encoder_block(
+            x,
+            &RESAMPLER_BLOCK,
+            &format!("visual_blocks.{i}"),
+            vis.v_num_heads,
+            vis.ln_eps,
+            false,
+        );
     }
     let v = vis.v_embed_dim;
     let first = b.g.activation("resampler_queries", &[query_len, v]);
@@ -319,7 +354,12 @@ pub fn build_vision_graph(store: &WeightStore, vis: &VisualConfig, query_len: us
         start: 0,
         out: first,
     });
-    let out = b.linear(first, "visual_proj.weight", Some("visual_proj.bias"), "visual_proj.out");
+    let out = b.linear(
+        first,
+        "visual_proj.weight",
+        Some("visual_proj.bias"),
+        "visual_proj.out",
+    );
     let out = b.layernorm(out, "visual_proj_norm", vis.ln_eps);
     b.g.mark_output(out);
     b.g

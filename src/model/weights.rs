@@ -33,7 +33,8 @@ impl TensorFiles {
         let mut files = Vec::new();
         let mut entries = BTreeMap::new();
         for path in paths {
-            let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+            let file =
+                File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
             // SAFETY: the file is opened read-only; like every mmap user we rely on nobody
             // truncating the model file while it is being served.
             let map = unsafe { Mmap::map(&file) }
@@ -152,12 +153,10 @@ impl TensorFiles {
 
     /// The tensor with whatever shape it has.
     pub fn get_any(&self, name: &str) -> Result<HostTensor> {
-        let e = self.entries.get(name).ok_or_else(|| {
-            anyhow!(
-                "missing tensor '{name}' in {}",
-                self.describe_source()
-            )
-        })?;
+        let e = self
+            .entries
+            .get(name)
+            .ok_or_else(|| anyhow!("missing tensor '{name}' in {}", self.describe_source()))?;
         let expected = e.shape.iter().product::<usize>() * e.dtype.size();
         if e.end - e.start != expected {
             bail!(

@@ -16,7 +16,10 @@ pub fn conformance() -> Option<PathBuf> {
         return Some(dir);
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("conformance data not found at {} (CI=true: this is a failure)", dir.display());
+        panic!(
+            "conformance data not found at {} (CI=true: this is a failure)",
+            dir.display()
+        );
     }
     eprintln!(
         "SKIPPED: conformance data not found at {}; set LAV2_CONFORMANCE to run this test",

@@ -21,7 +21,11 @@ fn rotate(v: &mut [f32], pos: usize, theta: f32, interleaved: bool) {
         let inv_freq = 1.0f32 / theta.powf((2 * i) as f32 / d as f32);
         let angle = pos as f32 * inv_freq;
         let (sin, cos) = angle.sin_cos();
-        let (a, b) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
+        let (a, b) = if interleaved {
+            (2 * i, 2 * i + 1)
+        } else {
+            (i, i + half)
+        };
         let (x0, x1) = (v[a], v[b]);
         v[a] = x0 * cos - x1 * sin;
         v[b] = x0 * sin + x1 * cos;
@@ -65,7 +69,13 @@ pub struct AttentionArgs<'a> {
 }
 
 /// Softmax-weighted sum of `values` rows (stride `stride`, offset `off`) for `scores`, in place.
-fn softmax_weighted(scores: &mut [f32], values: &[f32], stride: usize, off: usize, acc: &mut [f32]) {
+fn softmax_weighted(
+    scores: &mut [f32],
+    values: &[f32],
+    stride: usize,
+    off: usize,
+    acc: &mut [f32],
+) {
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f32;
     for s in scores.iter_mut() {

@@ -71,7 +71,10 @@ pub fn linear(a: &LinearArgs, out: &mut [f32]) {
                 })
             })
             .collect();
-        parts = handles.into_iter().map(|h| h.join().expect("matmul thread")).collect();
+        parts = handles
+            .into_iter()
+            .map(|h| h.join().expect("matmul thread"))
+            .collect();
     });
     for (t, part) in parts.iter().enumerate() {
         let (lo, hi) = (t * per, ((t + 1) * per).min(n));
@@ -94,7 +97,14 @@ fn linear_cols_into(a: &LinearArgs, lo: usize, hi: usize, part: &mut [f32]) {
 /// Calls `put(row, output, value)` for outputs `lo..hi` of every row, reading each weight row once.
 fn for_each_output(a: &LinearArgs, lo: usize, hi: usize, mut put: impl FnMut(usize, usize, f32)) {
     let k = a.in_features;
-    let mut buf = vec![0f32; if matches!(a.w, Weights::Quant(_)) { k } else { 0 }];
+    let mut buf = vec![
+        0f32;
+        if matches!(a.w, Weights::Quant(_)) {
+            k
+        } else {
+            0
+        }
+    ];
     for o in lo..hi {
         let wrow: &[f32] = match &a.w {
             Weights::Dense(w) => &w[o * k..(o + 1) * k],

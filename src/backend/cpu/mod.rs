@@ -91,7 +91,9 @@ impl Raw {
 
 impl Backend for CpuBackend {
     fn describe(&self) -> String {
-        let threads = std::thread::available_parallelism().map(|t| t.get()).unwrap_or(1);
+        let threads = std::thread::available_parallelism()
+            .map(|t| t.get())
+            .unwrap_or(1);
         format!("cpu (f32 reference, {threads} threads)")
     }
 
@@ -135,10 +137,15 @@ impl Backend for CpuBackend {
                     inputs_f32.insert(TensorId(i), vec![0f32; t.numel()]);
                 }
                 Storage::Weight(w) if w >= self.weights.len() => {
-                    bail!("internal error: graph '{}' uses weight {w} which was not loaded", graph.name)
+                    bail!(
+                        "internal error: graph '{}' uses weight {w} which was not loaded",
+                        graph.name
+                    )
                 }
                 // Views are raw pointers: a float weight must really hold its elements.
-                Storage::Weight(w) if t.elem != Elem::Quant && self.weights[w].as_slice().len() != t.numel() => {
+                Storage::Weight(w)
+                    if t.elem != Elem::Quant && self.weights[w].as_slice().len() != t.numel() =>
+                {
                     bail!(
                         "internal error: graph '{}' reads weight '{}' as {} floats, it holds {}",
                         graph.name,
@@ -148,7 +155,10 @@ impl Backend for CpuBackend {
                     )
                 }
                 Storage::State(s) if s >= self.states.len() => {
-                    bail!("internal error: graph '{}' uses state {s} which was not allocated", graph.name)
+                    bail!(
+                        "internal error: graph '{}' uses state {s} which was not allocated",
+                        graph.name
+                    )
                 }
                 _ => {}
             }
@@ -196,7 +206,9 @@ impl Backend for CpuBackend {
         let n = bytes / 4;
         let src: Vec<f32> = (0..n).map(|i| i as f32).collect();
         let mut dst = vec![0f32; n];
-        let threads = std::thread::available_parallelism().map(|t| t.get()).unwrap_or(1);
+        let threads = std::thread::available_parallelism()
+            .map(|t| t.get())
+            .unwrap_or(1);
         let chunk = n.div_ceil(threads);
         let mut best = f64::INFINITY;
         for _ in 0..5 {
