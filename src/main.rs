@@ -451,6 +451,13 @@ fn write_safetensors(path: &Path, tensors: &[(String, (Vec<usize>, Vec<f32>))]) 
 }
 
 fn cmd_info(a: ModelArgs) -> Result<()> {
+    // Anything that is not a model folder (a .pth, a .pt, a safetensors file, an adapter or
+    // checkpoint folder) is described as it is, with what is missing for lav2 to load it.
+    let is_model_dir = a.model.join("params.json").is_file() || a.model.join("config.json").is_file();
+    if !is_model_dir && a.model.exists() && a.adapter.is_none() {
+        print!("{}", lav2::convert::describe(&a.model)?);
+        return Ok(());
+    }
     let model = load_model(&a)?;
     let c = &model.config;
     println!("model: {}", model.dir.display());
