@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate text from a prompt (and optionally an image), streaming tokens to stdout.
-    Generate(GenerateArgs),
+    Generate(Box<GenerateArgs>),
     /// Run one prefill and write the logits of every position to a safetensors file.
     Forward(ForwardArgs),
     /// Show what a model folder (and adapter) contains.
@@ -194,7 +194,7 @@ struct ForwardArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Generate(a) => cmd_generate(a),
+        Command::Generate(a) => cmd_generate(*a),
         Command::Forward(a) => cmd_forward(a),
         Command::Info(a) => cmd_info(a),
         Command::Quantize(a) => cmd_quantize(a),
@@ -434,7 +434,10 @@ fn cmd_forward(a: ForwardArgs) -> Result<()> {
     write_safetensors(&a.out, &tensors).with_context(|| format!("cannot write {}", a.out.display()))
 }
 
-fn write_safetensors(path: &Path, tensors: &[(String, (Vec<usize>, Vec<f32>))]) -> Result<()> {
+/// A named f32 tensor to write: (name, (shape, values)).
+type NamedTensor = (String, (Vec<usize>, Vec<f32>));
+
+fn write_safetensors(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
     use safetensors::tensor::{Dtype, TensorView};
     let views: Vec<(String, TensorView)> = tensors
         .iter()
