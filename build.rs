@@ -25,7 +25,12 @@ use std::thread;
 /// source-level profiling; it is off by default since it doubles the embedded size.
 const COMMON_FLAGS: &[&str] = &["-O3", "-std=c++17"];
 const PTX_FLAGS: &[&str] = &["-arch=compute_80", "--ptx"];
-const CUBIN_FLAGS: &[&str] = &["-gencode=arch=compute_90a,code=sm_90a", "--cubin", "-Xptxas", "-v"];
+const CUBIN_FLAGS: &[&str] = &[
+    "-gencode=arch=compute_90a,code=sm_90a",
+    "--cubin",
+    "-Xptxas",
+    "-v",
+];
 
 const NVCC_HELP: &str = "CUDA kernels are compiled at build time by nvcc (no GPU needed). To get it, run \
 `bash scripts/install-nvcc.sh` (pip-installs the CUDA 13.0 compiler wheels into \
@@ -59,7 +64,15 @@ fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
 
     println!("cargo::rerun-if-changed=kernels");
-    for var in ["NVCC", "CUDA_HOME", "CUDA_PATH", "LAV2_NVCC_DIR", "LAV2_NVCC_FLAGS", "PATH", "HOME"] {
+    for var in [
+        "NVCC",
+        "CUDA_HOME",
+        "CUDA_PATH",
+        "LAV2_NVCC_DIR",
+        "LAV2_NVCC_FLAGS",
+        "PATH",
+        "HOME",
+    ] {
         println!("cargo::rerun-if-env-changed={var}");
     }
 
@@ -113,7 +126,9 @@ fn main() {
 
         // Largest files first: the build takes as long as its slowest worker.
         let mut order: Vec<usize> = (0..sources.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(fs::metadata(&sources[i].1).map(|m| m.len()).unwrap_or(0)));
+        order.sort_by_key(|&i| {
+            std::cmp::Reverse(fs::metadata(&sources[i].1).map(|m| m.len()).unwrap_or(0))
+        });
         let mut jobs = VecDeque::new();
         for &i in &order {
             let (name, src) = &sources[i];
@@ -122,7 +137,12 @@ fn main() {
                     Target::Ptx => kout.join(format!("{name}.ptx")),
                     Target::Cubin => kout.join(format!("{name}.sm_90a.cubin")),
                 };
-                jobs.push_back(Job { name: name.clone(), src: src.clone(), target, out });
+                jobs.push_back(Job {
+                    name: name.clone(),
+                    src: src.clone(),
+                    target,
+                    out,
+                });
             }
         }
         let results = run_jobs(nvcc_path, &flags, jobs);
@@ -131,8 +151,17 @@ fn main() {
         let mut ptxas_by_file: Vec<(String, String)> = Vec::new();
         for r in &results {
             if !r.ok {
-                let what = if r.target == Target::Ptx { "PTX (compute_80)" } else { "cubin (sm_90a)" };
-                let _ = writeln!(failures, "\n=== kernels/{}.cu -> {what} failed ===\n{}", r.name, r.stderr.trim_end());
+                let what = if r.target == Target::Ptx {
+                    "PTX (compute_80)"
+                } else {
+                    "cubin (sm_90a)"
+                };
+                let _ = writeln!(
+                    failures,
+                    "\n=== kernels/{}.cu -> {what} failed ===\n{}",
+                    r.name,
+                    r.stderr.trim_end()
+                );
             } else {
                 // Anything nvcc says besides the -Xptxas -v report is a warning worth seeing.
                 for line in r.stderr.lines().filter(|l| is_diagnostic(l)) {
@@ -144,11 +173,18 @@ fn main() {
             }
         }
         if !failures.is_empty() {
-            eprintln!("error: nvcc ({}) failed to compile CUDA kernels:{failures}", nvcc_path.display());
+            eprintln!(
+                "error: nvcc ({}) failed to compile CUDA kernels:{failures}",
+                nvcc_path.display()
+            );
             std::process::exit(1);
         }
         for (i, (name, _)) in sources.iter().enumerate() {
-            let log = ptxas_by_file.iter().find(|(n, _)| n == name).map(|(_, s)| s.as_str()).unwrap_or("");
+            let log = ptxas_by_file
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, s)| s.as_str())
+                .unwrap_or("");
             let stats = parse_ptxas(log);
             for ep in &entry_points[i] {
                 match stats.iter().find(|s| &s.name == ep) {
@@ -186,8 +222,14 @@ fn main() {
         let kout = out_dir.join("kernels");
         let (ptx, cubin) = if compiled {
             (
-                format!("Some(include_bytes!({}))", lit(&kout.join(format!("{name}.ptx")))),
-                format!("Some(include_bytes!({}))", lit(&kout.join(format!("{name}.sm_90a.cubin")))),
+                format!(
+                    "Some(include_bytes!({}))",
+                    lit(&kout.join(format!("{name}.ptx")))
+                ),
+                format!(
+                    "Some(include_bytes!({}))",
+                    lit(&kout.join(format!("{name}.sm_90a.cubin")))
+                ),
             )
         } else {
             ("None".to_string(), "None".to_string())
@@ -202,13 +244,21 @@ fn main() {
     }
     g.push_str("];\n\n");
     if common.is_file() {
-        let _ = writeln!(g, "pub const COMMON_HEADER: (&str, &str) = (\"common.cuh\", include_str!({}));", lit(&common));
+        let _ = writeln!(
+            g,
+            "pub const COMMON_HEADER: (&str, &str) = (\"common.cuh\", include_str!({}));",
+            lit(&common)
+        );
     } else {
         g.push_str("pub const COMMON_HEADER: (&str, &str) = (\"common.cuh\", \"\");\n");
     }
     match (&nvcc, compiled) {
         (Some((p, _)), true) => {
-            let _ = writeln!(g, "pub const NVCC_USED: Option<&str> = Some({:?});", p.display().to_string());
+            let _ = writeln!(
+                g,
+                "pub const NVCC_USED: Option<&str> = Some({:?});",
+                p.display().to_string()
+            );
         }
         _ => g.push_str("pub const NVCC_USED: Option<&str> = None;\n"),
     }
@@ -246,16 +296,27 @@ fn run_jobs(nvcc: &Path, flags: &[OsString], jobs: VecDeque<Job>) -> Vec<JobResu
     thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
-                let Some(job) = queue.lock().unwrap().pop_front() else { break };
+                let Some(job) = queue.lock().unwrap().pop_front() else {
+                    break;
+                };
                 let mut cmd = Command::new(nvcc);
                 cmd.args(flags);
-                cmd.args(if job.target == Target::Ptx { PTX_FLAGS } else { CUBIN_FLAGS });
+                cmd.args(if job.target == Target::Ptx {
+                    PTX_FLAGS
+                } else {
+                    CUBIN_FLAGS
+                });
                 cmd.arg("-o").arg(&job.out).arg(&job.src);
                 let r = match cmd.output() {
                     Ok(o) => {
                         let mut stderr = String::from_utf8_lossy(&o.stderr).into_owned();
                         stderr.push_str(&String::from_utf8_lossy(&o.stdout));
-                        JobResult { name: job.name, target: job.target, ok: o.status.success() && job.out.is_file(), stderr }
+                        JobResult {
+                            name: job.name,
+                            target: job.target,
+                            ok: o.status.success() && job.out.is_file(),
+                            stderr,
+                        }
                     }
                     Err(e) => JobResult {
                         name: job.name,
@@ -293,7 +354,11 @@ fn find_nvcc() -> Option<(PathBuf, Option<String>)> {
     // some other compiler silently.
     if let Some(v) = nonempty_env("NVCC") {
         let p = PathBuf::from(&v);
-        let p = if p.components().count() == 1 { search_path(&p).unwrap_or(p) } else { p };
+        let p = if p.components().count() == 1 {
+            search_path(&p).unwrap_or(p)
+        } else {
+            p
+        };
         match nvcc_version(&p) {
             Ok(ver) => return Some((p, ver)),
             Err(e) => {
@@ -313,7 +378,9 @@ fn find_nvcc() -> Option<(PathBuf, Option<String>)> {
     }
     let dir = nonempty_env("LAV2_NVCC_DIR")
         .map(PathBuf::from)
-        .or_else(|| nonempty_env("HOME").map(|h| PathBuf::from(h).join(".cache").join("lav2").join("nvcc")));
+        .or_else(|| {
+            nonempty_env("HOME").map(|h| PathBuf::from(h).join(".cache").join("lav2").join("nvcc"))
+        });
     if let Some(d) = dir {
         candidates.push(d.join("nvidia").join("cu13").join("bin").join("nvcc"));
     }
@@ -331,14 +398,18 @@ fn find_nvcc() -> Option<(PathBuf, Option<String>)> {
 
 fn search_path(name: &Path) -> Option<PathBuf> {
     let path = env::var_os("PATH")?;
-    env::split_paths(&path).map(|d| d.join(name)).find(|p| is_executable(p))
+    env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
 }
 
 fn is_executable(p: &Path) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+        fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
     }
     #[cfg(not(unix))]
     {
@@ -347,16 +418,28 @@ fn is_executable(p: &Path) -> bool {
 }
 
 fn nvcc_version(p: &Path) -> Result<Option<String>, String> {
-    let o = Command::new(p).arg("--version").output().map_err(|e| e.to_string())?;
+    let o = Command::new(p)
+        .arg("--version")
+        .output()
+        .map_err(|e| e.to_string())?;
     if !o.status.success() {
-        return Err(format!("`{} --version` exited with {}", p.display(), o.status));
+        return Err(format!(
+            "`{} --version` exited with {}",
+            p.display(),
+            o.status
+        ));
     }
     let text = String::from_utf8_lossy(&o.stdout);
     // "Cuda compilation tools, release 13.0, V13.0.88"
     let v = text
         .lines()
         .find_map(|l| l.split(", V").nth(1).map(|s| s.trim().to_string()))
-        .or_else(|| text.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string()));
+        .or_else(|| {
+            text.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(|l| l.trim().to_string())
+        });
     Ok(v)
 }
 
@@ -389,7 +472,10 @@ fn parse_entry_points(src: &str) -> Vec<String> {
                 }
             }
             match ch {
-                '(' if depth == 0 && last_ident != "__launch_bounds__" && !last_ident.is_empty() => {
+                '(' if depth == 0
+                    && last_ident != "__launch_bounds__"
+                    && !last_ident.is_empty() =>
+                {
                     names.push(last_ident.clone());
                     break;
                 }
@@ -469,7 +555,10 @@ fn parse_ptxas(log: &str) -> Vec<PtxasStats> {
         if let Some(i) = line.find("Compiling entry function '") {
             let rest = &line[i + "Compiling entry function '".len()..];
             let name = rest.split('\'').next().unwrap_or("").to_string();
-            out.push(PtxasStats { name, ..Default::default() });
+            out.push(PtxasStats {
+                name,
+                ..Default::default()
+            });
             continue;
         }
         let Some(cur) = out.last_mut() else { continue };
@@ -487,5 +576,9 @@ fn parse_ptxas(log: &str) -> Vec<PtxasStats> {
 
 fn number_before(line: &str, what: &str) -> u32 {
     let Some(i) = line.find(what) else { return 0 };
-    line[..i].split_whitespace().last().and_then(|t| t.parse().ok()).unwrap_or(0)
+    line[..i]
+        .split_whitespace()
+        .last()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0)
 }

@@ -456,8 +456,21 @@ fn write_safetensors(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
 fn cmd_info(a: ModelArgs) -> Result<()> {
     // Anything that is not a model folder (a .pth, a .pt, a safetensors file, an adapter or
     // checkpoint folder) is described as it is, with what is missing for lav2 to load it.
-    let is_model_dir = a.model.join("params.json").is_file() || a.model.join("config.json").is_file();
-    if !is_model_dir && a.model.exists() && a.adapter.is_none() {
+    // An empty folder, or safetensors without a config, is a broken model folder instead.
+    let describable = a.model.is_file()
+        || a.model.join("adapter_config.json").is_file()
+        || std::fs::read_dir(&a.model).is_ok_and(|entries| {
+            entries.filter_map(|e| e.ok()).any(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                e.path().is_dir()
+                    || [".pth", ".pt", ".bin", ".model"]
+                        .iter()
+                        .any(|x| name.ends_with(x))
+            })
+        });
+    let is_model_dir =
+        a.model.join("params.json").is_file() || a.model.join("config.json").is_file();
+    if describable && !is_model_dir && a.adapter.is_none() {
         print!("{}", lav2::convert::describe(&a.model)?);
         return Ok(());
     }

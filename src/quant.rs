@@ -176,7 +176,11 @@ impl QuantView<'_> {
                 let packed = n.div_ceil(2);
                 for (k, b) in buf.iter_mut().enumerate() {
                     let byte = self.values[o * packed + k / 2];
-                    let q = if k.is_multiple_of(2) { byte & 15 } else { byte >> 4 };
+                    let q = if k.is_multiple_of(2) {
+                        byte & 15
+                    } else {
+                        byte >> 4
+                    };
                     let g = o * ng + k / group;
                     let zero = self.zeros.map_or(8.0, |z| z[g] as f32);
                     *b = (q as f32 - zero) * self.scales[g];

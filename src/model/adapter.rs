@@ -26,7 +26,8 @@ impl AdapterFile {
     /// converted ones may not; both are accepted.
     pub fn resolve(&self, name: &str) -> Option<String> {
         let prefixed = format!("llama.{name}");
-        if (name.starts_with("layers.") || name == "norm.weight") && self.files.contains(&prefixed) {
+        if (name.starts_with("layers.") || name == "norm.weight") && self.files.contains(&prefixed)
+        {
             return Some(prefixed);
         }
         self.files.contains(name).then(|| name.to_string())

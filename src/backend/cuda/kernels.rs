@@ -13,8 +13,13 @@ pub fn compiled() -> bool {
 pub fn report() -> String {
     let mut s = String::new();
     match (NVCC_USED, NVCC_VERSION) {
-        (Some(path), version) => s += &format!("nvcc: {path} ({})\n", version.unwrap_or("version unknown")),
-        (None, _) => s += &format!("nvcc: not found at build time; kernels were not compiled.\n{NVCC_HELP}\n"),
+        (Some(path), version) => {
+            s += &format!("nvcc: {path} ({})\n", version.unwrap_or("version unknown"))
+        }
+        (None, _) => {
+            s +=
+                &format!("nvcc: not found at build time; kernels were not compiled.\n{NVCC_HELP}\n")
+        }
     }
     for m in KERNEL_MODULES {
         s += &format!(

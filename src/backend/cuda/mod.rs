@@ -1,60 +1,955 @@
 //! The CUDA backend (cudarc, loaded dynamically so the binary runs without a driver).
+//!
+//! - Weights are uploaded once: f16 (f32/bf16 converted), quantized bytes as they are, and
+//!   generated benchmark weights made on the device by `kernels/synthetic.cu` from their recipe.
+//!   A weight a graph reads as `Elem::F32` (the per-head gates) also gets an exact f32 copy.
+//! - States (KV cache, prompt K/V) are f16 and zeroed; each prepared program owns one arena
+//!   (the plan's offsets at 2 bytes an activation), its input buffers and the decode attention
+//!   scratch. Everything is allocated before any run: a run only enqueues kernels.
+//! - Every op is lowered once, at prepare time, into launches with fixed addresses
+//!   ([`lower`]); a program named "decode" is captured as a CUDA graph on its second run and
+//!   replayed afterwards (`LAV2_NO_CUDA_GRAPH=1` or [`CudaBackend::set_cuda_graphs`] turns that off).
+//! - One stream, no event tracking: ordering is the stream's. `LAV2_CUDA_SYNC=1` synchronizes after
+//!   every op so an asynchronous fault names the op that caused it.
 
+mod attention;
+mod device;
+mod elementwise;
 pub mod kernels;
+mod lower;
+mod matmul;
 
-use anyhow::{bail, Result};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::time::Instant;
 
-use super::{Backend, HostData, ProgramId};
+use anyhow::{anyhow, bail, Context, Result};
+use cudarc::driver::{result, sys, CudaGraph, CudaSlice, CudaStream, DevicePtr};
+use half::{bf16, f16};
+
+use super::{check_program, Backend, HostData, ProgramId};
 use crate::graph::plan::Plan;
-use crate::graph::{Graph, StateDesc, TensorId};
-use crate::tensor::HostTensor;
+use crate::graph::{Elem, Graph, StateDesc, Storage, TensorId};
+use crate::tensor::{shape_str, Bytes, DType, HostTensor, Synthetic};
+use device::Device;
+use lower::{Arg, Check, DevElem, Launch, Lowerer, OpStep, Step, TensorLoc};
+
+const GIB: f64 = (1u64 << 30) as f64;
+/// Kept free beyond what we allocate: module code, graph executables, driver staging.
+const RESERVE_BYTES: usize = 256 << 20;
+/// f32 → f16 conversion staging for uploads (elements).
+const STAGING_ELEMS: usize = 8 << 20;
+
+/// One device allocation, freed (stream-ordered) when dropped.
+struct Buf {
+    _slice: CudaSlice<u8>,
+    ptr: u64,
+    bytes: usize,
+}
+
+fn alloc(stream: &std::sync::Arc<CudaStream>, bytes: usize) -> Result<Buf> {
+    let len = bytes.max(1).div_ceil(256) * 256;
+    // SAFETY: the memory is written (zeroed, uploaded or produced by a kernel) before it is read,
+    // except arenas, whose contents are never read before an op writes them.
+    let slice = unsafe { stream.alloc::<u8>(len) }
+        .map_err(|e| anyhow!("cudaMalloc of {:.3} GiB failed: {e}", len as f64 / GIB))?;
+    let ptr = {
+        let (p, _sync) = slice.device_ptr(stream);
+        p
+    };
+    Ok(Buf {
+        _slice: slice,
+        ptr,
+        bytes: len,
+    })
+}
+
+fn alloc_zeroed(stream: &std::sync::Arc<CudaStream>, bytes: usize) -> Result<Buf> {
+    let b = alloc(stream, bytes)?;
+    // SAFETY: the range is the allocation.
+    unsafe { result::memset_d8_async(b.ptr, 0, b.bytes, stream.cu_stream()) }?;
+    Ok(b)
+}
+
+struct DevWeight {
+    buf: Buf,
+    elem: DevElem,
+    numel: usize,
+    host: HostTensor,
+}
+
+#[derive(Default)]
+struct CaptureState {
+    graph: Option<CudaGraph>,
+    failed: bool,
+}
+
+struct CudaProgram {
+    graph: Graph,
+    locs: Vec<Option<TensorLoc>>,
+    steps: Vec<OpStep>,
+    checks: Vec<Check>,
+    host_i32: HashMap<TensorId, Vec<i32>>,
+    arena: Option<Buf>,
+    scratch: Option<Buf>,
+    _inputs: Vec<Buf>,
+    runs: usize,
+    capture: CaptureState,
+}
 
 pub struct CudaBackend {
-    _private: (),
+    programs: Vec<CudaProgram>,
+    states: Vec<(Buf, DevElem)>,
+    weights: Vec<DevWeight>,
+    weights_f32: HashMap<usize, Buf>,
+    smem_set: HashMap<&'static str, usize>,
+    bytes_weights: usize,
+    bytes_states: usize,
+    bytes_activations: usize,
+    cuda_graphs: bool,
+    sync_each_op: bool,
+    dev: Device,
+}
+
+impl Drop for CudaBackend {
+    fn drop(&mut self) {
+        // Let queued work finish before its buffers go back to the pool.
+        let _ = self.dev.stream.synchronize();
+    }
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+fn gib(b: usize) -> String {
+    format!("{:.2}", b as f64 / GIB)
 }
 
 impl CudaBackend {
+    /// Opens GPU 0. A clean error (never a panic) when there is no driver, no GPU, a GPU older
+    /// than compute capability 8.0, or no way to get the kernels onto it.
     pub fn new() -> Result<CudaBackend> {
-        // cudarc panics when libcuda is absent; ask first.
-        if !unsafe { cudarc::driver::sys::is_culib_present() } {
-            bail!("no CUDA driver found (libcuda.so could not be loaded); use --device cpu");
+        let dev = device::open()?;
+        Ok(CudaBackend {
+            programs: Vec::new(),
+            states: Vec::new(),
+            weights: Vec::new(),
+            weights_f32: HashMap::new(),
+            smem_set: HashMap::new(),
+            bytes_weights: 0,
+            bytes_states: 0,
+            bytes_activations: 0,
+            cuda_graphs: !env_flag("LAV2_NO_CUDA_GRAPH"),
+            sync_each_op: env_flag("LAV2_CUDA_SYNC"),
+            dev,
+        })
+    }
+
+    /// Whether "decode" programs are captured and replayed as CUDA graphs (default: on unless
+    /// `LAV2_NO_CUDA_GRAPH=1`). Takes effect for programs not yet captured.
+    pub fn set_cuda_graphs(&mut self, on: bool) {
+        self.cuda_graphs = on;
+    }
+
+    /// Whether `program` is being replayed from a captured CUDA graph.
+    pub fn is_captured(&self, program: ProgramId) -> bool {
+        self.programs
+            .get(program.0)
+            .is_some_and(|p| p.capture.graph.is_some())
+    }
+
+    /// Fills the program's arena (and decode scratch) with 0xFF bytes — NaN in f16 and f32 — so
+    /// an output a kernel failed to write shows up as NaN. For tests.
+    pub fn poison(&mut self, program: ProgramId) -> Result<()> {
+        check_program(self.programs.len(), program)?;
+        self.dev.ctx.bind_to_thread()?;
+        let p = &self.programs[program.0];
+        for b in p.arena.iter().chain(p.scratch.iter()) {
+            // SAFETY: the range is the allocation.
+            unsafe { result::memset_d8_async(b.ptr, 0xFF, b.bytes, self.dev.stream.cu_stream()) }?;
         }
-        bail!("the CUDA executor is not part of this build yet; use --device cpu")
+        Ok(())
+    }
+
+    /// The kernel names the steps of `program` launch, in order (for tests and logs).
+    pub fn kernels_of(&self, program: ProgramId) -> Vec<&'static str> {
+        self.programs.get(program.0).map_or(Vec::new(), |p| {
+            p.steps
+                .iter()
+                .map(|s| match &s.step {
+                    Step::Kernel(l) => l.kernel,
+                    Step::Copy { .. } => "memcpy_dtod",
+                })
+                .collect()
+        })
+    }
+
+    /// Compiles every kernel module's embedded source with NVRTC for `arch` (`compute_90`, …):
+    /// needs libnvrtc but no GPU. Returns the module names, or the first failure.
+    pub fn nvrtc_check(arch: &str) -> Result<Vec<&'static str>> {
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            bail!("NVRTC (libnvrtc.so) not found");
+        }
+        let mut names = Vec::new();
+        for m in kernels::KERNEL_MODULES {
+            device::nvrtc_compile(m, arch).with_context(|| format!("kernels/{}.cu", m.name))?;
+            names.push(m.name);
+        }
+        Ok(names)
+    }
+
+    fn ensure_fits(&self, weights: usize, states: usize, activations: usize) -> Result<()> {
+        let new = weights + states + activations;
+        let (mut free, _total) = self.dev.ctx.mem_get_info()?;
+        if new + RESERVE_BYTES > free {
+            // Memory freed by an earlier backend may still sit in the stream-ordered pool, which
+            // gives it back at a synchronization: synchronize and look again.
+            self.dev.ctx.synchronize()?;
+            free = self.dev.ctx.mem_get_info()?.0;
+        }
+        if new + RESERVE_BYTES > free {
+            let resident = self.bytes_weights + self.bytes_states + self.bytes_activations;
+            let (a, b, c) = (
+                self.bytes_weights + weights,
+                self.bytes_states + states,
+                self.bytes_activations + activations,
+            );
+            bail!(
+                "out of GPU memory: needs {} GiB (weights {}, KV cache {}, activations {}), {} GiB free on {}",
+                gib(a + b + c),
+                gib(a),
+                gib(b),
+                gib(c),
+                gib(free + resident),
+                self.dev.name
+            );
+        }
+        Ok(())
+    }
+
+    fn launch_now(&self, name: &'static str, n: usize, args: Vec<Arg>) -> Result<()> {
+        let func = self
+            .dev
+            .functions
+            .get(name)
+            .cloned()
+            .ok_or_else(|| anyhow!("kernel {name} is missing from the loaded modules"))?;
+        let l = Launch {
+            kernel: name,
+            func,
+            grid: (lower::stride_blocks(n, 256, 8192), 1, 1),
+            block: (256, 1, 1),
+            smem: 0,
+            args,
+        };
+        lower::launch(&self.dev.stream, &l).map_err(|e| anyhow!("{name}: {e}"))
+    }
+
+    fn htod<T>(&self, dst: u64, src: &[T]) -> Result<()> {
+        if !src.is_empty() {
+            // SAFETY: callers pass a destination of at least size_of_val(src) bytes; pageable
+            // sources are staged by the driver before the call returns.
+            unsafe { result::memcpy_htod_async(dst, src, self.dev.stream.cu_stream()) }?;
+        }
+        Ok(())
+    }
+
+    /// Uploads (or generates) one weight into `dst`.
+    fn upload_weight(&self, t: &HostTensor, dst: &Buf, staging: Option<&Buf>) -> Result<()> {
+        let n = t.numel();
+        let n64 = n as i64;
+        if let Bytes::Generated { recipe, .. } = &t.bytes {
+            match (*recipe, t.dtype) {
+                (Synthetic::UniformF16 { seed, amp }, DType::F16) => {
+                    return self.launch_now(
+                        "synthetic_uniform_f16",
+                        n,
+                        vec![
+                            Arg::Ptr(dst.ptr),
+                            Arg::I64(n64),
+                            Arg::U64(seed),
+                            Arg::F32(amp),
+                        ],
+                    );
+                }
+                (Synthetic::ConstF16 { value }, DType::F16) => {
+                    let bits = f16::from_f32(value).to_bits() as i32;
+                    return self.launch_now(
+                        "fill_u16",
+                        n,
+                        vec![Arg::Ptr(dst.ptr), Arg::I64(n64), Arg::I32(bits)],
+                    );
+                }
+                (Synthetic::Bytes { seed, int8 }, DType::I8 | DType::U8) => {
+                    return self.launch_now(
+                        "synthetic_bytes_u8",
+                        n,
+                        vec![
+                            Arg::Ptr(dst.ptr),
+                            Arg::I64(n64),
+                            Arg::U64(seed),
+                            Arg::I32(i32::from(int8)),
+                        ],
+                    );
+                }
+                (Synthetic::FillByte { value }, DType::I8 | DType::U8) => {
+                    // SAFETY: n bytes fit the allocation.
+                    unsafe {
+                        result::memset_d8_async(dst.ptr, value, n, self.dev.stream.cu_stream())
+                    }?;
+                    return Ok(());
+                }
+                _ => {} // any other combination: generated on the host below
+            }
+        }
+        let raw = t.bytes.as_slice();
+        match t.dtype {
+            DType::F16 | DType::I8 | DType::U8 | DType::I32 => self.htod(dst.ptr, raw),
+            DType::BF16 => {
+                for (i, chunk) in raw.chunks(2 * STAGING_ELEMS).enumerate() {
+                    let h: Vec<u16> = chunk
+                        .chunks_exact(2)
+                        .map(|c| {
+                            f16::from_f32(bf16::from_le_bytes([c[0], c[1]]).to_f32()).to_bits()
+                        })
+                        .collect();
+                    self.htod(dst.ptr + (i * STAGING_ELEMS * 2) as u64, &h)?;
+                }
+                Ok(())
+            }
+            DType::F32 => {
+                let staging =
+                    staging.ok_or_else(|| anyhow!("internal error: no staging buffer"))?;
+                for (i, chunk) in raw.chunks(4 * STAGING_ELEMS).enumerate() {
+                    let count = chunk.len() / 4;
+                    self.htod(staging.ptr, chunk)?;
+                    self.launch_now(
+                        "convert_f32_to_f16",
+                        count.div_ceil(8),
+                        vec![
+                            Arg::Ptr(staging.ptr),
+                            Arg::Ptr(dst.ptr + (i * STAGING_ELEMS * 2) as u64),
+                            Arg::I32(count as i32),
+                        ],
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// An exact f32 copy of weight `w` for graphs that read it as `Elem::F32`.
+    fn ensure_f32_weight(&mut self, w: usize) -> Result<()> {
+        if self.weights_f32.contains_key(&w) {
+            return Ok(());
+        }
+        let dw = &self.weights[w];
+        let n = dw.numel;
+        let buf = alloc(&self.dev.stream, n * 4)?;
+        let exact_f32 =
+            dw.host.dtype == DType::F32 && !matches!(dw.host.bytes, Bytes::Generated { .. });
+        if exact_f32 {
+            self.htod(buf.ptr, dw.host.bytes.as_slice())?;
+        } else if dw.elem == DevElem::F16 {
+            self.launch_now(
+                "convert_f16_to_f32",
+                n.div_ceil(8),
+                vec![
+                    Arg::Ptr(dw.buf.ptr),
+                    Arg::Ptr(buf.ptr),
+                    Arg::I32(lower::dim(n, "elements")?),
+                ],
+            )?;
+        } else {
+            bail!("weight {w} ({}) cannot be read as f32", dw.host.dtype);
+        }
+        self.bytes_activations += buf.bytes;
+        self.weights_f32.insert(w, buf);
+        Ok(())
+    }
+
+    /// Times `work` (enqueued on the stream) in milliseconds: CUDA events, or a host timer
+    /// around a synchronized stream on drivers older than 12.8 (no cuEventElapsedTime_v2).
+    fn time_ms(&self, work: &dyn Fn() -> Result<()>) -> Result<f64> {
+        if self.dev.driver_version >= 12080 {
+            let start = self
+                .dev
+                .ctx
+                .new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))?;
+            let end = self
+                .dev
+                .ctx
+                .new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))?;
+            start.record(&self.dev.stream)?;
+            work()?;
+            end.record(&self.dev.stream)?;
+            end.synchronize()?;
+            Ok(start.elapsed_ms(&end)? as f64)
+        } else {
+            self.dev.stream.synchronize()?;
+            let t0 = Instant::now();
+            work()?;
+            self.dev.stream.synchronize()?;
+            Ok(t0.elapsed().as_secs_f64() * 1e3)
+        }
+    }
+
+    fn run_checks(p: &CudaProgram) -> Result<()> {
+        let ints = |id: &TensorId| p.host_i32.get(id).map(|v| v.as_slice()).unwrap_or(&[]);
+        for c in &p.checks {
+            match c {
+                Check::Positions {
+                    start_pos,
+                    rows,
+                    cache_rows,
+                } => {
+                    let start = ints(start_pos).first().copied().unwrap_or(0);
+                    if start < 0 {
+                        bail!("negative position {start}");
+                    }
+                    let start = start as usize;
+                    if start + rows > *cache_rows {
+                        bail!(
+                            "positions {start}..{} exceed the context of {cache_rows}",
+                            start + rows
+                        );
+                    }
+                }
+                Check::TokenIds { ids, vocab } => {
+                    if let Some(bad) = ints(ids).iter().find(|&&i| i < 0 || i as usize >= *vocab) {
+                        bail!("token id {bad} is outside the vocabulary of {vocab}");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn enqueue_all(stream: &CudaStream, steps: &[OpStep], sync_each: bool) -> Result<()> {
+        for s in steps {
+            s.enqueue(stream)?;
+            if sync_each {
+                stream
+                    .synchronize()
+                    .map_err(|e| anyhow!("{} failed: {e}", s.describe()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn capture(stream: &std::sync::Arc<CudaStream>, steps: &[OpStep]) -> Result<CudaGraph> {
+        stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+        let enqueued = Self::enqueue_all(stream, steps, false);
+        // Always end the capture, so the stream is usable again whatever happened.
+        let ended = stream.end_capture(sys::CUgraphInstantiate_flags(0));
+        enqueued?;
+        match ended {
+            Ok(Some(g)) => Ok(g),
+            Ok(None) => bail!("the capture produced no graph"),
+            Err(e) => Err(anyhow!("ending the capture failed: {e}")),
+        }
     }
 }
 
 impl Backend for CudaBackend {
     fn describe(&self) -> String {
-        "cuda".into()
+        let d = &self.dev;
+        format!(
+            "cuda: {} (compute {}.{}, {} SMs, {:.1} GiB, driver CUDA {}.{}; kernels: {})",
+            d.name,
+            d.cc.0,
+            d.cc.1,
+            d.sms,
+            d.total_mem as f64 / GIB,
+            d.driver_version / 1000,
+            (d.driver_version % 1000) / 10,
+            d.modules_summary
+        )
     }
+
     fn act_bytes(&self) -> usize {
         2
     }
-    fn load_weights(&mut self, _weights: &[HostTensor]) -> Result<()> {
-        bail!("CUDA backend unavailable")
+
+    fn load_weights(&mut self, weights: &[HostTensor]) -> Result<()> {
+        if !self.programs.is_empty() {
+            bail!("internal error: weights replaced after graphs were prepared");
+        }
+        self.dev.ctx.bind_to_thread()?;
+        self.dev.stream.synchronize()?;
+        self.weights.clear();
+        self.weights_f32.clear();
+        self.bytes_weights = 0;
+        let plan: Vec<(DevElem, usize)> = weights
+            .iter()
+            .map(|t| {
+                let n = t.numel();
+                match t.dtype {
+                    DType::F32 | DType::F16 | DType::BF16 => (DevElem::F16, n * 2),
+                    DType::I8 | DType::U8 => (DevElem::U8, n),
+                    DType::I32 => (DevElem::I32, n * 4),
+                }
+            })
+            .collect();
+        let total: usize = plan.iter().map(|(_, b)| b.div_ceil(256) * 256).sum();
+        let needs_staging = weights
+            .iter()
+            .any(|t| t.dtype == DType::F32 && !matches!(t.bytes, Bytes::Generated { .. }));
+        let staging_bytes = if needs_staging { STAGING_ELEMS * 4 } else { 0 };
+        self.ensure_fits(total + staging_bytes, 0, 0)?;
+        let staging = if needs_staging {
+            Some(alloc(&self.dev.stream, staging_bytes)?)
+        } else {
+            None
+        };
+        let show = total as f64 > GIB;
+        let tty = std::io::stderr().is_terminal();
+        let started = Instant::now();
+        let mut done = 0usize;
+        let mut shown = 0usize;
+        for (i, (t, &(elem, bytes))) in weights.iter().zip(&plan).enumerate() {
+            let buf = alloc(&self.dev.stream, bytes)?;
+            self.upload_weight(t, &buf, staging.as_ref())
+                .with_context(|| {
+                    format!("uploading weight {i} ({} {})", t.dtype, shape_str(&t.shape))
+                })?;
+            done += buf.bytes;
+            self.bytes_weights += buf.bytes;
+            self.weights.push(DevWeight {
+                buf,
+                elem,
+                numel: t.numel(),
+                host: t.clone(),
+            });
+            let step = done * 20 / total.max(1);
+            if show && step > shown {
+                shown = step;
+                // Generation is asynchronous: wait so the progress is real.
+                self.dev.stream.synchronize()?;
+                let msg = format!(
+                    "lav2: weights on the GPU: {:>3}% ({} / {} GiB, {:.1} s)",
+                    step * 5,
+                    gib(done),
+                    gib(total),
+                    started.elapsed().as_secs_f64()
+                );
+                if tty {
+                    eprint!("\r{msg}");
+                } else if step.is_multiple_of(5) {
+                    eprintln!("{msg}");
+                }
+            }
+        }
+        if show && tty {
+            eprintln!();
+        }
+        self.dev.stream.synchronize().context("uploading weights")?;
+        drop(staging);
+        Ok(())
     }
-    fn alloc_states(&mut self, _states: &[StateDesc]) -> Result<()> {
-        bail!("CUDA backend unavailable")
+
+    fn alloc_states(&mut self, states: &[StateDesc]) -> Result<()> {
+        if !self.programs.is_empty() {
+            bail!("internal error: states reallocated after graphs were prepared");
+        }
+        self.dev.ctx.bind_to_thread()?;
+        self.dev.stream.synchronize()?;
+        self.states.clear();
+        self.bytes_states = 0;
+        let sizes: Vec<(DevElem, usize)> = states
+            .iter()
+            .map(|s| {
+                let e = DevElem::of(s.elem);
+                (e, s.shape.iter().product::<usize>() * e.size())
+            })
+            .collect();
+        let total: usize = sizes.iter().map(|(_, b)| b.div_ceil(256) * 256).sum();
+        self.ensure_fits(0, total, 0)?;
+        for (e, bytes) in sizes {
+            let b = alloc_zeroed(&self.dev.stream, bytes)?;
+            self.bytes_states += b.bytes;
+            self.states.push((b, e));
+        }
+        Ok(())
     }
-    fn prepare(&mut self, _graph: &Graph, _plan: &Plan) -> Result<ProgramId> {
-        bail!("CUDA backend unavailable")
+
+    fn prepare(&mut self, graph: &Graph, plan: &Plan) -> Result<ProgramId> {
+        self.dev.ctx.bind_to_thread()?;
+        let name = graph.name.clone();
+        let ctx = |what: String| format!("preparing graph '{name}' for CUDA: {what}");
+        // Plan and graph must agree with this backend's element sizes.
+        for (i, t) in graph.tensors.iter().enumerate() {
+            let want = t.numel() * DevElem::of(t.elem).size();
+            if plan.bytes.get(i) != Some(&want) {
+                bail!(
+                    "{}",
+                    ctx(format!(
+                        "tensor '{}' was planned for another backend",
+                        t.name
+                    ))
+                );
+            }
+            match t.storage {
+                Storage::Weight(w) if w >= self.weights.len() => {
+                    bail!(
+                        "{}",
+                        ctx(format!("weight {w} ('{}') was not loaded", t.name))
+                    )
+                }
+                Storage::State(s) if s >= self.states.len() => {
+                    bail!(
+                        "{}",
+                        ctx(format!("state {s} ('{}') was not allocated", t.name))
+                    )
+                }
+                Storage::Weight(w) if t.elem == Elem::F32 => self.ensure_f32_weight(w)?,
+                _ => {}
+            }
+        }
+        let input_bytes: usize = graph
+            .tensors
+            .iter()
+            .filter(|t| t.storage == Storage::Input)
+            .map(|t| (t.numel() * DevElem::of(t.elem).size()).div_ceil(256) * 256)
+            .sum();
+        let scratch_bytes = attention::scratch_bytes(graph, self.dev.sms);
+        self.ensure_fits(0, 0, plan.arena_bytes + input_bytes + scratch_bytes)?;
+        let stream = self.dev.stream.clone();
+        let arena = if plan.arena_bytes > 0 {
+            Some(alloc_zeroed(&stream, plan.arena_bytes)?)
+        } else {
+            None
+        };
+        let scratch = if scratch_bytes > 0 {
+            Some(alloc_zeroed(&stream, scratch_bytes)?)
+        } else {
+            None
+        };
+        let mut inputs = Vec::new();
+        let mut locs: Vec<Option<TensorLoc>> = vec![None; graph.tensors.len()];
+        for (i, t) in graph.tensors.iter().enumerate() {
+            let elem = DevElem::of(t.elem);
+            let bytes = t.numel() * elem.size();
+            let bad = |what: &str| {
+                anyhow!(
+                    "{}",
+                    ctx(format!("'{}' {}: {what}", t.name, shape_str(&t.shape)))
+                )
+            };
+            let loc = match t.storage {
+                Storage::Activation => {
+                    let Some(off) = plan.offsets[i] else {
+                        // Declared but never written by an op: nothing to place.
+                        continue;
+                    };
+                    let a = arena
+                        .as_ref()
+                        .ok_or_else(|| bad("planned without an arena"))?;
+                    if off + bytes > a.bytes {
+                        return Err(bad("planned past the end of the arena"));
+                    }
+                    TensorLoc {
+                        ptr: a.ptr + off as u64,
+                        bytes,
+                        elem,
+                    }
+                }
+                Storage::Input => {
+                    let b = alloc_zeroed(&stream, bytes)?;
+                    let loc = TensorLoc {
+                        ptr: b.ptr,
+                        bytes,
+                        elem,
+                    };
+                    inputs.push(b);
+                    loc
+                }
+                Storage::Weight(w) => {
+                    let dw = &self.weights[w];
+                    match t.elem {
+                        Elem::F32 => {
+                            let b = &self.weights_f32[&w];
+                            if dw.numel != t.numel() {
+                                return Err(bad(&format!("the weight holds {} values", dw.numel)));
+                            }
+                            TensorLoc {
+                                ptr: b.ptr,
+                                bytes,
+                                elem,
+                            }
+                        }
+                        Elem::Act | Elem::I32 => {
+                            if dw.elem != elem || dw.numel != t.numel() {
+                                return Err(bad(&format!(
+                                    "the weight is {} {}",
+                                    dw.host.dtype,
+                                    shape_str(&dw.host.shape)
+                                )));
+                            }
+                            TensorLoc {
+                                ptr: dw.buf.ptr,
+                                bytes,
+                                elem,
+                            }
+                        }
+                        Elem::Quant => {
+                            if dw.elem != DevElem::U8 {
+                                return Err(bad(&format!(
+                                    "quantized data must be bytes, is {}",
+                                    dw.host.dtype
+                                )));
+                            }
+                            // The graph's shape is logical ([out, in] of the matrix); the bytes are
+                            // what was uploaded (the matmul lowering checks they suffice).
+                            TensorLoc {
+                                ptr: dw.buf.ptr,
+                                bytes: dw.numel,
+                                elem,
+                            }
+                        }
+                    }
+                }
+                Storage::State(s) => {
+                    let (b, e) = &self.states[s];
+                    if *e != elem || bytes > b.bytes {
+                        return Err(bad("does not match the allocated state"));
+                    }
+                    TensorLoc {
+                        ptr: b.ptr,
+                        bytes,
+                        elem,
+                    }
+                }
+            };
+            locs[i] = Some(loc);
+        }
+        let mut lw = Lowerer {
+            graph,
+            locs: &locs,
+            functions: &self.dev.functions,
+            sms: self.dev.sms,
+            max_smem_optin: self.dev.max_smem_optin,
+            scratch: scratch.as_ref().map(|b| (b.ptr, b.bytes)),
+            smem_set: &mut self.smem_set,
+            checks: Vec::new(),
+        };
+        let mut steps = Vec::new();
+        for (i, op) in graph.ops.iter().enumerate() {
+            let lowered = lw
+                .op(op)
+                .map_err(|e| anyhow!("{}", ctx(format!("op {i} ({}): {e}", op.name()))))?;
+            steps.extend(lowered.into_iter().map(|step| OpStep {
+                op_index: i,
+                op_name: op.name(),
+                step,
+            }));
+        }
+        let checks = std::mem::take(&mut lw.checks);
+        self.bytes_activations += arena.as_ref().map_or(0, |b| b.bytes)
+            + scratch.as_ref().map_or(0, |b| b.bytes)
+            + inputs.iter().map(|b| b.bytes).sum::<usize>();
+        self.programs.push(CudaProgram {
+            graph: graph.clone(),
+            locs,
+            steps,
+            checks,
+            host_i32: HashMap::new(),
+            arena,
+            scratch,
+            _inputs: inputs,
+            runs: 0,
+            capture: CaptureState::default(),
+        });
+        Ok(ProgramId(self.programs.len() - 1))
     }
-    fn write_input(&mut self, _p: ProgramId, _t: TensorId, _d: HostData) -> Result<()> {
-        bail!("CUDA backend unavailable")
+
+    fn write_input(&mut self, program: ProgramId, tensor: TensorId, data: HostData) -> Result<()> {
+        check_program(self.programs.len(), program)?;
+        self.dev.ctx.bind_to_thread()?;
+        let p = &self.programs[program.0];
+        let desc = p
+            .graph
+            .tensors
+            .get(tensor.0)
+            .ok_or_else(|| anyhow!("internal error: unknown tensor {tensor:?}"))?;
+        let loc = match (desc.storage, p.locs[tensor.0]) {
+            (Storage::Input, Some(l)) => l,
+            _ => bail!("internal error: '{}' is not an input", desc.name),
+        };
+        let n = desc.numel();
+        match data {
+            HostData::I32(d) if loc.elem == DevElem::I32 && d.len() == n => {
+                self.htod(loc.ptr, d)?;
+                self.programs[program.0].host_i32.insert(tensor, d.to_vec());
+            }
+            HostData::F32(d) if loc.elem == DevElem::F32 && d.len() == n => {
+                self.htod(loc.ptr, d)?
+            }
+            HostData::F32(d) if loc.elem == DevElem::F16 && d.len() == n => {
+                let h: Vec<u16> = d.iter().map(|&v| f16::from_f32(v).to_bits()).collect();
+                self.htod(loc.ptr, &h)?;
+            }
+            _ => bail!("internal error: bad input data for '{}'", desc.name),
+        }
+        Ok(())
     }
-    fn run(&mut self, _p: ProgramId) -> Result<()> {
-        bail!("CUDA backend unavailable")
+
+    fn run(&mut self, program: ProgramId) -> Result<()> {
+        check_program(self.programs.len(), program)?;
+        self.dev.ctx.bind_to_thread()?;
+        let stream = self.dev.stream.clone();
+        let use_graph = self.cuda_graphs && !self.sync_each_op;
+        let sync_each = self.sync_each_op;
+        let p = &mut self.programs[program.0];
+        Self::run_checks(p)?;
+        let name = p.graph.name.clone();
+        // The first run is eager (a warm-up that also surfaces errors op by op); a decode program
+        // is captured on its second run and replayed from then on.
+        if use_graph
+            && name == "decode"
+            && p.runs >= 1
+            && p.capture.graph.is_none()
+            && !p.capture.failed
+        {
+            match Self::capture(&stream, &p.steps) {
+                Ok(g) => p.capture.graph = Some(g),
+                Err(e) => {
+                    eprintln!("lav2: capturing '{name}' as a CUDA graph failed ({e}); running it op by op");
+                    p.capture.failed = true;
+                }
+            }
+        }
+        match &p.capture.graph {
+            Some(g) if use_graph => g
+                .launch()
+                .map_err(|e| anyhow!("replaying the CUDA graph of '{name}': {e}"))?,
+            _ => Self::enqueue_all(&stream, &p.steps, sync_each)
+                .with_context(|| format!("running '{name}'"))?,
+        }
+        p.runs += 1;
+        Ok(())
     }
-    fn read_f32(&mut self, _p: ProgramId, _t: TensorId) -> Result<Vec<f32>> {
-        bail!("CUDA backend unavailable")
+
+    fn read_f32(&mut self, program: ProgramId, tensor: TensorId) -> Result<Vec<f32>> {
+        check_program(self.programs.len(), program)?;
+        self.dev.ctx.bind_to_thread()?;
+        let p = &self.programs[program.0];
+        let desc = p
+            .graph
+            .tensors
+            .get(tensor.0)
+            .ok_or_else(|| anyhow!("internal error: unknown tensor {tensor:?}"))?;
+        let Some(loc) = p.locs[tensor.0] else {
+            bail!("internal error: '{}' has no device location", desc.name);
+        };
+        let n = desc.numel();
+        let cu = self.dev.stream.cu_stream();
+        let out = match loc.elem {
+            DevElem::F16 => {
+                let mut h = vec![0u16; n];
+                // SAFETY: n halves fit the location (checked at prepare time).
+                unsafe { result::memcpy_dtoh_async(&mut h, loc.ptr, cu) }?;
+                self.dev.stream.synchronize().context("reading a result")?;
+                h.into_iter().map(|b| f16::from_bits(b).to_f32()).collect()
+            }
+            DevElem::F32 => {
+                let mut v = vec![0f32; n];
+                // SAFETY: as above.
+                unsafe { result::memcpy_dtoh_async(&mut v, loc.ptr, cu) }?;
+                self.dev.stream.synchronize().context("reading a result")?;
+                v
+            }
+            DevElem::I32 | DevElem::U8 => {
+                bail!("internal error: '{}' does not hold floats", desc.name)
+            }
+        };
+        Ok(out)
     }
+
     fn synchronize(&mut self) -> Result<()> {
-        bail!("CUDA backend unavailable")
+        self.dev.ctx.bind_to_thread()?;
+        self.dev.stream.synchronize()?;
+        self.dev.ctx.check_err()?;
+        Ok(())
     }
-    fn copy_bandwidth(&mut self, _bytes: usize) -> Result<f64> {
-        bail!("CUDA backend unavailable")
+
+    fn copy_bandwidth(&mut self, bytes: usize) -> Result<f64> {
+        self.dev.ctx.bind_to_thread()?;
+        let bytes = bytes.max(1 << 20).div_ceil(256) * 256;
+        self.ensure_fits(0, 0, 2 * bytes)?;
+        let src = alloc_zeroed(&self.dev.stream, bytes)?;
+        let dst = alloc(&self.dev.stream, bytes)?;
+        let cu = self.dev.stream.cu_stream();
+        // SAFETY (both closures): the ranges are the two allocations.
+        let copy = || -> Result<()> {
+            unsafe { result::memcpy_dtod_async(dst.ptr, src.ptr, bytes, cu) }?;
+            Ok(())
+        };
+        copy()?;
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            best = best.min(self.time_ms(&copy)?);
+        }
+        self.dev.stream.synchronize()?;
+        Ok(2.0 * bytes as f64 / (best.max(1e-6) * 1e-3))
     }
-    fn matmul_rate(&mut self, _m: usize, _k: usize, _n: usize) -> Result<f64> {
-        bail!("CUDA backend unavailable")
+
+    fn matmul_rate(&mut self, m: usize, k: usize, n: usize) -> Result<f64> {
+        self.dev.ctx.bind_to_thread()?;
+        let (xb, wb, yb) = (m * k * 2, n * k * 2, m * n * 2);
+        self.ensure_fits(0, 0, xb + wb + yb)?;
+        let x = alloc(&self.dev.stream, xb)?;
+        let w = alloc(&self.dev.stream, wb)?;
+        let y = alloc(&self.dev.stream, yb)?;
+        let amp = (1.0 / k.max(1) as f32).sqrt();
+        for (b, count, seed) in [(&x, m * k, 1u64), (&w, n * k, 2u64)] {
+            self.launch_now(
+                "synthetic_uniform_f16",
+                count,
+                vec![
+                    Arg::Ptr(b.ptr),
+                    Arg::I64(count as i64),
+                    Arg::U64(seed),
+                    Arg::F32(amp),
+                ],
+            )?;
+        }
+        let shape = matmul::pick(m, n, self.dev.sms);
+        let name = matmul::dense_kernel(shape, false);
+        let (grid, block) = matmul::grid_block(shape, m, n);
+        let func = self
+            .dev
+            .functions
+            .get(name)
+            .cloned()
+            .ok_or_else(|| anyhow!("kernel {name} is missing"))?;
+        let l = Launch {
+            kernel: name,
+            func,
+            grid,
+            block,
+            smem: 0,
+            args: vec![
+                Arg::Ptr(x.ptr),
+                Arg::Ptr(w.ptr),
+                Arg::Ptr(0),
+                Arg::Ptr(0),
+                Arg::Ptr(0),
+                Arg::Ptr(y.ptr),
+                Arg::I32(lower::dim(m, "m")?),
+                Arg::I32(lower::dim(k, "k")?),
+                Arg::I32(lower::dim(n, "n")?),
+            ],
+        };
+        let stream = self.dev.stream.clone();
+        let work = || lower::launch(&stream, &l);
+        work()?;
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            best = best.min(self.time_ms(&work)?);
+        }
+        self.dev.stream.synchronize()?;
+        Ok(2.0 * (m * k * n) as f64 / (best.max(1e-6) * 1e-3))
     }
 }

@@ -1,0 +1,330 @@
+//! From ops to launches: every op of a planned graph becomes one or more [`Step`]s (a kernel with
+//! its grid, block, shared memory and packed arguments, or an async device copy), resolved once
+//! at prepare time against fixed device addresses, so a run only enqueues them — and a decode run
+//! can be captured as a CUDA graph and replayed unchanged.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+
+use anyhow::{anyhow, bail, Result};
+use cudarc::driver::{result, sys, CudaFunction, CudaStream};
+
+use crate::graph::{Elem, Graph, Op, TensorId};
+use crate::tensor::shape_str;
+
+/// Element type of a tensor as it sits in device memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DevElem {
+    F16,
+    F32,
+    I32,
+    U8,
+}
+
+impl DevElem {
+    pub fn size(self) -> usize {
+        match self {
+            DevElem::F16 => 2,
+            DevElem::F32 | DevElem::I32 => 4,
+            DevElem::U8 => 1,
+        }
+    }
+
+    /// How the graph's element type is stored on this backend.
+    pub fn of(elem: Elem) -> DevElem {
+        match elem {
+            Elem::Act => DevElem::F16,
+            Elem::F32 => DevElem::F32,
+            Elem::I32 => DevElem::I32,
+            Elem::Quant => DevElem::U8,
+        }
+    }
+}
+
+/// Where a tensor of a prepared graph lives: its address, size in bytes and element type.
+#[derive(Clone, Copy, Debug)]
+pub struct TensorLoc {
+    pub ptr: u64,
+    pub bytes: usize,
+    pub elem: DevElem,
+}
+
+/// One kernel argument, by value (`Ptr` 0 is the null pointer).
+#[derive(Clone, Copy, Debug)]
+pub enum Arg {
+    Ptr(u64),
+    I32(i32),
+    I64(i64),
+    U64(u64),
+    F32(f32),
+}
+
+pub struct Launch {
+    pub kernel: &'static str,
+    pub func: CudaFunction,
+    pub grid: (u32, u32, u32),
+    pub block: (u32, u32, u32),
+    pub smem: u32,
+    pub args: Vec<Arg>,
+}
+
+pub enum Step {
+    Kernel(Launch),
+    Copy { dst: u64, src: u64, bytes: usize },
+}
+
+/// A step with the op it came from, for error messages.
+pub struct OpStep {
+    pub op_index: usize,
+    pub op_name: &'static str,
+    pub step: Step,
+}
+
+impl OpStep {
+    pub fn describe(&self) -> String {
+        match &self.step {
+            Step::Kernel(l) => format!(
+                "op {} ({}) → {} grid {:?} block {:?} smem {}",
+                self.op_index, self.op_name, l.kernel, l.grid, l.block, l.smem
+            ),
+            Step::Copy { bytes, .. } => format!(
+                "op {} ({}) → device copy of {bytes} bytes",
+                self.op_index, self.op_name
+            ),
+        }
+    }
+
+    /// Enqueues the step on `stream` (also valid while the stream is being captured).
+    pub fn enqueue(&self, stream: &CudaStream) -> Result<()> {
+        match &self.step {
+            Step::Kernel(l) => launch(stream, l),
+            Step::Copy { dst, src, bytes } => {
+                if *bytes > 0 {
+                    // SAFETY: both ranges were checked against their allocations at prepare time.
+                    unsafe { result::memcpy_dtod_async(*dst, *src, *bytes, stream.cu_stream()) }?;
+                }
+                Ok(())
+            }
+        }
+        .map_err(|e| anyhow!("{}: {e}", self.describe()))
+    }
+}
+
+pub fn launch(stream: &CudaStream, l: &Launch) -> Result<()> {
+    let mut params: Vec<*mut c_void> = l
+        .args
+        .iter()
+        .map(|a| match a {
+            Arg::Ptr(v) | Arg::U64(v) => v as *const u64 as *mut c_void,
+            Arg::I32(v) => v as *const i32 as *mut c_void,
+            Arg::I64(v) => v as *const i64 as *mut c_void,
+            Arg::F32(v) => v as *const f32 as *mut c_void,
+        })
+        .collect();
+    // SAFETY: the argument list matches the kernel's signature (kernels/README.md), every pointer
+    // is a live device allocation of the right size (checked when the step was built), and the
+    // values outlive the call (cuLaunchKernel copies them).
+    unsafe {
+        result::launch_kernel(
+            l.func.cu_function(),
+            l.grid,
+            l.block,
+            l.smem,
+            stream.cu_stream(),
+            &mut params,
+        )
+    }?;
+    Ok(())
+}
+
+/// Host-side checks run before every launch of a program: what the CPU reference rejects
+/// (positions past the cache, unknown token ids) must not become an out-of-bounds write here.
+#[derive(Clone, Debug)]
+pub enum Check {
+    Positions {
+        start_pos: TensorId,
+        rows: usize,
+        cache_rows: usize,
+    },
+    TokenIds {
+        ids: TensorId,
+        vocab: usize,
+    },
+}
+
+/// What lowering needs to know about the device and the prepared buffers.
+pub struct Lowerer<'a> {
+    pub graph: &'a Graph,
+    pub locs: &'a [Option<TensorLoc>],
+    pub functions: &'a HashMap<String, CudaFunction>,
+    pub sms: usize,
+    pub max_smem_optin: usize,
+    /// Decode attention partials: (address, bytes).
+    pub scratch: Option<(u64, usize)>,
+    /// Dynamic shared memory already enabled per kernel.
+    pub smem_set: &'a mut HashMap<&'static str, usize>,
+    pub checks: Vec<Check>,
+}
+
+pub fn dim(v: usize, what: &str) -> Result<i32> {
+    i32::try_from(v).map_err(|_| anyhow!("{what} = {v} does not fit the kernels' 32-bit sizes"))
+}
+
+/// Blocks for a grid-stride kernel over `n` items of `per_block` items each, clamped.
+pub fn stride_blocks(n: usize, per_block: usize, max_blocks: usize) -> u32 {
+    n.div_ceil(per_block).clamp(1, max_blocks) as u32
+}
+
+impl Lowerer<'_> {
+    pub fn loc(&self, id: TensorId) -> Result<TensorLoc> {
+        self.locs.get(id.0).copied().flatten().ok_or_else(|| {
+            anyhow!(
+                "internal error: tensor '{}' has no device location",
+                self.graph.desc(id).name
+            )
+        })
+    }
+
+    /// The address of `id`, which must be stored as `elem` (null for `None`).
+    pub fn ptr(&self, id: TensorId, elem: DevElem) -> Result<u64> {
+        let l = self.loc(id)?;
+        if l.elem != elem {
+            bail!(
+                "tensor '{}' is {:?} on the device, this op needs {:?}",
+                self.graph.desc(id).name,
+                l.elem,
+                elem
+            );
+        }
+        Ok(l.ptr)
+    }
+
+    pub fn opt_ptr(&self, id: Option<TensorId>, elem: DevElem) -> Result<u64> {
+        id.map_or(Ok(0), |id| self.ptr(id, elem))
+    }
+
+    pub fn numel(&self, id: TensorId) -> usize {
+        self.graph.desc(id).numel()
+    }
+
+    pub fn shape(&self, id: TensorId) -> &[usize] {
+        &self.graph.desc(id).shape
+    }
+
+    /// (rows, cols) of a 1-D or 2-D tensor (higher ranks: all but the last dimension are rows).
+    pub fn rows_cols(&self, id: TensorId) -> (usize, usize) {
+        let s = self.shape(id);
+        let cols = s.last().copied().unwrap_or(1).max(1);
+        (self.numel(id) / cols, cols)
+    }
+
+    pub fn kernel(
+        &mut self,
+        name: &'static str,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        smem: usize,
+        args: Vec<Arg>,
+    ) -> Result<Step> {
+        let func = self
+            .functions
+            .get(name)
+            .cloned()
+            .ok_or_else(|| anyhow!("kernel {name} is missing from the loaded modules"))?;
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 || grid.1 > 65535 || grid.2 > 65535 {
+            bail!("{name}: grid {grid:?} is out of range");
+        }
+        if smem > 48 * 1024 {
+            if smem > self.max_smem_optin {
+                bail!(
+                    "{name} needs {smem} bytes of shared memory per block; this GPU allows {}",
+                    self.max_smem_optin
+                );
+            }
+            if self.smem_set.get(name).copied().unwrap_or(0) < smem {
+                func.set_attribute(
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    smem as i32,
+                )
+                .map_err(|e| {
+                    anyhow!("{name}: could not allow {smem} bytes of shared memory: {e}")
+                })?;
+                self.smem_set.insert(name, smem);
+            }
+        }
+        Ok(Step::Kernel(Launch {
+            kernel: name,
+            func,
+            grid,
+            block,
+            smem: smem as u32,
+            args,
+        }))
+    }
+
+    /// Lowers one op.
+    pub fn op(&mut self, op: &Op) -> Result<Vec<Step>> {
+        use super::{attention, elementwise, matmul};
+        match op {
+            Op::Linear {
+                x,
+                w,
+                quant,
+                bias,
+                out_scale,
+                residual,
+                out,
+            } => matmul::linear(
+                self,
+                *x,
+                *w,
+                quant.as_ref(),
+                *bias,
+                *out_scale,
+                *residual,
+                *out,
+            ),
+            Op::RopeKvWrite { .. } => attention::rope_kv_write(self, op),
+            Op::AdapterAttention { .. } => attention::adapter_attention(self, op),
+            Op::VisionAttention { qkv, out, n_heads } => {
+                attention::vision_attention(self, *qkv, *out, *n_heads)
+            }
+            _ => elementwise::lower(self, op),
+        }
+    }
+
+    /// A device-to-device copy of `bytes` from `src + src_off` into `dst + dst_off`, both checked.
+    pub fn copy(
+        &self,
+        dst: TensorId,
+        dst_off: usize,
+        src: TensorId,
+        src_off: usize,
+        bytes: usize,
+    ) -> Result<Step> {
+        let (d, s) = (self.loc(dst)?, self.loc(src)?);
+        if d.elem != s.elem {
+            bail!(
+                "copy between '{}' ({:?}) and '{}' ({:?})",
+                self.graph.desc(dst).name,
+                d.elem,
+                self.graph.desc(src).name,
+                s.elem
+            );
+        }
+        if dst_off + bytes > d.bytes || src_off + bytes > s.bytes {
+            bail!(
+                "copy of {bytes} bytes out of range ('{}' {}, '{}' {})",
+                self.graph.desc(dst).name,
+                shape_str(self.shape(dst)),
+                self.graph.desc(src).name,
+                shape_str(self.shape(src))
+            );
+        }
+        Ok(Step::Copy {
+            dst: d.ptr + dst_off as u64,
+            src: s.ptr + src_off as u64,
+            bytes,
+        })
+    }
+}

@@ -1,0 +1,1287 @@
+//! The CUDA backend against the float32 CPU reference.
+//!
+//! Without a usable GPU every GPU test prints a loud SKIPPED line and passes, unless
+//! `LAV2_REQUIRE_GPU=1`, which turns a missing GPU into a failure (scripts/gpu-run.sh sets it).
+//! Per op: one-op graphs on fresh random inputs (seed from the clock, printed; `LAV2_TEST_SEED`
+//! repeats a run), the GPU arena poisoned with NaN before each run, compared by relative L2 error
+//! (≤ 2e-2) with no NaN allowed. `LAV2_GPU_TEST_QUICK=1` keeps only the smallest shape of each op
+//! (for compute-sanitizer). End to end: every conformance case, CUDA-graph decode against eager
+//! decode, and the synthetic tiny preset in every quantization format.
+
+mod common;
+
+use common::*;
+use half::f16;
+use lav2::backend::cpu::CpuBackend;
+use lav2::backend::cuda::CudaBackend;
+use lav2::backend::{Backend, ProgramId};
+use lav2::generate::{self, Rng, SamplingOptions};
+use lav2::graph::exec::Program;
+use lav2::graph::{Elem, Graph, Op, PromptKv, QuantRef, StateDesc, TensorId};
+use lav2::model::{llama, synthetic, Model};
+use lav2::quant::{quantize, QuantFormat};
+use lav2::tensor::{DType, HostTensor, Synthetic};
+use lav2::Session;
+
+const TOL: f32 = 2e-2;
+
+fn env_on(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The GPU backend, or None (after a loud notice) when there is none and none is required.
+fn gpu() -> Option<CudaBackend> {
+    match CudaBackend::new() {
+        Ok(b) => Some(b),
+        Err(e) => {
+            if env_on("LAV2_REQUIRE_GPU") {
+                panic!("LAV2_REQUIRE_GPU is set but the CUDA backend is unavailable: {e:#}");
+            }
+            eprintln!(
+                "SKIPPED: no usable GPU ({e:#}); set LAV2_REQUIRE_GPU=1 to make this a failure"
+            );
+            None
+        }
+    }
+}
+
+fn quick() -> bool {
+    env_on("LAV2_GPU_TEST_QUICK")
+}
+
+/// Shapes to test: all of them, or only the first with LAV2_GPU_TEST_QUICK.
+fn shapes<T: Clone>(all: &[T]) -> Vec<T> {
+    if quick() {
+        all[..1].to_vec()
+    } else {
+        all.to_vec()
+    }
+}
+
+fn seed(test: &str) -> u64 {
+    let s = std::env::var("LAV2_TEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("{test}: seed {s} (LAV2_TEST_SEED={s} repeats it)");
+    s
+}
+
+/// Uniform values in [-amp, amp], rounded to f16 so both backends see the same inputs.
+fn rnd(rng: &mut Rng, n: usize, amp: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| f16::from_f32(((rng.uniform() * 2.0 - 1.0) as f32) * amp).to_f32())
+        .collect()
+}
+
+fn tensor(shape: &[usize], data: Vec<f32>) -> HostTensor {
+    HostTensor::from_f32(shape.to_vec(), data)
+}
+
+#[derive(Clone)]
+enum Data {
+    F32(Vec<f32>),
+    I32(Vec<i32>),
+}
+
+/// One graph (plus setup graphs that fill the states first), with weights and inputs.
+#[derive(Clone)]
+struct Case {
+    name: String,
+    weights: Vec<HostTensor>,
+    states: Vec<StateDesc>,
+    setup: Vec<(Graph, Vec<(String, Data)>)>,
+    graph: Graph,
+    inputs: Vec<(String, Data)>,
+}
+
+impl Case {
+    fn new(name: String, graph: Graph) -> Case {
+        Case {
+            name,
+            weights: Vec::new(),
+            states: Vec::new(),
+            setup: Vec::new(),
+            graph,
+            inputs: Vec::new(),
+        }
+    }
+    fn input(mut self, name: &str, d: Data) -> Case {
+        self.inputs.push((name.to_string(), d));
+        self
+    }
+}
+
+fn set_inputs(b: &mut dyn Backend, p: &Program, inputs: &[(String, Data)]) -> anyhow::Result<()> {
+    for (name, d) in inputs {
+        match d {
+            Data::F32(v) => p.set_f32(b, name, v)?,
+            Data::I32(v) => p.set_i32(b, name, v)?,
+        }
+    }
+    Ok(())
+}
+
+fn run_case<B: Backend>(
+    b: &mut B,
+    c: &Case,
+    before_run: &dyn Fn(&mut B, ProgramId),
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    b.load_weights(&c.weights)?;
+    b.alloc_states(&c.states)?;
+    for (g, ins) in &c.setup {
+        let p = Program::new(b, g.clone())?;
+        set_inputs(b, &p, ins)?;
+        p.run(b)?;
+    }
+    let p = Program::new(b, c.graph.clone())?;
+    set_inputs(b, &p, &c.inputs)?;
+    before_run(b, p.id);
+    p.run(b)?;
+    (0..c.graph.outputs.len()).map(|i| p.output(b, i)).collect()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> (f32, usize) {
+    a.iter()
+        .zip(b)
+        .enumerate()
+        .map(|(i, (x, y))| ((x - y).abs(), i))
+        .fold(
+            (0.0, 0),
+            |m, v| if v.0 > m.0 || v.0.is_nan() { v } else { m },
+        )
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    if let Some(i) = got.iter().position(|v| !v.is_finite()) {
+        let n = got.iter().filter(|v| !v.is_finite()).count();
+        panic!(
+            "{what}: {n} of {} GPU values are not finite (first at {i}: {}; CPU {}): unwritten or overflowing output",
+            got.len(),
+            got[i],
+            want[i]
+        );
+    }
+    let err = rel_l2(got, want);
+    let (md, at) = max_diff(got, want);
+    if err.is_nan() || err > tol {
+        panic!(
+            "{what}: relative L2 error {err:.3e} > {tol:.1e} (max |Δ| {md:.3e} at {at}: GPU {} CPU {}; first values GPU {:?} CPU {:?})",
+            got[at],
+            want[at],
+            &got[..got.len().min(6)],
+            &want[..want.len().min(6)]
+        );
+    }
+}
+
+/// Runs `c` on both backends and compares every output.
+fn check(c: &Case) {
+    check_tol(c, TOL)
+}
+
+fn check_tol(c: &Case, tol: f32) {
+    let Some(mut g) = gpu() else { return };
+    let mut cpu = CpuBackend::new();
+    let want = run_case(&mut cpu, c, &|_, _| {})
+        .unwrap_or_else(|e| panic!("{}: CPU run failed: {e:#}", c.name));
+    let got = run_case(&mut g, c, &|b: &mut CudaBackend, id| {
+        b.poison(id).expect("poison")
+    })
+    .unwrap_or_else(|e| panic!("{}: GPU run failed: {e:#}", c.name));
+    for (i, (gv, wv)) in got.iter().zip(&want).enumerate() {
+        let out = &c.graph.desc(c.graph.outputs[i]).name;
+        assert_close(&format!("{} (output '{out}')", c.name), gv, wv, tol);
+    }
+    eprintln!("ok: {}", c.name);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Without a GPU
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn cuda_backend_reports_a_missing_gpu_cleanly() {
+    match CudaBackend::new() {
+        Ok(b) => eprintln!("a GPU is present ({}); nothing to check here", b.describe()),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            assert!(
+                ["driver", "GPU", "CUDA", "kernels"]
+                    .iter()
+                    .any(|w| msg.contains(w)),
+                "unhelpful error: {msg}"
+            );
+            eprintln!("CUDA unavailable, as reported: {msg}");
+        }
+    }
+    // --device auto falls back to the CPU rather than failing.
+    let b = lav2::backend::open(lav2::DeviceChoice::Auto).unwrap();
+    assert!(!b.describe().is_empty());
+}
+
+/// NVRTC needs no GPU: where libnvrtc can be loaded, every embedded kernel source must compile
+/// (the run-time fallback for drivers that reject the build's PTX).
+#[test]
+fn nvrtc_compiles_every_kernel_module() {
+    for arch in ["compute_80", "compute_90"] {
+        match CudaBackend::nvrtc_check(arch) {
+            Ok(names) => eprintln!("NVRTC {arch}: compiled {}", names.join(", ")),
+            Err(e) if format!("{e}").contains("not found") => {
+                if env_on("LAV2_REQUIRE_GPU") {
+                    eprintln!("note: NVRTC is not installed here; the run-time compile fallback is untested");
+                } else {
+                    eprintln!("SKIPPED: {e}");
+                }
+                return;
+            }
+            Err(e) => panic!("NVRTC {arch}: {e:#}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per op
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn op_embedding() {
+    let mut rng = Rng::new(seed("op_embedding"));
+    for (vocab, d, t) in shapes(&[
+        (50, 64, 3),
+        (1000, 100, 7),
+        (32000, 4096, 1),
+        (300, 4096, 33),
+    ]) {
+        let mut g = Graph::new("embedding");
+        let ids = g.input("ids", &[t], Elem::I32);
+        let table = g.weight("table", &[vocab, d], Elem::Act, 0);
+        let out = g.activation("out", &[t, d]);
+        g.push(Op::Embedding { ids, table, out });
+        g.mark_output(out);
+        let mut c = Case::new(format!("embedding vocab {vocab} dim {d} T {t}"), g);
+        c.weights
+            .push(tensor(&[vocab, d], rnd(&mut rng, vocab * d, 1.0)));
+        let idv: Vec<i32> = (0..t)
+            .map(|_| (rng.next_u64() % vocab as u64) as i32)
+            .collect();
+        check(&c.input("ids", Data::I32(idv)));
+    }
+}
+
+#[test]
+fn op_rmsnorm() {
+    let mut rng = Rng::new(seed("op_rmsnorm"));
+    for (rows, d, with_x, with_bias) in shapes(&[
+        (1, 64, true, false),
+        (3, 100, true, true),
+        (17, 4096, true, false),
+        (1, 5120, false, true),
+        (5, 1000, false, false),
+        (2, 11008, true, true),
+    ]) {
+        let mut g = Graph::new("rmsnorm");
+        let x = with_x.then(|| g.input("x", &[rows, d], Elem::Act));
+        let residual = g.input("residual", &[rows, d], Elem::Act);
+        let weight = g.weight("w", &[d], Elem::Act, 0);
+        let bias = with_bias.then(|| g.weight("b", &[d], Elem::Act, 1));
+        let out = g.activation("out", &[rows, d]);
+        g.push(Op::RmsNorm {
+            x,
+            residual,
+            weight,
+            bias,
+            out,
+            eps: 1e-5,
+        });
+        g.mark_output(out);
+        g.mark_output(residual);
+        let mut c = Case::new(
+            format!("rmsnorm rows {rows} dim {d} x {with_x} bias {with_bias}"),
+            g,
+        );
+        c.weights.push(tensor(&[d], rnd(&mut rng, d, 2.0)));
+        c.weights.push(tensor(&[d], rnd(&mut rng, d, 0.5)));
+        if with_x {
+            c = c.input("x", Data::F32(rnd(&mut rng, rows * d, 3.0)));
+        }
+        check(&c.input("residual", Data::F32(rnd(&mut rng, rows * d, 3.0))));
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct LinearShape {
+    m: usize,
+    k: usize,
+    n: usize,
+    bias: bool,
+    scale: bool,
+    residual: bool,
+    f32_out: bool,
+}
+
+const fn ls(
+    m: usize,
+    k: usize,
+    n: usize,
+    bias: bool,
+    scale: bool,
+    residual: bool,
+    f32_out: bool,
+) -> LinearShape {
+    LinearShape {
+        m,
+        k,
+        n,
+        bias,
+        scale,
+        residual,
+        f32_out,
+    }
+}
+
+const LINEAR_SHAPES: &[LinearShape] = &[
+    ls(1, 64, 96, true, false, false, false),
+    ls(1, 4096, 4096, true, true, true, false),
+    ls(3, 100, 37, true, true, true, false),
+    ls(8, 256, 300, false, false, true, false),
+    ls(9, 256, 300, true, false, false, false),
+    ls(17, 250, 130, true, true, true, false),
+    ls(64, 1024, 1024, true, false, true, false),
+    ls(200, 1000, 130, false, true, false, false),
+    ls(300, 4096, 1024, true, false, false, false),
+    ls(1, 4096, 32000, false, false, false, true),
+    ls(7, 512, 1000, false, false, true, true),
+    ls(130, 512, 999, true, false, false, true),
+];
+
+/// A one-linear graph; `quant` holds the format and the weights come in the order the graph
+/// numbers them (values, scales, zeros) — or one dense matrix.
+fn linear_case(rng: &mut Rng, s: LinearShape, format: QuantFormat) -> Case {
+    let LinearShape {
+        m,
+        k,
+        n,
+        bias,
+        scale,
+        residual,
+        f32_out,
+    } = s;
+    let mut g = Graph::new("linear");
+    let x = g.input("x", &[m, k], Elem::Act);
+    let amp = (3.0 / k as f32).sqrt();
+    let w_f32 = rnd(rng, n * k, amp);
+    let mut weights = Vec::new();
+    let (w, quant) = if format == QuantFormat::None {
+        weights.push(tensor(&[n, k], w_f32));
+        (g.weight("w", &[n, k], Elem::Act, 0), None)
+    } else {
+        let q = quantize(&w_f32, n, k, format);
+        let ng = q.scales.shape[1];
+        weights.push(q.values.clone());
+        weights.push(q.scales.clone());
+        let w = g.weight("w", &[n, k], Elem::Quant, 0);
+        let scales = g.weight("w.scales", &[n, ng], Elem::Act, 1);
+        let zeros = q.zeros.as_ref().map(|z| {
+            weights.push(z.clone());
+            g.weight("w.zeros", &[n, ng], Elem::Quant, 2)
+        });
+        (
+            w,
+            Some(QuantRef {
+                format,
+                scales,
+                zeros,
+            }),
+        )
+    };
+    let mut wi = weights.len();
+    let mut vector = |g: &mut Graph, name: &str, amp: f32, weights: &mut Vec<HostTensor>| {
+        weights.push(tensor(&[n], rnd(rng, n, amp)));
+        wi += 1;
+        g.weight(name, &[n], Elem::Act, wi - 1)
+    };
+    let bias_id = bias.then(|| vector(&mut g, "bias", 0.5, &mut weights));
+    let scale_id = scale.then(|| vector(&mut g, "scale", 2.0, &mut weights));
+    let out_elem = if f32_out { Elem::F32 } else { Elem::Act };
+    let res = residual.then(|| g.input("residual", &[m, n], out_elem));
+    let out = if f32_out {
+        g.activation_f32("out", &[m, n])
+    } else {
+        g.activation("out", &[m, n])
+    };
+    g.push(Op::Linear {
+        x,
+        w,
+        quant,
+        bias: bias_id,
+        out_scale: scale_id,
+        residual: res,
+        out,
+    });
+    g.mark_output(out);
+    let mut c = Case::new(format!("linear {} {s:?}", format.name()), g);
+    c.weights = weights;
+    c = c.input("x", Data::F32(rnd(rng, m * k, 2.0)));
+    if residual {
+        c = c.input("residual", Data::F32(rnd(rng, m * n, 1.0)));
+    }
+    c
+}
+
+#[test]
+fn op_linear_f16() {
+    let mut rng = Rng::new(seed("op_linear_f16"));
+    for s in shapes(LINEAR_SHAPES) {
+        check(&linear_case(&mut rng, s, QuantFormat::None));
+    }
+}
+
+const QUANT_SHAPES: &[LinearShape] = &[
+    ls(1, 256, 64, true, false, false, false),
+    ls(1, 4096, 1000, true, true, true, false),
+    ls(4, 100, 37, true, false, true, false),
+    ls(1, 257, 40, false, false, false, false),
+    ls(8, 384, 130, true, true, false, false),
+    ls(9, 256, 64, true, false, true, false),
+    ls(37, 300, 130, false, true, false, false),
+    ls(128, 4096, 512, true, false, true, false),
+    ls(300, 1024, 1000, true, false, false, false),
+    ls(1, 4096, 32000, false, false, false, true),
+    ls(20, 520, 333, false, false, true, true),
+];
+
+fn check_quant(format: QuantFormat, test: &str) {
+    let mut rng = Rng::new(seed(test));
+    for s in shapes(QUANT_SHAPES) {
+        check(&linear_case(&mut rng, s, format));
+    }
+}
+
+#[test]
+fn op_linear_int8() {
+    check_quant(QuantFormat::Int8, "op_linear_int8");
+}
+
+#[test]
+fn op_linear_int4() {
+    check_quant(QuantFormat::Int4 { zero_point: false }, "op_linear_int4");
+}
+
+#[test]
+fn op_linear_int4_zero_point() {
+    check_quant(
+        QuantFormat::Int4 { zero_point: true },
+        "op_linear_int4_zero_point",
+    );
+}
+
+#[test]
+fn op_silu_mul() {
+    let mut rng = Rng::new(seed("op_silu_mul"));
+    for (rows, d) in shapes(&[(1, 64), (3, 1001), (17, 11008)]) {
+        let mut g = Graph::new("silu_mul");
+        let gate = g.input("gate", &[rows, d], Elem::Act);
+        let up = g.input("up", &[rows, d], Elem::Act);
+        let out = g.activation("out", &[rows, d]);
+        g.push(Op::SiluMul { gate, up, out });
+        g.mark_output(out);
+        let c = Case::new(format!("silu_mul {rows}x{d}"), g)
+            .input("gate", Data::F32(rnd(&mut rng, rows * d, 6.0)))
+            .input("up", Data::F32(rnd(&mut rng, rows * d, 2.0)));
+        check(&c);
+    }
+}
+
+fn elementwise_case(
+    name: &str,
+    rng: &mut Rng,
+    rows: usize,
+    d: usize,
+    make: fn(TensorId, TensorId) -> Op,
+) -> Case {
+    let mut g = Graph::new(name);
+    let x = g.input("x", &[rows, d], Elem::Act);
+    let out = g.activation("out", &[rows, d]);
+    g.push(make(x, out));
+    g.mark_output(out);
+    Case::new(format!("{name} {rows}x{d}"), g).input("x", Data::F32(rnd(rng, rows * d, 5.0)))
+}
+
+#[test]
+fn op_gelu_and_quick_gelu() {
+    let mut rng = Rng::new(seed("op_gelu_and_quick_gelu"));
+    for (rows, d) in shapes(&[(1, 7), (3, 1000), (257, 4096)]) {
+        check(&elementwise_case("gelu", &mut rng, rows, d, |x, out| {
+            Op::Gelu { x, out }
+        }));
+        check(&elementwise_case(
+            "quick_gelu",
+            &mut rng,
+            rows,
+            d,
+            |x, out| Op::QuickGelu { x, out },
+        ));
+    }
+}
+
+#[test]
+fn op_layernorm() {
+    let mut rng = Rng::new(seed("op_layernorm"));
+    for (rows, d) in shapes(&[(1, 64), (5, 100), (257, 1024), (10, 4096)]) {
+        let mut g = Graph::new("layernorm");
+        let x = g.input("x", &[rows, d], Elem::Act);
+        let weight = g.weight("w", &[d], Elem::Act, 0);
+        let bias = g.weight("b", &[d], Elem::Act, 1);
+        let out = g.activation("out", &[rows, d]);
+        g.push(Op::LayerNorm {
+            x,
+            weight,
+            bias,
+            out,
+            eps: 1e-5,
+        });
+        g.mark_output(out);
+        let mut c = Case::new(format!("layernorm {rows}x{d}"), g);
+        c.weights.push(tensor(&[d], rnd(&mut rng, d, 2.0)));
+        c.weights.push(tensor(&[d], rnd(&mut rng, d, 1.0)));
+        // An offset mean, as real activations have.
+        let xv: Vec<f32> = rnd(&mut rng, rows * d, 3.0)
+            .iter()
+            .map(|v| f16::from_f32(v + 4.0).to_f32())
+            .collect();
+        check(&c.input("x", Data::F32(xv)));
+    }
+}
+
+#[test]
+fn op_add_same_size_and_broadcast() {
+    let mut rng = Rng::new(seed("op_add_same_size_and_broadcast"));
+    for (rows, d) in shapes(&[(1, 8), (7, 100), (257, 1024)]) {
+        for broadcast in [false, true] {
+            let mut g = Graph::new("add");
+            let a = g.input("a", &[rows, d], Elem::Act);
+            let bshape = if broadcast { vec![d] } else { vec![rows, d] };
+            let b = g.weight("b", &bshape, Elem::Act, 0);
+            let out = g.activation("out", &[rows, d]);
+            g.push(Op::Add { a, b, out });
+            g.mark_output(out);
+            let mut c = Case::new(format!("add {rows}x{d} broadcast {broadcast}"), g);
+            let nb = bshape.iter().product();
+            c.weights.push(tensor(&bshape, rnd(&mut rng, nb, 3.0)));
+            check(&c.input("a", Data::F32(rnd(&mut rng, rows * d, 3.0))));
+        }
+    }
+}
+
+#[test]
+fn op_concat_and_slice_rows() {
+    let mut rng = Rng::new(seed("op_concat_and_slice_rows"));
+    for (ra, rb, d, start, take) in shapes(&[
+        (1, 3, 8, 1, 2),
+        (10, 257, 768, 5, 10),
+        (1, 256, 1024, 0, 257),
+    ]) {
+        let mut g = Graph::new("concat_slice");
+        let a = g.weight("a", &[ra, d], Elem::Act, 0);
+        let b = g.input("b", &[rb, d], Elem::Act);
+        let cat = g.activation("cat", &[ra + rb, d]);
+        g.push(Op::ConcatRows { a, b, out: cat });
+        let sl = g.activation("slice", &[take, d]);
+        g.push(Op::SliceRows {
+            x: cat,
+            start,
+            out: sl,
+        });
+        g.mark_output(cat);
+        g.mark_output(sl);
+        let mut c = Case::new(
+            format!("concat {ra}+{rb} rows of {d}, slice {start}..+{take}"),
+            g,
+        );
+        c.weights.push(tensor(&[ra, d], rnd(&mut rng, ra * d, 1.0)));
+        check(&c.input("b", Data::F32(rnd(&mut rng, rb * d, 1.0))));
+    }
+}
+
+#[test]
+fn op_im2col_patches() {
+    let mut rng = Rng::new(seed("op_im2col_patches"));
+    for (s, p) in shapes(&[(28, 14), (56, 14), (224, 14), (32, 16)]) {
+        let gsz = s / p;
+        let mut g = Graph::new("im2col");
+        let pixels = g.input("pixels", &[3, s, s], Elem::F32);
+        let out = g.activation("out", &[gsz * gsz, 3 * p * p]);
+        g.push(Op::Im2ColPatches {
+            pixels,
+            out,
+            patch: p,
+        });
+        g.mark_output(out);
+        let c = Case::new(format!("im2col S {s} p {p}"), g)
+            .input("pixels", Data::F32(rnd(&mut rng, 3 * s * s, 2.0)));
+        check(&c);
+    }
+}
+
+#[test]
+fn op_vision_attention() {
+    let mut rng = Rng::new(seed("op_vision_attention"));
+    for (n, heads, hd) in shapes(&[
+        (11, 2, 32),
+        (257, 16, 64),
+        (33, 4, 128),
+        (257, 12, 64),
+        (11, 4, 24),
+    ]) {
+        let w = heads * hd;
+        let mut g = Graph::new("vision_attention");
+        let qkv = g.input("qkv", &[n, 3 * w], Elem::Act);
+        let out = g.activation("out", &[n, w]);
+        g.push(Op::VisionAttention {
+            qkv,
+            out,
+            n_heads: heads,
+        });
+        g.mark_output(out);
+        let c = Case::new(format!("vision_attention n {n} heads {heads} hd {hd}"), g)
+            .input("qkv", Data::F32(rnd(&mut rng, n * 3 * w, 2.0)));
+        check(&c);
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct AttnShape {
+    t: usize,
+    start: usize,
+    max_seq: usize,
+    heads: usize,
+    kv: usize,
+    hd: usize,
+    /// 0: no prompt.
+    plen: usize,
+}
+
+const fn at(
+    t: usize,
+    start: usize,
+    max_seq: usize,
+    heads: usize,
+    kv: usize,
+    hd: usize,
+    plen: usize,
+) -> AttnShape {
+    AttnShape {
+        t,
+        start,
+        max_seq,
+        heads,
+        kv,
+        hd,
+        plen,
+    }
+}
+
+const ROPE_SHAPES: &[AttnShape] = &[
+    at(1, 0, 8, 2, 2, 8, 0),
+    at(5, 3, 64, 8, 2, 64, 0),
+    at(70, 0, 128, 4, 4, 128, 0),
+    at(1, 2047, 2048, 32, 32, 128, 0),
+    at(3, 4000, 4096, 8, 8, 64, 0),
+    at(2, 10, 64, 4, 2, 6, 0),
+];
+
+#[test]
+fn op_rope_kv_write() {
+    let mut rng = Rng::new(seed("op_rope_kv_write"));
+    for s in shapes(ROPE_SHAPES) {
+        for (interleaved, theta) in [(true, 10000.0f32), (false, 500000.0f32)] {
+            let AttnShape {
+                t,
+                start,
+                max_seq,
+                heads,
+                kv,
+                hd,
+                ..
+            } = s;
+            let states = vec![
+                StateDesc {
+                    name: "k_cache".into(),
+                    shape: vec![max_seq, kv, hd],
+                    elem: Elem::Act,
+                },
+                StateDesc {
+                    name: "v_cache".into(),
+                    shape: vec![max_seq, kv, hd],
+                    elem: Elem::Act,
+                },
+            ];
+            let mut g = Graph::new("rope");
+            let q = g.input("q", &[t, heads * hd], Elem::Act);
+            let k = g.input("k", &[t, kv * hd], Elem::Act);
+            let v = g.input("v", &[t, kv * hd], Elem::Act);
+            let start_pos = g.input("start_pos", &[1], Elem::I32);
+            let k_cache = g.state(&states[0], 0);
+            let v_cache = g.state(&states[1], 1);
+            g.push(Op::RopeKvWrite {
+                q,
+                k,
+                v,
+                k_cache,
+                v_cache,
+                start_pos,
+                n_heads: heads,
+                n_kv_heads: kv,
+                head_dim: hd,
+                theta,
+                interleaved,
+            });
+            g.mark_output(q);
+            g.mark_output(k_cache);
+            g.mark_output(v_cache);
+            let mut c = Case::new(format!("rope_kv_write {s:?} interleaved {interleaved}"), g)
+                .input("q", Data::F32(rnd(&mut rng, t * heads * hd, 2.0)))
+                .input("k", Data::F32(rnd(&mut rng, t * kv * hd, 2.0)))
+                .input("v", Data::F32(rnd(&mut rng, t * kv * hd, 2.0)))
+                .input("start_pos", Data::I32(vec![start as i32]));
+            c.states = states;
+            check(&c);
+        }
+    }
+}
+
+/// A graph that copies host data into states (the caches and prompt K/V) before the op under test.
+fn fill_states(states: &[StateDesc], rng: &mut Rng) -> (Graph, Vec<(String, Data)>) {
+    let mut g = Graph::new("fill");
+    let mut inputs = Vec::new();
+    for (i, s) in states.iter().enumerate() {
+        let rows = s.shape[0];
+        let cols: usize = s.shape[1..].iter().product();
+        let flat = StateDesc {
+            name: s.name.clone(),
+            shape: vec![rows, cols],
+            elem: s.elem,
+        };
+        let name = format!("{}_in", s.name);
+        let x = g.input(&name, &[rows, cols], Elem::Act);
+        let out = g.state(&flat, i);
+        g.push(Op::SliceRows { x, start: 0, out });
+        inputs.push((name, Data::F32(rnd(rng, rows * cols, 2.0))));
+    }
+    (g, inputs)
+}
+
+fn attention_case(rng: &mut Rng, s: AttnShape) -> Case {
+    let AttnShape {
+        t,
+        start,
+        max_seq,
+        heads,
+        kv,
+        hd,
+        plen,
+    } = s;
+    let desc = |name: &str, rows: usize| StateDesc {
+        name: name.into(),
+        shape: vec![rows, kv, hd],
+        elem: Elem::Act,
+    };
+    let mut states = vec![desc("k_cache", max_seq), desc("v_cache", max_seq)];
+    if plen > 0 {
+        states.push(desc("prompt_k", plen));
+        states.push(desc("prompt_v", plen));
+    }
+    let mut g = Graph::new("attention");
+    let q = g.input("q", &[t, heads * hd], Elem::Act);
+    let start_pos = g.input("start_pos", &[1], Elem::I32);
+    let k_cache = g.state(&states[0], 0);
+    let v_cache = g.state(&states[1], 1);
+    let mut weights = Vec::new();
+    let prompt = (plen > 0).then(|| {
+        weights.push(tensor(&[heads], rnd(rng, heads, 0.9)));
+        PromptKv {
+            k: g.state(&states[2], 2),
+            v: g.state(&states[3], 3),
+            gate: g.weight("gate", &[heads], Elem::F32, 0),
+        }
+    });
+    let out = g.activation("out", &[t, heads * hd]);
+    g.push(Op::AdapterAttention {
+        q,
+        k_cache,
+        v_cache,
+        prompt,
+        start_pos,
+        out,
+        n_heads: heads,
+        n_kv_heads: kv,
+        head_dim: hd,
+    });
+    g.mark_output(out);
+    // Scores of a few units, as trained models have (q·k/√d with |q|, |k| ~ √d).
+    let mut c = Case::new(format!("adapter_attention {s:?}"), g)
+        .input("q", Data::F32(rnd(rng, t * heads * hd, 1.5)))
+        .input("start_pos", Data::I32(vec![start as i32]));
+    c.setup.push(fill_states(&states, rng));
+    c.states = states;
+    c.weights = weights;
+    c
+}
+
+const ATTN_SHAPES: &[AttnShape] = &[
+    at(1, 0, 64, 4, 4, 64, 10),
+    at(1, 5, 64, 8, 2, 64, 0),
+    at(2, 0, 64, 4, 4, 64, 10),
+    at(64, 0, 128, 4, 2, 64, 10),
+    at(65, 0, 128, 4, 4, 128, 1),
+    at(130, 7, 256, 8, 8, 64, 70),
+    at(1, 2047, 2048, 32, 32, 128, 10),
+    at(1, 4090, 4096, 8, 2, 128, 10),
+    at(1, 1000, 4096, 40, 40, 128, 0),
+    at(128, 2000, 2200, 8, 8, 128, 10),
+    at(2048, 0, 2048, 4, 4, 64, 10),
+    at(17, 300, 512, 6, 3, 96, 5),
+    at(1, 33, 64, 4, 4, 256, 3),
+    at(40, 3, 64, 2, 1, 256, 3),
+];
+
+#[test]
+fn op_adapter_attention() {
+    let mut rng = Rng::new(seed("op_adapter_attention"));
+    for s in shapes(ATTN_SHAPES) {
+        check(&attention_case(&mut rng, s));
+    }
+}
+
+/// Generated (benchmark) weights are made on the GPU from their recipe: they must be exactly the
+/// host's values. f16 ones pass through an exact `x + 0`; quantized bytes through an identity
+/// matmul with unit scales, which returns each value as a small exact integer.
+#[test]
+fn synthetic_weights_are_bit_identical_on_the_device() {
+    let Some(_) = gpu() else { return };
+    let s = seed("synthetic_weights");
+    let (rows, d) = (37, 1000);
+    for recipe in [
+        Synthetic::UniformF16 {
+            seed: s,
+            amp: 0.031,
+        },
+        Synthetic::UniformF16 {
+            seed: s ^ 1,
+            amp: 3e-5,
+        },
+        Synthetic::ConstF16 { value: 0.1 },
+    ] {
+        let mut g = Graph::new("synthetic_f16");
+        let a = g.weight("w", &[rows, d], Elem::Act, 0);
+        let b = g.input("zero", &[rows, d], Elem::Act);
+        let out = g.activation("out", &[rows, d]);
+        g.push(Op::Add { a, b, out });
+        g.mark_output(out);
+        let mut c = Case::new(format!("synthetic {recipe:?}"), g)
+            .input("zero", Data::F32(vec![0.0; rows * d]));
+        c.weights
+            .push(HostTensor::synthetic(vec![rows, d], DType::F16, recipe));
+        check_tol(&c, 0.0);
+    }
+    // Quantized bytes: x = identity, scales 1 → out[r, o] = q[o, r] (int8) or q − zero (int4).
+    let (n, k) = (40, 256);
+    let eye: Vec<f32> = (0..k * k)
+        .map(|i| if i / k == i % k { 1.0 } else { 0.0 })
+        .collect();
+    for (format, int8) in [
+        (QuantFormat::Int8, true),
+        (QuantFormat::Int4 { zero_point: false }, false),
+        (QuantFormat::Int4 { zero_point: true }, false),
+    ] {
+        let ng = if int8 { 1 } else { k / 128 };
+        let mut weights = vec![
+            if int8 {
+                HostTensor::synthetic(vec![n, k], DType::I8, Synthetic::Bytes { seed: s, int8 })
+            } else {
+                HostTensor::synthetic(
+                    vec![n, k / 2],
+                    DType::U8,
+                    Synthetic::Bytes { seed: s, int8 },
+                )
+            },
+            HostTensor::synthetic(vec![n, ng], DType::F16, Synthetic::ConstF16 { value: 1.0 }),
+        ];
+        let mut g = Graph::new("synthetic_bytes");
+        let x = g.input("x", &[k, k], Elem::Act);
+        let w = g.weight("w", &[n, k], Elem::Quant, 0);
+        let scales = g.weight("w.scales", &[n, ng], Elem::Act, 1);
+        let zeros = (format == QuantFormat::Int4 { zero_point: true }).then(|| {
+            weights.push(HostTensor::synthetic(
+                vec![n, ng],
+                DType::U8,
+                Synthetic::FillByte { value: 3 },
+            ));
+            g.weight("w.zeros", &[n, ng], Elem::Quant, 2)
+        });
+        let out = g.activation_f32("out", &[k, n]);
+        g.push(Op::Linear {
+            x,
+            w,
+            quant: Some(QuantRef {
+                format,
+                scales,
+                zeros,
+            }),
+            bias: None,
+            out_scale: None,
+            residual: None,
+            out,
+        });
+        g.mark_output(out);
+        let mut c = Case::new(format!("synthetic bytes {}", format.name()), g)
+            .input("x", Data::F32(eye.clone()));
+        c.weights = weights;
+        check_tol(&c, 0.0);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// End to end
+// ---------------------------------------------------------------------------------------------
+
+fn cuda_session(model: Model, graphs: bool) -> Option<Session> {
+    let mut b = gpu()?;
+    b.set_cuda_graphs(graphs);
+    eprintln!("{}", b.describe());
+    Some(Session::new(model, Box::new(b)).unwrap())
+}
+
+fn greedy(n: usize) -> SamplingOptions {
+    SamplingOptions {
+        temperature: 0.0,
+        max_new_tokens: n,
+        ignore_eos: true,
+        ..Default::default()
+    }
+}
+
+fn top2_margin(logits: &[f32]) -> f32 {
+    let mut v: Vec<f32> = logits.to_vec();
+    v.sort_by(|a, b| b.total_cmp(a));
+    v[0] - v.get(1).copied().unwrap_or(f32::NEG_INFINITY)
+}
+
+/// Greedy tokens must agree. A divergence right after a near-tie of the CPU's own top two logits
+/// (margin < 0.02) is reported loudly but tolerated: f16 rounding may legitimately pick the other.
+fn assert_same_tokens(what: &str, cpu: &mut Session, prompt: &[u32], got: &[u32], want: &[u32]) {
+    if got == want {
+        return;
+    }
+    let i = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    let mut prefix = prompt.to_vec();
+    prefix.extend_from_slice(&want[..i]);
+    let logits = cpu.forward(&prefix, 0, false).unwrap();
+    let margin = top2_margin(&logits);
+    if margin < 0.02 {
+        eprintln!(
+            "NOTE {what}: greedy tokens diverge at step {i} after a near-tie on the CPU (top-2 margin {margin:.4}); accepted"
+        );
+        return;
+    }
+    panic!("{what}: greedy tokens differ at step {i} (CPU top-2 margin {margin:.4}):\n GPU {got:?}\n CPU {want:?}");
+}
+
+fn compare_model(
+    what: &str,
+    dir: &std::path::Path,
+    adapter: Option<&std::path::Path>,
+    prompt: &[u32],
+    n_new: usize,
+) {
+    let Some(mut gs) = cuda_session(load(dir, adapter), true) else {
+        return;
+    };
+    let mut cs = cpu_session(load(dir, adapter));
+    let want = cs.forward(prompt, 0, true).unwrap();
+    let got = gs.forward(prompt, 0, true).unwrap();
+    assert_close(&format!("{what}: prefill logits"), &got, &want, TOL);
+    let want = generate::generate(&mut cs, prompt, &greedy(n_new), |_| Ok(()))
+        .unwrap()
+        .ids;
+    let got = generate::generate(&mut gs, prompt, &greedy(n_new), |_| Ok(()))
+        .unwrap()
+        .ids;
+    assert_same_tokens(&format!("{what}: greedy"), &mut cs, prompt, &got, &want);
+    eprintln!("ok: {what} ({} tokens)", got.len());
+}
+
+#[test]
+fn e2e_stories260k() {
+    let Some(root) = conformance() else { return };
+    let dir = root.join("stories260K");
+    let expected = read_json(&dir.join("expected.json"));
+    compare_model(
+        "stories260K",
+        &dir,
+        None,
+        &ids(&expected["prompt_ids"]),
+        200,
+    );
+}
+
+#[test]
+fn e2e_tinystories656k() {
+    let Some(root) = conformance() else { return };
+    let dir = root.join("tinystories656K");
+    let expected = read_json(&dir.join("expected.json"));
+    for case in expected["cases"].as_array().unwrap() {
+        let prompt = ids(&case["prompt_ids"]);
+        let n = ids(&case["greedy_ids"]).len();
+        compare_model(
+            &format!("tinystories656K {:?}", case["prompt"]),
+            &dir,
+            None,
+            &prompt,
+            n,
+        );
+    }
+    // Against the reference logits of transformers too (f16 tolerance).
+    let Some(mut gs) = cuda_session(load(&dir, None), true) else {
+        return;
+    };
+    let (_, want) = read_tensor(
+        &dir.join("expected_logits_once_upon_a_time.safetensors"),
+        "logits",
+    );
+    let prompt = ids(&expected["cases"][0]["prompt_ids"]);
+    let got = gs.forward(&prompt, 0, true).unwrap();
+    assert_close("tinystories656K vs transformers", &got, &want, TOL);
+}
+
+#[test]
+fn e2e_adapter_v2_cases() {
+    let Some(root) = conformance() else { return };
+    let mut cases: Vec<_> = std::fs::read_dir(root.join("adapter-v2"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("expected.json").is_file())
+        .collect();
+    cases.sort();
+    assert!(!cases.is_empty(), "no adapter-v2 cases");
+    for case in cases {
+        let name = case.file_name().unwrap().to_string_lossy().to_string();
+        let exp = case.join("expected.safetensors");
+        let meta = read_json(&case.join("expected.json"));
+        let tokens = ids(&meta["tokens"]);
+        let (base, adapter) = (case.join("base"), case.join("adapter"));
+        let Some(mut gs) = cuda_session(load(&base, Some(&adapter)), true) else {
+            return;
+        };
+        let mut cs = cpu_session(load(&base, Some(&adapter)));
+        let (_, pixels) = read_tensor(&exp, "pixels");
+        let vq = gs.visual_query(&pixels).unwrap();
+        let (_, want_vq) = read_tensor(&exp, "visual_query");
+        assert_close(
+            &format!("{name}: visual_query vs the authors'"),
+            &vq,
+            &want_vq,
+            TOL,
+        );
+        let cpu_vq = cs.visual_query(&pixels).unwrap();
+        assert_close(&format!("{name}: visual_query vs CPU"), &vq, &cpu_vq, TOL);
+        gs.set_visual_query(Some(&vq)).unwrap();
+        cs.set_visual_query(Some(&cpu_vq)).unwrap();
+        let (_, want) = read_tensor(&exp, "logits");
+        let got = gs.forward(&tokens, 0, true).unwrap();
+        assert_close(
+            &format!("{name}: logits with image vs the authors'"),
+            &got,
+            &want,
+            TOL,
+        );
+        assert_close(
+            &format!("{name}: logits with image vs CPU"),
+            &got,
+            &cs.forward(&tokens, 0, true).unwrap(),
+            TOL,
+        );
+        let got_ids = generate::generate(&mut gs, &tokens, &greedy(8), |_| Ok(()))
+            .unwrap()
+            .ids;
+        let cpu_ids = generate::generate(&mut cs, &tokens, &greedy(8), |_| Ok(()))
+            .unwrap()
+            .ids;
+        assert_same_tokens(
+            &format!("{name}: greedy with image"),
+            &mut cs,
+            &tokens,
+            &got_ids,
+            &cpu_ids,
+        );
+        let expected_ids = ids(&meta["greedy_with_image"]);
+        if got_ids != expected_ids {
+            eprintln!("NOTE {name}: GPU greedy {got_ids:?}, the authors' float32 {expected_ids:?}");
+        }
+
+        gs.set_visual_query(None).unwrap();
+        let (_, want) = read_tensor(&exp, "logits_text_only");
+        assert_close(
+            &format!("{name}: text-only logits"),
+            &gs.forward(&tokens, 0, true).unwrap(),
+            &want,
+            TOL,
+        );
+
+        let Some(mut gb) = cuda_session(load(&base, None), true) else {
+            return;
+        };
+        let (_, want) = read_tensor(&exp, "logits_base");
+        assert_close(
+            &format!("{name}: base logits"),
+            &gb.forward(&tokens, 0, true).unwrap(),
+            &want,
+            TOL,
+        );
+        eprintln!("ok: {name}");
+    }
+}
+
+/// The decode program replayed from a CUDA graph gives the same logits, bit for bit, as the same
+/// program run op by op; positions come from device memory, so one capture serves every step.
+#[test]
+fn e2e_cuda_graph_decode_equals_eager() {
+    let p = synthetic::preset("tiny", 128).unwrap();
+    let seed = seed("e2e_cuda_graph_decode_equals_eager");
+    let run = |graphs: bool| -> Option<(Vec<Vec<f32>>, bool)> {
+        let mut b = gpu()?;
+        b.set_cuda_graphs(graphs);
+        let model = synthetic::build(&p, seed, QuantFormat::None, true);
+        b.load_weights(&model.weights.tensors).unwrap();
+        b.alloc_states(&llama::states(&model)).unwrap();
+        if let Some(g) = llama::build_prompt_graph(&model) {
+            let pg = Program::new(&mut b, g).unwrap();
+            let n = pg
+                .graph
+                .desc(pg.input_id(llama::VISUAL_QUERY).unwrap())
+                .numel();
+            pg.set_f32(&mut b, llama::VISUAL_QUERY, &vec![0.0; n])
+                .unwrap();
+            pg.run(&mut b).unwrap();
+        }
+        let prefill = Program::new(&mut b, llama::build_forward(&model, 5, false)).unwrap();
+        prefill
+            .set_i32(&mut b, llama::TOKENS, &[1, 20, 30, 40, 50])
+            .unwrap();
+        prefill.set_i32(&mut b, llama::START_POS, &[0]).unwrap();
+        prefill.run(&mut b).unwrap();
+        let mut tok = generate::argmax(&prefill.output(&mut b, 0).unwrap()) as i32;
+        let decode = Program::new(&mut b, llama::build_forward(&model, 1, true)).unwrap();
+        let mut all = Vec::new();
+        for pos in 5..60 {
+            decode.set_i32(&mut b, llama::TOKENS, &[tok]).unwrap();
+            decode.set_i32(&mut b, llama::START_POS, &[pos]).unwrap();
+            decode.run(&mut b).unwrap();
+            let logits = decode.output(&mut b, 0).unwrap();
+            tok = generate::argmax(&logits) as i32;
+            all.push(logits);
+        }
+        Some((all, b.is_captured(decode.id)))
+    };
+    let Some((graph, captured)) = run(true) else {
+        return;
+    };
+    let (eager, eager_captured) = run(false).unwrap();
+    assert!(
+        captured,
+        "the decode program was not captured as a CUDA graph"
+    );
+    assert!(!eager_captured);
+    for (i, (g, e)) in graph.iter().zip(&eager).enumerate() {
+        let (md, at) = max_diff(g, e);
+        assert!(
+            md == 0.0,
+            "decode step {i}: graph and eager logits differ by {md} at {at}"
+        );
+    }
+}
+
+/// The synthetic tiny preset (vision, prompts, biases) on the GPU against the CPU, in every
+/// weight format: generated weights, visual prompts, prefill logits and a few decode steps.
+#[test]
+fn e2e_synthetic_tiny_preset() {
+    let p = synthetic::preset("tiny", 256).unwrap();
+    let seed = seed("e2e_synthetic_tiny_preset");
+    let mut rng = Rng::new(seed);
+    for quant in [
+        QuantFormat::None,
+        QuantFormat::Int8,
+        QuantFormat::Int4 { zero_point: false },
+        QuantFormat::Int4 { zero_point: true },
+    ] {
+        let Some(mut gs) = cuda_session(synthetic::build(&p, seed, quant, true), true) else {
+            return;
+        };
+        let mut cs = cpu_session(synthetic::build(&p, seed, quant, true));
+        let size = cs.image_size().unwrap();
+        let pixels = rnd(&mut rng, 3 * size * size, 2.0);
+        let vq = gs.visual_query(&pixels).unwrap();
+        let cvq = cs.visual_query(&pixels).unwrap();
+        assert_close(
+            &format!("tiny {}: visual_query", quant.name()),
+            &vq,
+            &cvq,
+            TOL,
+        );
+        gs.set_visual_query(Some(&cvq)).unwrap();
+        cs.set_visual_query(Some(&cvq)).unwrap();
+        let prompt: Vec<u32> = (0..12)
+            .map(|_| 3 + (rng.next_u64() % 4000) as u32)
+            .collect();
+        let got = gs.forward(&prompt, 0, true).unwrap();
+        let want = cs.forward(&prompt, 0, true).unwrap();
+        assert_close(
+            &format!("tiny {}: prefill logits", quant.name()),
+            &got,
+            &want,
+            TOL,
+        );
+        for (i, &t) in [17u32, 99, 1234, 5].iter().enumerate() {
+            let pos = prompt.len() + i;
+            let got = gs.forward(&[t], pos, true).unwrap();
+            let want = cs.forward(&[t], pos, true).unwrap();
+            assert_close(
+                &format!("tiny {}: decode at {pos}", quant.name()),
+                &got,
+                &want,
+                TOL,
+            );
+        }
+        eprintln!("ok: tiny preset {}", quant.name());
+    }
+}
+
+/// Errors the CPU reference reports must be errors here too, not out-of-bounds writes.
+#[test]
+fn e2e_positions_past_the_cache_are_rejected() {
+    let p = synthetic::preset("tiny", 16).unwrap();
+    let model = synthetic::build(&p, 1, QuantFormat::None, false);
+    let Some(mut b) = gpu() else { return };
+    b.load_weights(&model.weights.tensors).unwrap();
+    b.alloc_states(&llama::states(&model)).unwrap();
+    let decode = Program::new(&mut b, llama::build_forward(&model, 1, true)).unwrap();
+    decode.set_i32(&mut b, llama::TOKENS, &[1]).unwrap();
+    decode.set_i32(&mut b, llama::START_POS, &[16]).unwrap();
+    let err = decode.run(&mut b).unwrap_err();
+    assert!(format!("{err:#}").contains("exceed the context"), "{err:#}");
+    decode.set_i32(&mut b, llama::START_POS, &[3]).unwrap();
+    decode.set_i32(&mut b, llama::TOKENS, &[100_000]).unwrap();
+    let err = decode.run(&mut b).unwrap_err();
+    assert!(format!("{err:#}").contains("vocabulary"), "{err:#}");
+}
