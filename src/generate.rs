@@ -197,19 +197,20 @@ pub fn generate(
     let ctx = session.model().config.max_seq_len;
     let eos = session.model().config.eos_id;
     let mut rng = Rng::new(opts.seed);
-    let mut pick = |logits: &[f32]| {
-        if opts.temperature == 0.0 {
-            argmax(logits)
+    // The token is picked on the backend; only greedy decoding skips the random draw.
+    let (temperature, top_p) = (opts.temperature, opts.top_p);
+    let mut draw = || {
+        if temperature == 0.0 {
+            0.0
         } else {
-            sample_top_p(logits, opts.temperature, opts.top_p, rng.uniform())
+            rng.uniform() as f32
         }
     };
     let t0 = Instant::now();
-    let logits = session.forward(prompt_ids, 0, false)?;
+    let mut next = session.next_token(prompt_ids, 0, temperature, top_p, draw())?;
     let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
     let mut ids = Vec::new();
-    let mut next = pick(&logits);
     let mut pos = prompt_ids.len();
     let stop = loop {
         if ids.len() >= opts.max_new_tokens {
@@ -226,9 +227,8 @@ pub fn generate(
         if pos >= ctx {
             break StopReason::ContextFull;
         }
-        let logits = session.forward(&[next], pos, false)?;
+        next = session.next_token(&[next], pos, temperature, top_p, draw())?;
         pos += 1;
-        next = pick(&logits);
     };
     Ok(Generation {
         ids,

@@ -544,7 +544,7 @@ fn cmd_info(a: ModelArgs) -> Result<()> {
         kv * 2
     );
     for t in [1, c.max_seq_len.min(512)] {
-        let g = lav2::model::llama::build_forward(&model, t, false);
+        let g = lav2::model::llama::build_forward(&model, t, lav2::model::llama::Head::LastLogits);
         let (a, b) = (Plan::new(&g, 4), Plan::new(&g, 2));
         println!(
             "  {} activations: {} / {} bytes (without reuse: {} / {})",

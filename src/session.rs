@@ -5,14 +5,36 @@ use std::collections::HashMap;
 
 use anyhow::{bail, Result};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, ProgramId};
 use crate::graph::exec::Program;
+use crate::graph::TensorId;
+use crate::model::llama::Head;
 use crate::model::{llama, vision, Model};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum HeadKey {
+    AllLogits,
+    LastLogits,
+    Sample(u32, u32),
+}
+
+impl From<Head> for HeadKey {
+    fn from(h: Head) -> HeadKey {
+        match h {
+            Head::AllLogits => HeadKey::AllLogits,
+            Head::LastLogits => HeadKey::LastLogits,
+            Head::Sample { temperature, top_p } => {
+                HeadKey::Sample(temperature.to_bits(), top_p.to_bits())
+            }
+        }
+    }
+}
 
 pub struct Session {
     model: Model,
     backend: Box<dyn Backend>,
-    forward: HashMap<(usize, bool), Program>,
+    /// Forward programs by token count and head; sampling heads by their parameters' bits.
+    forward: HashMap<(usize, HeadKey), Program>,
     vision: Option<Program>,
     prompt: Option<Program>,
 }
@@ -140,6 +162,39 @@ impl Session {
         start_pos: usize,
         all_logits: bool,
     ) -> Result<Vec<f32>> {
+        let head = if all_logits {
+            Head::AllLogits
+        } else {
+            Head::LastLogits
+        };
+        let (program, out) = self.run_forward(tokens, start_pos, head, None)?;
+        self.backend.read_f32(program, out)
+    }
+
+    /// Runs `tokens` like [`Session::forward`] and picks the next token on the backend (argmax
+    /// when `temperature` is 0, else top-p with `uniform`), reading back one id, not the logits.
+    pub fn next_token(
+        &mut self,
+        tokens: &[u32],
+        start_pos: usize,
+        temperature: f32,
+        top_p: f32,
+        uniform: f32,
+    ) -> Result<u32> {
+        let head = Head::Sample { temperature, top_p };
+        let (program, out) = self.run_forward(tokens, start_pos, head, Some(uniform))?;
+        let token = self.backend.read_i32(program, out)?[0];
+        u32::try_from(token).map_err(|_| anyhow::anyhow!("the backend sampled token {token}"))
+    }
+
+    /// Validates, runs, and returns the program and its output tensor.
+    fn run_forward(
+        &mut self,
+        tokens: &[u32],
+        start_pos: usize,
+        head: Head,
+        uniform: Option<f32>,
+    ) -> Result<(ProgramId, TensorId)> {
         let c = &self.model.config;
         if tokens.is_empty() {
             bail!("no tokens to run");
@@ -161,9 +216,15 @@ impl Session {
                 c.max_seq_len
             );
         }
-        let key = (tokens.len(), all_logits || tokens.len() == 1);
+        // A single token's last row is all its rows: share the program.
+        let head = if tokens.len() == 1 && head == Head::AllLogits {
+            Head::LastLogits
+        } else {
+            head
+        };
+        let key = (tokens.len(), HeadKey::from(head));
         if !self.forward.contains_key(&key) {
-            let g = llama::build_forward(&self.model, key.0, key.1);
+            let g = llama::build_forward(&self.model, key.0, head);
             let p = Program::new(self.backend.as_mut(), g)?;
             self.forward.insert(key, p);
         }
@@ -171,7 +232,10 @@ impl Session {
         let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
         p.set_i32(self.backend.as_mut(), llama::TOKENS, &ids)?;
         p.set_i32(self.backend.as_mut(), llama::START_POS, &[start_pos as i32])?;
+        if let Some(u) = uniform {
+            p.set_f32(self.backend.as_mut(), llama::UNIFORM, &[u])?;
+        }
         p.run(self.backend.as_mut())?;
-        p.output(self.backend.as_mut(), 0)
+        Ok((p.id, p.graph.outputs[0]))
     }
 }

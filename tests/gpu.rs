@@ -1175,14 +1175,22 @@ fn e2e_cuda_graph_decode_equals_eager() {
                 .unwrap();
             pg.run(&mut b).unwrap();
         }
-        let prefill = Program::new(&mut b, llama::build_forward(&model, 5, false)).unwrap();
+        let prefill = Program::new(
+            &mut b,
+            llama::build_forward(&model, 5, llama::Head::LastLogits),
+        )
+        .unwrap();
         prefill
             .set_i32(&mut b, llama::TOKENS, &[1, 20, 30, 40, 50])
             .unwrap();
         prefill.set_i32(&mut b, llama::START_POS, &[0]).unwrap();
         prefill.run(&mut b).unwrap();
         let mut tok = generate::argmax(&prefill.output(&mut b, 0).unwrap()) as i32;
-        let decode = Program::new(&mut b, llama::build_forward(&model, 1, true)).unwrap();
+        let decode = Program::new(
+            &mut b,
+            llama::build_forward(&model, 1, llama::Head::AllLogits),
+        )
+        .unwrap();
         let mut all = Vec::new();
         for pos in 5..60 {
             decode.set_i32(&mut b, llama::TOKENS, &[tok]).unwrap();
@@ -1275,7 +1283,11 @@ fn e2e_positions_past_the_cache_are_rejected() {
     let Some(mut b) = gpu() else { return };
     b.load_weights(&model.weights.tensors).unwrap();
     b.alloc_states(&llama::states(&model)).unwrap();
-    let decode = Program::new(&mut b, llama::build_forward(&model, 1, true)).unwrap();
+    let decode = Program::new(
+        &mut b,
+        llama::build_forward(&model, 1, llama::Head::AllLogits),
+    )
+    .unwrap();
     decode.set_i32(&mut b, llama::TOKENS, &[1]).unwrap();
     decode.set_i32(&mut b, llama::START_POS, &[16]).unwrap();
     let err = decode.run(&mut b).unwrap_err();
@@ -1284,4 +1296,48 @@ fn e2e_positions_past_the_cache_are_rejected() {
     decode.set_i32(&mut b, llama::TOKENS, &[100_000]).unwrap();
     let err = decode.run(&mut b).unwrap_err();
     assert!(format!("{err:#}").contains("vocabulary"), "{err:#}");
+}
+
+/// Greedy and top-p token choice on the device equal the CPU's for the same logits and uniform
+/// number (random logits: exact ties and boundary hits have negligible probability).
+#[test]
+fn op_sample_token_on_device() {
+    if gpu().is_none() {
+        return;
+    }
+    let mut rng = Rng::new(seed("op_sample_token_on_device"));
+    for vocab in shapes(&[199usize, 32000, 128256]) {
+        for (temperature, top_p) in [(0.0f32, 1.0f32), (0.8, 0.9), (0.1, 0.75), (1.0, 1.0)] {
+            let mut g = Graph::new("sample");
+            let logits = g.input("logits", &[1, vocab], Elem::F32);
+            let uniform = g.input("uniform", &[1], Elem::F32);
+            let out = g.activation_i32("token", &[1]);
+            g.push(Op::SampleToken {
+                logits,
+                uniform,
+                out,
+                temperature,
+                top_p,
+            });
+            g.mark_output(out);
+            let values = rnd(&mut rng, vocab, 8.0);
+            let u = [rng.uniform() as f32];
+            let pick = |b: &mut dyn Backend| -> i32 {
+                b.load_weights(&[]).unwrap();
+                b.alloc_states(&[]).unwrap();
+                let p = Program::new(b, g.clone()).unwrap();
+                p.set_f32(b, "logits", &values).unwrap();
+                p.set_f32(b, "uniform", &u).unwrap();
+                p.run(b).unwrap();
+                b.read_i32(p.id, out).unwrap()[0]
+            };
+            let want = pick(&mut lav2::backend::cpu::CpuBackend::new());
+            let got = pick(&mut gpu().unwrap());
+            assert_eq!(
+                got, want,
+                "vocab {vocab}, T {temperature}, p {top_p}, u {}",
+                u[0]
+            );
+        }
+    }
 }

@@ -33,6 +33,8 @@ pub trait Backend {
     fn write_input(&mut self, program: ProgramId, tensor: TensorId, data: HostData) -> Result<()>;
     fn run(&mut self, program: ProgramId) -> Result<()>;
     fn read_f32(&mut self, program: ProgramId, tensor: TensorId) -> Result<Vec<f32>>;
+    /// Reads an i32 tensor (a sampled token).
+    fn read_i32(&mut self, program: ProgramId, tensor: TensorId) -> Result<Vec<i32>>;
     /// Waits until queued work is done, so a host timer measures it.
     fn synchronize(&mut self) -> Result<()>;
     /// Copy bandwidth of this device in bytes/s, counting bytes read plus bytes written, measured

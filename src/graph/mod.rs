@@ -176,6 +176,16 @@ pub enum Op {
         out: TensorId,
         n_heads: usize,
     },
+    /// Picks the next token from one row of f32 logits on the device, so a decode step copies
+    /// back one id: argmax when `temperature` is 0, else the authors' top-p rule with the
+    /// uniform number in `uniform`.
+    SampleToken {
+        logits: TensorId,
+        uniform: TensorId,
+        out: TensorId,
+        temperature: f32,
+        top_p: f32,
+    },
 }
 
 impl Op {
@@ -240,6 +250,9 @@ impl Op {
             Add { a, b, .. } | ConcatRows { a, b, .. } => v.extend([*a, *b]),
             Im2ColPatches { pixels, .. } => v.push(*pixels),
             VisionAttention { qkv, .. } => v.push(*qkv),
+            SampleToken {
+                logits, uniform, ..
+            } => v.extend([*logits, *uniform]),
         }
         v
     }
@@ -266,7 +279,8 @@ impl Op {
             | ConcatRows { out, .. }
             | SliceRows { out, .. }
             | Im2ColPatches { out, .. }
-            | VisionAttention { out, .. } => vec![*out],
+            | VisionAttention { out, .. }
+            | SampleToken { out, .. } => vec![*out],
         }
     }
 
@@ -287,6 +301,7 @@ impl Op {
             SliceRows { .. } => "slice_rows",
             Im2ColPatches { .. } => "im2col_patches",
             VisionAttention { .. } => "vision_attention",
+            SampleToken { .. } => "sample_token",
         }
     }
 }
@@ -336,6 +351,10 @@ impl Graph {
 
     pub fn activation_f32(&mut self, name: &str, shape: &[usize]) -> TensorId {
         self.add(name, shape, Elem::F32, Storage::Activation)
+    }
+
+    pub fn activation_i32(&mut self, name: &str, shape: &[usize]) -> TensorId {
+        self.add(name, shape, Elem::I32, Storage::Activation)
     }
 
     pub fn push(&mut self, op: Op) {
@@ -555,6 +574,27 @@ impl Graph {
                 let (n2, w) = rows_cols(*out)?;
                 if n != n2 || w3 != 3 * w || w % n_heads != 0 {
                     return Err("packed qkv does not match the output".into());
+                }
+            }
+            Op::SampleToken {
+                logits,
+                uniform,
+                out,
+                temperature,
+                top_p,
+            } => {
+                let (rows, _) = rows_cols(*logits)?;
+                if rows != 1 || self.desc(*logits).elem != Elem::F32 {
+                    return Err("sampling takes one row of f32 logits".into());
+                }
+                if self.desc(*uniform).numel() != 1 || self.desc(*out).numel() != 1 {
+                    return Err("sampling takes one uniform number and gives one token".into());
+                }
+                if self.desc(*out).elem != Elem::I32 {
+                    return Err("the sampled token is an i32".into());
+                }
+                if !(*temperature >= 0.0 && *top_p > 0.0 && *top_p <= 1.0) {
+                    return Err(format!("bad sampling parameters T={temperature} p={top_p}"));
                 }
             }
         }

@@ -8,6 +8,19 @@ use crate::graph::{Elem, Graph, Op, PromptKv, StateDesc, TensorId};
 /// Input names of the forward graph.
 pub const TOKENS: &str = "tokens";
 pub const START_POS: &str = "start_pos";
+/// Input of a sampling forward graph: the uniform number in [0, 1) for top-p.
+pub const UNIFORM: &str = "uniform";
+
+/// What a forward graph returns.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Head {
+    /// Logits of every position.
+    AllLogits,
+    /// Logits of the last position.
+    LastLogits,
+    /// The next token, picked on the device from the last position's logits.
+    Sample { temperature: f32, top_p: f32 },
+}
 /// Input of the prompt graph: the visual prompts `[query_len, dim]` (zeros without an image).
 pub const VISUAL_QUERY: &str = "visual_query";
 
@@ -61,8 +74,9 @@ fn is_prompted(m: &Model, l: usize) -> bool {
         .is_some_and(|a| a.config.query_layer > 0 && l >= a.first_prompt_layer)
 }
 
-/// Logits for `t` tokens starting at the position in `start_pos`; all rows or only the last.
-pub fn build_forward(m: &Model, t: usize, all_logits: bool) -> Graph {
+/// The forward pass over `t` tokens starting at the position in `start_pos`.
+pub fn build_forward(m: &Model, t: usize, head: Head) -> Graph {
+    let all_logits = head == Head::AllLogits;
     let c = &m.config;
     let states = states(m);
     let name = if t == 1 {
@@ -163,7 +177,21 @@ pub fn build_forward(m: &Model, t: usize, all_logits: bool) -> Graph {
         residual: None,
         out: logits,
     });
-    b.g.mark_output(logits);
+    match head {
+        Head::Sample { temperature, top_p } => {
+            let uniform = b.g.input(UNIFORM, &[1], Elem::F32);
+            let token = b.g.activation_i32("token", &[1]);
+            b.g.push(Op::SampleToken {
+                logits,
+                uniform,
+                out: token,
+                temperature,
+                top_p,
+            });
+            b.g.mark_output(token);
+        }
+        _ => b.g.mark_output(logits),
+    }
     b.g
 }
 

@@ -202,6 +202,25 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn read_i32(&mut self, program: ProgramId, tensor: TensorId) -> Result<Vec<i32>> {
+        check_program(self.programs.len(), program)?;
+        let p = &self.programs[program.0];
+        let desc = &p.graph.tensors[tensor.0];
+        match (desc.elem, desc.storage) {
+            (Elem::I32, Storage::Input) => Ok(p.inputs_i32[&tensor].clone()),
+            // i32 activations share the f32 arena; their bits are the integer.
+            (Elem::I32, Storage::Activation) => {
+                let raw = self.raw(program, tensor);
+                // SAFETY: no op is running; a plain read.
+                Ok(unsafe { raw.get() }
+                    .iter()
+                    .map(|v| v.to_bits() as i32)
+                    .collect())
+            }
+            _ => bail!("internal error: '{}' does not hold integers", desc.name),
+        }
+    }
+
     fn copy_bandwidth(&mut self, bytes: usize) -> Result<f64> {
         let n = bytes / 4;
         let src: Vec<f32> = (0..n).map(|i| i as f32).collect();
@@ -488,6 +507,22 @@ impl CpuBackend {
                         *patch,
                         self.raw(pid, *out).get_mut(),
                     );
+                }
+                Op::SampleToken {
+                    logits,
+                    uniform,
+                    out,
+                    temperature,
+                    top_p,
+                } => {
+                    let logits = self.raw(pid, *logits).get();
+                    let token = if *temperature == 0.0 {
+                        crate::generate::argmax(logits)
+                    } else {
+                        let u = self.raw(pid, *uniform).get()[0] as f64;
+                        crate::generate::sample_top_p(logits, *temperature, *top_p, u)
+                    };
+                    self.raw(pid, *out).get_mut()[0] = f32::from_bits(token);
                 }
                 Op::VisionAttention { qkv, out, n_heads } => {
                     let s = shape(self, *out);

@@ -167,7 +167,8 @@ pub fn lower(lw: &mut Lowerer, op: &Op) -> Result<Vec<Step>> {
         Op::Linear { .. }
         | Op::RopeKvWrite { .. }
         | Op::AdapterAttention { .. }
-        | Op::VisionAttention { .. } => {
+        | Op::VisionAttention { .. }
+        | Op::SampleToken { .. } => {
             unreachable!("lowered elsewhere")
         }
     };

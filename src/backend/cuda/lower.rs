@@ -289,6 +289,35 @@ impl Lowerer<'_> {
             Op::VisionAttention { qkv, out, n_heads } => {
                 attention::vision_attention(self, *qkv, *out, *n_heads)
             }
+            Op::SampleToken {
+                logits,
+                uniform,
+                out,
+                temperature,
+                top_p,
+            } => {
+                let vocab = dim(self.numel(*logits), "vocab")?;
+                let (logits, out) = (
+                    self.ptr(*logits, DevElem::F32)?,
+                    self.ptr(*out, DevElem::I32)?,
+                );
+                // Both kernels are written for exactly 1024 threads (kernels/README.md).
+                let step = if *temperature == 0.0 {
+                    let args = vec![Arg::Ptr(logits), Arg::I32(vocab), Arg::Ptr(out)];
+                    self.kernel("argmax_f32", (1, 1, 1), (1024, 1, 1), 0, args)?
+                } else {
+                    let args = vec![
+                        Arg::Ptr(logits),
+                        Arg::I32(vocab),
+                        Arg::F32(*temperature),
+                        Arg::F32(*top_p),
+                        Arg::Ptr(self.ptr(*uniform, DevElem::F32)?),
+                        Arg::Ptr(out),
+                    ];
+                    self.kernel("top_p_sample_f32", (1, 1, 1), (1024, 1, 1), 0, args)?
+                };
+                Ok(vec![step])
+            }
             _ => elementwise::lower(self, op),
         }
     }

@@ -867,6 +867,28 @@ impl Backend for CudaBackend {
         Ok(out)
     }
 
+    fn read_i32(&mut self, program: ProgramId, tensor: TensorId) -> Result<Vec<i32>> {
+        check_program(self.programs.len(), program)?;
+        self.dev.ctx.bind_to_thread()?;
+        let p = &self.programs[program.0];
+        let desc = p
+            .graph
+            .tensors
+            .get(tensor.0)
+            .ok_or_else(|| anyhow!("internal error: unknown tensor {tensor:?}"))?;
+        let Some(loc) = p.locs[tensor.0] else {
+            bail!("internal error: '{}' has no device location", desc.name);
+        };
+        if loc.elem != DevElem::I32 {
+            bail!("internal error: '{}' does not hold integers", desc.name);
+        }
+        let mut v = vec![0i32; desc.numel()];
+        // SAFETY: numel i32 values fit the location (checked at prepare time).
+        unsafe { result::memcpy_dtoh_async(&mut v, loc.ptr, self.dev.stream.cu_stream()) }?;
+        self.dev.stream.synchronize().context("reading a token")?;
+        Ok(v)
+    }
+
     fn synchronize(&mut self) -> Result<()> {
         self.dev.ctx.bind_to_thread()?;
         self.dev.stream.synchronize()?;
