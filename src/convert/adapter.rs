@@ -844,35 +844,9 @@ pub fn plan<'a>(
         if v_num_heads == 0 || v % v_num_heads != 0 {
             bail!("{file}: v_embed_dim {v} is not a multiple of {v_num_heads} resampler heads; pass --v-num-heads");
         }
-        let mut want: Vec<(String, Vec<usize>)> = vec![
-            ("clip_proj.weight".into(), vec![v, clip_out]),
-            ("clip_proj.bias".into(), vec![v]),
-            ("clip_proj_norm.weight".into(), vec![v]),
-            ("clip_proj_norm.bias".into(), vec![v]),
-            ("visual_query.weight".into(), vec![query_len, v]),
-            ("visual_proj.weight".into(), vec![dims.dim, v]),
-            ("visual_proj.bias".into(), vec![dims.dim]),
-            ("visual_proj_norm.weight".into(), vec![dims.dim]),
-            ("visual_proj_norm.bias".into(), vec![dims.dim]),
-        ];
-        for i in 0..v_depth {
-            for (n, s) in [
-                ("norm1.weight", vec![v]),
-                ("norm1.bias", vec![v]),
-                ("attn.qkv.weight", vec![3 * v, v]),
-                ("attn.qkv.bias", vec![3 * v]),
-                ("attn.proj.weight", vec![v, v]),
-                ("attn.proj.bias", vec![v]),
-                ("norm2.weight", vec![v]),
-                ("norm2.bias", vec![v]),
-                ("mlp.fc1.weight", vec![hidden, v]),
-                ("mlp.fc1.bias", vec![hidden]),
-                ("mlp.fc2.weight", vec![v, hidden]),
-                ("mlp.fc2.bias", vec![v]),
-            ] {
-                want.push((format!("visual_blocks.{i}.{n}"), s));
-            }
-        }
+        let want = crate::model::vision::resampler_tensors(
+            v, hidden, v_depth, query_len, clip_out, dims.dim,
+        );
         if query_layer == 0 {
             bail!(
                 "{file}: the checkpoint has a visual path but no adapter_query.weight to add it to"

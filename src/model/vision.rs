@@ -74,24 +74,48 @@ pub(super) fn load_visual(
             transpose_f32(&proj.to_f32()?, w, clip.output_dim),
         ),
     );
-    let v = vis.v_embed_dim;
-    let hidden = (v as f32 * vis.v_mlp_ratio) as usize;
-    for (name, shape) in [
-        ("clip_proj.weight", vec![v, clip.output_dim]),
+    let hidden = (vis.v_embed_dim as f32 * vis.v_mlp_ratio) as usize;
+    let shapes = resampler_tensors(
+        vis.v_embed_dim,
+        hidden,
+        vis.v_depth,
+        cfg.query_len,
+        clip.output_dim,
+        c.dim,
+    );
+    for (name, shape) in shapes {
+        put(file, store, &name, &shape)?;
+    }
+    Ok(())
+}
+
+/// Names and shapes of the resampler's tensors (`clip_proj*`, `visual_query`, the
+/// `visual_blocks`, `visual_proj*`) for embedding width `v`, MLP width `hidden`, `depth` blocks,
+/// `query_len` queries, CLIP output `clip_out` and LLaMA width `dim`.
+pub fn resampler_tensors(
+    v: usize,
+    hidden: usize,
+    depth: usize,
+    query_len: usize,
+    clip_out: usize,
+    dim: usize,
+) -> Vec<(String, Vec<usize>)> {
+    let mut want: Vec<(String, Vec<usize>)> = [
+        ("clip_proj.weight", vec![v, clip_out]),
         ("clip_proj.bias", vec![v]),
         ("clip_proj_norm.weight", vec![v]),
         ("clip_proj_norm.bias", vec![v]),
-        ("visual_query.weight", vec![cfg.query_len, v]),
-        ("visual_proj.weight", vec![c.dim, v]),
-        ("visual_proj.bias", vec![c.dim]),
-        ("visual_proj_norm.weight", vec![c.dim]),
-        ("visual_proj_norm.bias", vec![c.dim]),
-    ] {
-        put(file, store, name, &shape)?;
-    }
-    for i in 0..vis.v_depth {
-        let b = format!("visual_blocks.{i}");
-        for (name, shape) in [
+        ("visual_query.weight", vec![query_len, v]),
+        ("visual_proj.weight", vec![dim, v]),
+        ("visual_proj.bias", vec![dim]),
+        ("visual_proj_norm.weight", vec![dim]),
+        ("visual_proj_norm.bias", vec![dim]),
+    ]
+    .into_iter()
+    .map(|(n, s)| (n.to_string(), s))
+    .collect();
+    for i in 0..depth {
+        for (n, s) in [
             ("norm1.weight", vec![v]),
             ("norm1.bias", vec![v]),
             ("attn.qkv.weight", vec![3 * v, v]),
@@ -105,10 +129,10 @@ pub(super) fn load_visual(
             ("mlp.fc2.weight", vec![v, hidden]),
             ("mlp.fc2.bias", vec![v]),
         ] {
-            put(file, store, &format!("{b}.{name}"), &shape)?;
+            want.push((format!("visual_blocks.{i}.{n}"), s));
         }
     }
-    Ok(())
+    want
 }
 
 /// Adds weights to a graph by canonical name.
