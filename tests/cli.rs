@@ -492,3 +492,88 @@ fn bench_reports_every_field_with_roofline_ratios() {
         &["--batch 4"],
     );
 }
+
+/// The whole path a user with the authors' files takes: convert the Meta base (with its
+/// tokenizer.model) and a V2 adapter with its CLIP, then generate about an image with OCR.
+#[test]
+fn authors_files_convert_then_generate_with_an_image_and_ocr() {
+    if std::process::Command::new("tesseract")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must have tesseract installed"
+        );
+        eprintln!("SKIPPED: tesseract is not installed");
+        return;
+    }
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let fx = root.join("tests/fixtures/convert");
+    let dir = scratch("authors-e2e");
+    let (base, adapter) = (dir.join("base"), dir.join("adapter"));
+    let out = lav2(&[
+        "convert",
+        "base",
+        "--from",
+        p(&fx.join("meta/7B")),
+        "--out",
+        p(&base),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = lav2(&[
+        "convert",
+        "adapter",
+        "--from",
+        p(&fx.join("adapters/BIAS-7B-tiny.pth")),
+        "--clip",
+        p(&fx.join("clip/ViT-tiny.pt")),
+        "--base",
+        p(&base),
+        "--out",
+        p(&adapter),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = root.join("tests/fixtures/experts/ocr.png");
+    let out = lav2(&[
+        "generate",
+        "--model",
+        p(&base),
+        "--adapter",
+        p(&adapter),
+        "--image",
+        p(&png),
+        "--ocr",
+        "--prompt",
+        "What is written here?",
+        "--max-new-tokens",
+        "5",
+        "--seed",
+        "3",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["experts"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Quick brown fox"));
+    assert!(v["timings"]["vision_ms"].as_f64().unwrap() > 0.0);
+    assert!(!v["ids"].as_array().unwrap().is_empty());
+    let tok = lav2::io::tokenizer::Tokenizer::load(&base.join("tokenizer.json")).unwrap();
+    let prompt = tok.decode(&ids(&v["prompt_ids"])).unwrap();
+    assert!(prompt.contains("OCR: Hello Tesseract"), "{prompt}");
+}
