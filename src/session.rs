@@ -162,13 +162,24 @@ impl Session {
         start_pos: usize,
         all_logits: bool,
     ) -> Result<Vec<f32>> {
+        self.validate(tokens, start_pos)?;
         let head = if all_logits {
             Head::AllLogits
         } else {
             Head::LastLogits
         };
-        let (program, out) = self.run_forward(tokens, start_pos, head, None)?;
-        self.backend.read_f32(program, out)
+        let chunks = chunk_lengths(tokens.len());
+        let mut logits = Vec::new();
+        let (mut pos, mut done) = (start_pos, 0);
+        for (i, &n) in chunks.iter().enumerate() {
+            let (program, out) = self.run_chunk(&tokens[done..done + n], pos, head, None)?;
+            if all_logits || i + 1 == chunks.len() {
+                logits.extend(self.backend.read_f32(program, out)?);
+            }
+            pos += n;
+            done += n;
+        }
+        Ok(logits)
     }
 
     /// Runs `tokens` like [`Session::forward`] and picks the next token on the backend (argmax
@@ -181,20 +192,21 @@ impl Session {
         top_p: f32,
         uniform: f32,
     ) -> Result<u32> {
+        self.validate(tokens, start_pos)?;
+        let chunks = chunk_lengths(tokens.len());
+        let (mut pos, mut done) = (start_pos, 0);
+        for &n in &chunks[..chunks.len() - 1] {
+            self.run_chunk(&tokens[done..done + n], pos, Head::LastLogits, None)?;
+            pos += n;
+            done += n;
+        }
         let head = Head::Sample { temperature, top_p };
-        let (program, out) = self.run_forward(tokens, start_pos, head, Some(uniform))?;
+        let (program, out) = self.run_chunk(&tokens[done..], pos, head, Some(uniform))?;
         let token = self.backend.read_i32(program, out)?[0];
         u32::try_from(token).map_err(|_| anyhow::anyhow!("the backend sampled token {token}"))
     }
 
-    /// Validates, runs, and returns the program and its output tensor.
-    fn run_forward(
-        &mut self,
-        tokens: &[u32],
-        start_pos: usize,
-        head: Head,
-        uniform: Option<f32>,
-    ) -> Result<(ProgramId, TensorId)> {
+    fn validate(&self, tokens: &[u32], start_pos: usize) -> Result<()> {
         let c = &self.model.config;
         if tokens.is_empty() {
             bail!("no tokens to run");
@@ -216,6 +228,17 @@ impl Session {
                 c.max_seq_len
             );
         }
+        Ok(())
+    }
+
+    /// Runs one chunk (a planned shape) and returns the program and its output tensor.
+    fn run_chunk(
+        &mut self,
+        tokens: &[u32],
+        start_pos: usize,
+        head: Head,
+        uniform: Option<f32>,
+    ) -> Result<(ProgramId, TensorId)> {
         // A single token's last row is all its rows: share the program.
         let head = if tokens.len() == 1 && head == Head::AllLogits {
             Head::LastLogits
@@ -237,5 +260,45 @@ impl Session {
         }
         p.run(self.backend.as_mut())?;
         Ok((p.id, p.graph.outputs[0]))
+    }
+}
+
+/// Longest prompt chunk one forward graph takes.
+pub const MAX_CHUNK: usize = 512;
+
+/// Splits a prompt into power-of-two chunks of at most [`MAX_CHUNK`] tokens, largest first, so
+/// a session plans at most a handful of prefill shapes whatever the prompt lengths it sees
+/// (a chunked prefill equals one pass: the KV cache carries the earlier chunks).
+pub fn chunk_lengths(n: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut left = n;
+    while left > 0 {
+        let c = if left >= MAX_CHUNK {
+            MAX_CHUNK
+        } else {
+            1 << (usize::BITS - 1 - left.leading_zeros())
+        };
+        out.push(c);
+        left -= c;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_lengths;
+
+    #[test]
+    fn chunks_are_powers_of_two_that_sum_to_the_prompt() {
+        assert_eq!(chunk_lengths(1), vec![1]);
+        assert_eq!(chunk_lengths(300), vec![256, 32, 8, 4]);
+        assert_eq!(chunk_lengths(1100), vec![512, 512, 64, 8, 4]);
+        for n in 1..2000 {
+            let c = chunk_lengths(n);
+            assert_eq!(c.iter().sum::<usize>(), n);
+            assert!(c
+                .iter()
+                .all(|x| x.is_power_of_two() && *x <= super::MAX_CHUNK));
+        }
     }
 }

@@ -246,3 +246,21 @@ fn sharded_safetensors_load_as_one_model() {
         .unwrap();
     assert_eq!(got, want);
 }
+
+/// Prompts of every length share a handful of planned shapes (power-of-two chunks).
+#[test]
+fn prompts_of_any_length_plan_a_bounded_number_of_graphs() {
+    let Some(root) = conformance() else { return };
+    let mut s = cpu_session(load(&root.join("stories260K"), None));
+    for n in 1..=100usize {
+        let tokens: Vec<u32> = (0..n as u32).map(|i| 1 + i % 500).collect();
+        s.forward(&tokens, 0, false).unwrap();
+    }
+    // 1, 2, 4, …, 64 tokens with a last-row head: seven forward graphs, whatever the lengths.
+    let forward_graphs = s
+        .planned_bytes()
+        .iter()
+        .filter(|p| p.0 != "prompt_kv" && p.0 != "vision")
+        .count();
+    assert_eq!(forward_graphs, 7);
+}
