@@ -34,7 +34,7 @@ constexpr int VA_MAX_HD = 128;
 constexpr int VA_KLD = VA_MAX_HD + 2;         // odd word pitch: lane-per-row reads are conflict-free
 }  // namespace
 
-// grid (ceil(n / 32), n_heads), block 128, no dynamic smem (~45 KB static). head_dim even, <= 128.
+// grid (ceil(n / 32), n_heads), block 128, no dynamic smem (~37 KB static). head_dim even, <= 128.
 extern "C" __global__ void __launch_bounds__(VA_WARPS * 32)
     vision_attention_f16(const __half* qkv, __half* out, int n, int n_heads, int head_dim, float scale) {
     __shared__ float qs[VA_BQ][VA_MAX_HD];

@@ -306,6 +306,12 @@ impl Lowerer<'_> {
                     let args = vec![Arg::Ptr(logits), Arg::I32(vocab), Arg::Ptr(out)];
                     self.kernel("argmax_f32", (1, 1, 1), (1024, 1, 1), 0, args)?
                 } else {
+                    // Masses are 40-bit fixed point summed in 64 bits (kernels/sampling.cu).
+                    if vocab > 1 << 24 {
+                        bail!(
+                            "top-p sampling on the device takes at most 2^24 logits, not {vocab}"
+                        );
+                    }
                     let args = vec![
                         Arg::Ptr(logits),
                         Arg::I32(vocab),
