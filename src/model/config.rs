@@ -33,7 +33,7 @@ pub struct ModelConfig {
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
-    /// `None` until resolved from the embedding shape (Meta files may say -1).
+    /// 0 until resolved from the embedding shape (Meta files may say -1).
     pub vocab_size: usize,
     pub ffn_dim: usize,
     pub norm_eps: f32,
@@ -109,7 +109,7 @@ fn check_heads(file: &Path, dim: usize, n_heads: usize, n_kv_heads: usize) -> Re
 
 impl ModelConfig {
     /// Reads `params.json` (Meta) or `config.json` (Hugging Face) from a model folder.
-    /// `vocab_from_weights` resolves a Meta `vocab_size: -1`.
+    /// A Meta `vocab_size: -1` stays 0 here; the loader takes it from the embedding shape.
     pub fn load(dir: &Path) -> Result<ModelConfig> {
         let meta = dir.join("params.json");
         let hf = dir.join("config.json");
