@@ -20,12 +20,20 @@ const HEADS: usize = 32;
 const HEAD_DIM: usize = 128;
 const PROMPT: usize = 10;
 
+/// The backend every case runs on, resolved once (`auto`: CUDA if it opens, else the CPU).
 fn device() -> Box<dyn Backend> {
-    let choice = match std::env::var("LAV2_BENCH_DEVICE").as_deref() {
+    static CHOICE: std::sync::OnceLock<DeviceChoice> = std::sync::OnceLock::new();
+    let choice = *CHOICE.get_or_init(|| match std::env::var("LAV2_BENCH_DEVICE").as_deref() {
         Ok("cpu") => DeviceChoice::Cpu,
         Ok("cuda") => DeviceChoice::Cuda,
-        _ => DeviceChoice::Auto,
-    };
+        _ => match backend::open(DeviceChoice::Cuda) {
+            Ok(_) => DeviceChoice::Cuda,
+            Err(e) => {
+                eprintln!("kernel benches on the CPU: {e:#}");
+                DeviceChoice::Cpu
+            }
+        },
+    });
     backend::open(choice).expect("a backend")
 }
 
