@@ -186,6 +186,19 @@ fn info_describes_model_and_adapter() {
     }
 }
 
+/// Whether the real Tesseract can run here; CI must have it, elsewhere its tests skip loudly.
+fn tesseract_available() -> bool {
+    if Command::new("tesseract").arg("--version").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "CI must have tesseract installed"
+    );
+    eprintln!("SKIPPED: tesseract is not installed");
+    false
+}
+
 /// A copy of stories260K whose weights file is rewritten by `edit`.
 fn broken_stories(
     root: &Path,
@@ -382,16 +395,7 @@ fn bad_run_inputs_give_clear_errors() {
 #[test]
 fn ocr_text_reaches_the_prompt_of_a_text_only_model() {
     let Some(root) = conformance() else { return };
-    if std::process::Command::new("tesseract")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must have tesseract installed"
-        );
-        eprintln!("SKIPPED: tesseract is not installed");
+    if !tesseract_available() {
         return;
     }
     let png =
@@ -497,16 +501,7 @@ fn bench_reports_every_field_with_roofline_ratios() {
 /// tokenizer.model) and a V2 adapter with its CLIP, then generate about an image with OCR.
 #[test]
 fn authors_files_convert_then_generate_with_an_image_and_ocr() {
-    if std::process::Command::new("tesseract")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must have tesseract installed"
-        );
-        eprintln!("SKIPPED: tesseract is not installed");
+    if !tesseract_available() {
         return;
     }
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));

@@ -127,6 +127,37 @@ fn gib(b: usize) -> String {
 }
 
 impl CudaBackend {
+    /// Where a program's tensor lives, its element count and name, for reading it back.
+    fn readable(&self, program: ProgramId, tensor: TensorId) -> Result<(TensorLoc, usize, String)> {
+        check_program(self.programs.len(), program)?;
+        self.dev.ctx.bind_to_thread()?;
+        let p = &self.programs[program.0];
+        let desc = p
+            .graph
+            .tensors
+            .get(tensor.0)
+            .ok_or_else(|| anyhow!("internal error: unknown tensor {tensor:?}"))?;
+        let Some(loc) = p.locs[tensor.0] else {
+            bail!("internal error: '{}' has no device location", desc.name);
+        };
+        Ok((loc, desc.numel(), desc.name.clone()))
+    }
+
+    /// Copies `n` elements of `T` from `loc` to the host once the queued work is done.
+    fn copy_back<T: Default + Clone + cudarc::driver::DeviceRepr>(
+        &self,
+        loc: TensorLoc,
+        n: usize,
+    ) -> Result<Vec<T>> {
+        let mut v = vec![T::default(); n];
+        // SAFETY: n elements of the location's type fit it (checked at prepare time).
+        unsafe { result::memcpy_dtoh_async(&mut v, loc.ptr, self.dev.stream.cu_stream()) }?;
+        self.dev.stream.synchronize().context("reading a result")?;
+        Ok(v)
+    }
+}
+
+impl CudaBackend {
     /// Opens GPU 0. A clean error (never a panic) when there is no driver, no GPU, a GPU older
     /// than compute capability 8.0, or no way to get the kernels onto it.
     pub fn new() -> Result<CudaBackend> {
@@ -832,61 +863,26 @@ impl Backend for CudaBackend {
     }
 
     fn read_f32(&mut self, program: ProgramId, tensor: TensorId) -> Result<Vec<f32>> {
-        check_program(self.programs.len(), program)?;
-        self.dev.ctx.bind_to_thread()?;
-        let p = &self.programs[program.0];
-        let desc = p
-            .graph
-            .tensors
-            .get(tensor.0)
-            .ok_or_else(|| anyhow!("internal error: unknown tensor {tensor:?}"))?;
-        let Some(loc) = p.locs[tensor.0] else {
-            bail!("internal error: '{}' has no device location", desc.name);
-        };
-        let n = desc.numel();
-        let cu = self.dev.stream.cu_stream();
-        let out = match loc.elem {
-            DevElem::F16 => {
-                let mut h = vec![0u16; n];
-                // SAFETY: n halves fit the location (checked at prepare time).
-                unsafe { result::memcpy_dtoh_async(&mut h, loc.ptr, cu) }?;
-                self.dev.stream.synchronize().context("reading a result")?;
-                h.into_iter().map(|b| f16::from_bits(b).to_f32()).collect()
-            }
-            DevElem::F32 => {
-                let mut v = vec![0f32; n];
-                // SAFETY: as above.
-                unsafe { result::memcpy_dtoh_async(&mut v, loc.ptr, cu) }?;
-                self.dev.stream.synchronize().context("reading a result")?;
-                v
-            }
+        let (loc, n, name) = self.readable(program, tensor)?;
+        Ok(match loc.elem {
+            DevElem::F16 => self
+                .copy_back::<u16>(loc, n)?
+                .into_iter()
+                .map(|b| f16::from_bits(b).to_f32())
+                .collect(),
+            DevElem::F32 => self.copy_back::<f32>(loc, n)?,
             DevElem::I32 | DevElem::U8 => {
-                bail!("internal error: '{}' does not hold floats", desc.name)
+                bail!("internal error: '{name}' does not hold floats")
             }
-        };
-        Ok(out)
+        })
     }
 
     fn read_i32(&mut self, program: ProgramId, tensor: TensorId) -> Result<Vec<i32>> {
-        check_program(self.programs.len(), program)?;
-        self.dev.ctx.bind_to_thread()?;
-        let p = &self.programs[program.0];
-        let desc = p
-            .graph
-            .tensors
-            .get(tensor.0)
-            .ok_or_else(|| anyhow!("internal error: unknown tensor {tensor:?}"))?;
-        let Some(loc) = p.locs[tensor.0] else {
-            bail!("internal error: '{}' has no device location", desc.name);
-        };
+        let (loc, n, name) = self.readable(program, tensor)?;
         if loc.elem != DevElem::I32 {
-            bail!("internal error: '{}' does not hold integers", desc.name);
+            bail!("internal error: '{name}' does not hold integers");
         }
-        let mut v = vec![0i32; desc.numel()];
-        // SAFETY: numel i32 values fit the location (checked at prepare time).
-        unsafe { result::memcpy_dtoh_async(&mut v, loc.ptr, self.dev.stream.cu_stream()) }?;
-        self.dev.stream.synchronize().context("reading a token")?;
-        Ok(v)
+        self.copy_back::<i32>(loc, n)
     }
 
     fn synchronize(&mut self) -> Result<()> {
