@@ -38,6 +38,14 @@ enum JitChoice {
     Nvrtc,
 }
 
+/// A loaded kernel by entry-point name.
+pub fn function(functions: &HashMap<String, CudaFunction>, name: &str) -> Result<CudaFunction> {
+    functions
+        .get(name)
+        .cloned()
+        .ok_or_else(|| anyhow!("kernel {name} is missing from the loaded modules"))
+}
+
 pub struct Device {
     pub ctx: Arc<CudaContext>,
     pub stream: Arc<CudaStream>,

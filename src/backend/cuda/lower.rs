@@ -226,11 +226,7 @@ impl Lowerer<'_> {
         smem: usize,
         args: Vec<Arg>,
     ) -> Result<Step> {
-        let func = self
-            .functions
-            .get(name)
-            .cloned()
-            .ok_or_else(|| anyhow!("kernel {name} is missing from the loaded modules"))?;
+        let func = super::device::function(self.functions, name)?;
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 || grid.1 > 65535 || grid.2 > 65535 {
             bail!("{name}: grid {grid:?} is out of range");
         }

@@ -260,12 +260,7 @@ impl CudaBackend {
     }
 
     fn launch_now(&self, name: &'static str, n: usize, args: Vec<Arg>) -> Result<()> {
-        let func = self
-            .dev
-            .functions
-            .get(name)
-            .cloned()
-            .ok_or_else(|| anyhow!("kernel {name} is missing from the loaded modules"))?;
+        let func = device::function(&self.dev.functions, name)?;
         let l = Launch {
             kernel: name,
             func,
@@ -936,12 +931,7 @@ impl Backend for CudaBackend {
         let shape = matmul::pick(m, n, self.dev.sms);
         let name = matmul::dense_kernel(shape, false);
         let (grid, block) = matmul::grid_block(shape, m, n);
-        let func = self
-            .dev
-            .functions
-            .get(name)
-            .cloned()
-            .ok_or_else(|| anyhow!("kernel {name} is missing"))?;
+        let func = device::function(&self.dev.functions, name)?;
         let l = Launch {
             kernel: name,
             func,
