@@ -174,4 +174,38 @@ LAV2_DEV u32 pack_half2(float lo, float hi) {
     return *reinterpret_cast<u32*>(&h);
 }
 
+// Tensor-core GEMM tiles (matmul.cu, quant_matmul.cu): shared tiles are [rows][TC_BK halves] with
+// the four 16-byte chunks of a row XOR-swizzled by (row >> 1) & 3, so both the 16-byte stores and
+// the 8-row ldmatrix reads hit 32 distinct banks without padding.
+constexpr int TC_BK = 32;
+
+LAV2_DEV int tc_swz(int row, int chunk) { return row * TC_BK + ((chunk ^ ((row >> 1) & 3)) << 3); }
+
+// One shared-memory stage of a warp's MT x NT tile of m16n8k16 MMAs: A rows from sA (warp row wm,
+// TM rows a warp), B rows (weights, [n][k]) from sB (warp column wn, TN columns a warp).
+template <int MT, int NT, int TM, int TN>
+LAV2_DEV void tc_stage_mma(float (&acc)[MT][NT][4], const __half* sA, const __half* sB, int wm, int wn,
+                           int lane) {
+#pragma unroll
+    for (int kk = 0; kk < TC_BK / 16; ++kk) {
+        u32 af[MT][4];
+        u32 bf[NT][2];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+            const int row = wm * TM + mt * 16 + (lane & 15);
+            ldmatrix_x4(af[mt][0], af[mt][1], af[mt][2], af[mt][3], sA + tc_swz(row, kk * 2 + (lane >> 4)));
+        }
+#pragma unroll
+        for (int np = 0; np < NT / 2; ++np) {
+            const int row = wn * TN + np * 16 + (lane & 7) + ((lane >> 4) << 3);
+            ldmatrix_x4(bf[2 * np][0], bf[2 * np][1], bf[2 * np + 1][0], bf[2 * np + 1][1],
+                        sB + tc_swz(row, kk * 2 + ((lane >> 3) & 1)));
+        }
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) mma_16816(acc[mt][nt], af[mt], bf[nt][0], bf[nt][1]);
+    }
+}
+
 }  // namespace lav2

@@ -131,13 +131,10 @@ LAV2_DEV void gemv(const __half* __restrict__ x, const __half* __restrict__ w, c
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tensor-core GEMM. Shared tiles are [rows][32 halves] with the four 16-byte chunks of a row XOR-
-// swizzled by (row >> 1) & 3, so both the cp.async stores and the 8-row ldmatrix reads hit 32
-// distinct banks without padding (which keeps 3 stages of 128x128 inside the 48 KB static limit).
+// Tensor-core GEMM: cp.async stages of swizzled [rows][TC_BK] tiles (common.cuh), which keeps
+// 3 stages of 128x128 inside the 48 KB static limit.
 // ---------------------------------------------------------------------------------------------
-constexpr int BK = 32;
-
-LAV2_DEV int swz(int row, int chunk) { return row * BK + ((chunk ^ ((row >> 1) & 3)) << 3); }
+constexpr int BK = TC_BK;
 
 template <int BM, int BN, int WM, int WN, int STAGES, typename T>
 LAV2_DEV void gemm_tc(const __half* __restrict__ A, const __half* __restrict__ W, const __half* bias,
@@ -177,7 +174,7 @@ LAV2_DEV void gemm_tc(const __half* __restrict__ A, const __half* __restrict__ W
                 valid = n < N;
                 src = W + (long long)(valid ? n : 0) * K;
             }
-            __half* dst = s + swz(row, ck);
+            __half* dst = s + tc_swz(row, ck);
             if (fast) {  // K % 8 == 0: a chunk is entirely inside or entirely past K
                 const bool in = valid && k < K;
                 cp_async16(dst, in ? src + k : A, in ? 16 : 0);
@@ -215,26 +212,7 @@ LAV2_DEV void gemm_tc(const __half* __restrict__ A, const __half* __restrict__ W
         }
         const __half* sA = smem + (kt % STAGES) * STAGE_ELEMS;
         const __half* sB = sA + BM * BK;
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; ++kk) {
-            u32 af[MT][4];
-            u32 bf[NT][2];
-#pragma unroll
-            for (int mt = 0; mt < MT; ++mt) {
-                const int row = wm * TM + mt * 16 + (lane & 15);
-                ldmatrix_x4(af[mt][0], af[mt][1], af[mt][2], af[mt][3], sA + swz(row, kk * 2 + (lane >> 4)));
-            }
-#pragma unroll
-            for (int np = 0; np < NT / 2; ++np) {
-                const int row = wn * TN + np * 16 + (lane & 7) + ((lane >> 4) << 3);
-                ldmatrix_x4(bf[2 * np][0], bf[2 * np][1], bf[2 * np + 1][0], bf[2 * np + 1][1],
-                            sB + swz(row, kk * 2 + ((lane >> 3) & 1)));
-            }
-#pragma unroll
-            for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-                for (int nt = 0; nt < NT; ++nt) mma_16816(acc[mt][nt], af[mt], bf[nt][0], bf[nt][1]);
-        }
+        tc_stage_mma<MT, NT, TM, TN>(acc, sA, sB, wm, wn, lane);
     }
     cp_async_wait<0>();
 

@@ -257,9 +257,7 @@ LAV2_DEV void qgemv(const __half* __restrict__ x, const unsigned char* __restric
 // Tensor-core GEMM with dequantized weight tiles. The tile layout, swizzle, fragment loads, MMAs and
 // epilogue are matmul.cu's gemm_tc; only the B (weight) tile loader differs.
 // ---------------------------------------------------------------------------------------------
-constexpr int BK = 32;
-
-LAV2_DEV int swz(int row, int chunk) { return row * BK + ((chunk ^ ((row >> 1) & 3)) << 3); }
+constexpr int BK = TC_BK;
 
 // Raw bytes of one 8-element weight chunk (w[n, k .. k+8)), with its scale and zero point.
 struct BRaw {
@@ -307,7 +305,7 @@ LAV2_DEV void qgemm_tc(const __half* __restrict__ A, const unsigned char* __rest
             const int m = bm + row;
             const bool valid = m < M;
             const __half* src = A + (long long)(valid ? m : 0) * K;
-            __half* dst = s + swz(row, ck);
+            __half* dst = s + tc_swz(row, ck);
             if (fastA) {
                 const bool in = valid && k < K;
                 cp_async16(dst, in ? src + k : A, in ? 16 : 0);
@@ -377,7 +375,7 @@ LAV2_DEV void qgemm_tc(const __half* __restrict__ A, const unsigned char* __rest
                 for (int e = 0; e < 8; ++e)
                     f[e] = (n < N && k + e < K) ? dequant_scalar<INT4>(Wq, scales, zeros, n, k + e, K) : 0.0f;
             }
-            *reinterpret_cast<uint4*>(s + swz(row, ck)) = pack8(f);
+            *reinterpret_cast<uint4*>(s + tc_swz(row, ck)) = pack8(f);
         }
     };
 
@@ -414,26 +412,7 @@ LAV2_DEV void qgemm_tc(const __half* __restrict__ A, const unsigned char* __rest
         cp_async_commit();
         const __half* sA = smem + (kt % STAGES) * STAGE_ELEMS;
         const __half* sB = sA + BM * BK;
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; ++kk) {
-            u32 af[MT][4];
-            u32 bf[NT][2];
-#pragma unroll
-            for (int mt = 0; mt < MT; ++mt) {
-                const int row = wm * TM + mt * 16 + (lane & 15);
-                ldmatrix_x4(af[mt][0], af[mt][1], af[mt][2], af[mt][3], sA + swz(row, kk * 2 + (lane >> 4)));
-            }
-#pragma unroll
-            for (int np = 0; np < NT / 2; ++np) {
-                const int row = wn * TN + np * 16 + (lane & 7) + ((lane >> 4) << 3);
-                ldmatrix_x4(bf[2 * np][0], bf[2 * np][1], bf[2 * np + 1][0], bf[2 * np + 1][1],
-                            sB + swz(row, kk * 2 + ((lane >> 3) & 1)));
-            }
-#pragma unroll
-            for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-                for (int nt = 0; nt < NT; ++nt) mma_16816(acc[mt][nt], af[mt], bf[nt][0], bf[nt][1]);
-        }
+        tc_stage_mma<MT, NT, TM, TN>(acc, sA, sB, wm, wn, lane);
         if (prefetch) store_b(nk % STAGES, nk);
     }
     cp_async_wait<0>();
