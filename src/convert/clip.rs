@@ -404,42 +404,39 @@ fn plan_hf<'a>(
         vec!["vision_model.embeddings.patch_embedding.weight"],
         Combine::Same,
     )?;
-    plan(
-        "class_embedding",
-        vec!["vision_model.embeddings.class_embedding"],
-        Combine::Same,
-    )?;
-    plan(
-        "positional_embedding",
-        vec!["vision_model.embeddings.position_embedding.weight"],
-        Combine::Same,
-    )?;
-    plan(
-        "ln_pre.weight",
-        vec!["vision_model.pre_layrnorm.weight"],
-        Combine::Same,
-    )?;
-    plan(
-        "ln_pre.bias",
-        vec!["vision_model.pre_layrnorm.bias"],
-        Combine::Same,
-    )?;
+    // Tensors that keep their values and only change names (OpenAI name, HF name).
+    let renamed = |ours: &str, hf: &str| (ours.to_string(), hf.to_string());
+    let mut same = vec![
+        renamed("class_embedding", "vision_model.embeddings.class_embedding"),
+        renamed(
+            "positional_embedding",
+            "vision_model.embeddings.position_embedding.weight",
+        ),
+        renamed("ln_pre.weight", "vision_model.pre_layrnorm.weight"),
+        renamed("ln_pre.bias", "vision_model.pre_layrnorm.bias"),
+        renamed("ln_post.weight", "vision_model.post_layernorm.weight"),
+        renamed("ln_post.bias", "vision_model.post_layernorm.bias"),
+    ];
     for i in 0..layers {
         let h = format!("vision_model.encoder.layers.{i}");
         let o = format!("transformer.resblocks.{i}");
+        for (ours, hf) in [
+            ("ln_1.weight", "layer_norm1.weight"),
+            ("ln_1.bias", "layer_norm1.bias"),
+            ("attn.out_proj.weight", "self_attn.out_proj.weight"),
+            ("attn.out_proj.bias", "self_attn.out_proj.bias"),
+            ("ln_2.weight", "layer_norm2.weight"),
+            ("ln_2.bias", "layer_norm2.bias"),
+            ("mlp.c_fc.weight", "mlp.fc1.weight"),
+            ("mlp.c_fc.bias", "mlp.fc1.bias"),
+            ("mlp.c_proj.weight", "mlp.fc2.weight"),
+            ("mlp.c_proj.bias", "mlp.fc2.bias"),
+        ] {
+            same.push((format!("{o}.{ours}"), format!("{h}.{hf}")));
+        }
+        // OpenAI packs q, k, v into one in_proj; HF keeps three projections.
         let qkv = |w: &str| ["q", "k", "v"].map(|x| format!("{h}.self_attn.{x}_proj.{w}"));
-        let qw = qkv("weight");
-        let qb = qkv("bias");
-        plan(
-            &format!("{o}.ln_1.weight"),
-            vec![&format!("{h}.layer_norm1.weight")],
-            Combine::Same,
-        )?;
-        plan(
-            &format!("{o}.ln_1.bias"),
-            vec![&format!("{h}.layer_norm1.bias")],
-            Combine::Same,
-        )?;
+        let (qw, qb) = (qkv("weight"), qkv("bias"));
         plan(
             &format!("{o}.attn.in_proj_weight"),
             qw.iter().map(|s| s.as_str()).collect(),
@@ -450,57 +447,10 @@ fn plan_hf<'a>(
             qb.iter().map(|s| s.as_str()).collect(),
             Combine::Rows,
         )?;
-        plan(
-            &format!("{o}.attn.out_proj.weight"),
-            vec![&format!("{h}.self_attn.out_proj.weight")],
-            Combine::Same,
-        )?;
-        plan(
-            &format!("{o}.attn.out_proj.bias"),
-            vec![&format!("{h}.self_attn.out_proj.bias")],
-            Combine::Same,
-        )?;
-        plan(
-            &format!("{o}.ln_2.weight"),
-            vec![&format!("{h}.layer_norm2.weight")],
-            Combine::Same,
-        )?;
-        plan(
-            &format!("{o}.ln_2.bias"),
-            vec![&format!("{h}.layer_norm2.bias")],
-            Combine::Same,
-        )?;
-        plan(
-            &format!("{o}.mlp.c_fc.weight"),
-            vec![&format!("{h}.mlp.fc1.weight")],
-            Combine::Same,
-        )?;
-        plan(
-            &format!("{o}.mlp.c_fc.bias"),
-            vec![&format!("{h}.mlp.fc1.bias")],
-            Combine::Same,
-        )?;
-        plan(
-            &format!("{o}.mlp.c_proj.weight"),
-            vec![&format!("{h}.mlp.fc2.weight")],
-            Combine::Same,
-        )?;
-        plan(
-            &format!("{o}.mlp.c_proj.bias"),
-            vec![&format!("{h}.mlp.fc2.bias")],
-            Combine::Same,
-        )?;
     }
-    plan(
-        "ln_post.weight",
-        vec!["vision_model.post_layernorm.weight"],
-        Combine::Same,
-    )?;
-    plan(
-        "ln_post.bias",
-        vec!["vision_model.post_layernorm.bias"],
-        Combine::Same,
-    )?;
+    for (ours, hf) in &same {
+        plan(ours, vec![hf.as_str()], Combine::Same)?;
+    }
     plan("proj", vec!["visual_projection.weight"], Combine::Transpose)?;
     let extra: Vec<&String> = sd
         .keys()
