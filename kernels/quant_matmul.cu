@@ -28,26 +28,6 @@ namespace {
 
 constexpr int QGROUP = 128;  // int4 group size (src/quant.rs INT4_GROUP)
 
-template <typename T>
-struct QOut;
-template <>
-struct QOut<__half> {
-    static LAV2_DEV float load(const __half* p) { return __half2float(*p); }
-    static LAV2_DEV void store(__half* p, float v) { *p = __float2half_rn(v); }
-    static LAV2_DEV float2 load2(const __half* p) { return __half22float2(*reinterpret_cast<const __half2*>(p)); }
-    static LAV2_DEV void store2(__half* p, float a, float b) {
-        *reinterpret_cast<__half2*>(p) = __floats2half2_rn(a, b);
-    }
-    static constexpr int align2 = 4;
-};
-template <>
-struct QOut<float> {
-    static LAV2_DEV float load(const float* p) { return *p; }
-    static LAV2_DEV void store(float* p, float v) { *p = v; }
-    static LAV2_DEV float2 load2(const float* p) { return *reinterpret_cast<const float2*>(p); }
-    static LAV2_DEV void store2(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = make_float2(a, b); }
-    static constexpr int align2 = 8;
-};
 
 LAV2_DEV float qepilogue(float acc, int o, const __half* bias, const __half* scale) {
     if (bias) acc += __half2float(bias[o]);
@@ -247,8 +227,8 @@ LAV2_DEV void qgemv(const __half* __restrict__ x, const unsigned char* __restric
         if (lane == r && r < nr) {
             const long long idx = (long long)(r0 + r) * N + o;
             float v = qepilogue(acc[r], o, bias, out_scale);
-            if (residual) v += QOut<T>::load(residual + idx);
-            QOut<T>::store(y + idx, v);
+            if (residual) v += Out<T>::load(residual + idx);
+            Out<T>::store(y + idx, v);
         }
     }
 }
@@ -417,8 +397,8 @@ LAV2_DEV void qgemm_tc(const __half* __restrict__ A, const unsigned char* __rest
     }
     cp_async_wait<0>();
 
-    const bool pair_ok = (N & 1) == 0 && (reinterpret_cast<u64>(Y) % QOut<T>::align2) == 0 &&
-                         (!residual || (reinterpret_cast<u64>(residual) % QOut<T>::align2) == 0);
+    const bool pair_ok = (N & 1) == 0 && (reinterpret_cast<u64>(Y) % Out<T>::align2) == 0 &&
+                         (!residual || (reinterpret_cast<u64>(residual) % Out<T>::align2) == 0);
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
@@ -434,18 +414,18 @@ LAV2_DEV void qgemm_tc(const __half* __restrict__ A, const unsigned char* __rest
                 if (pair_ok) {  // N even and col even, so col + 1 < N as well
                     float v1 = qepilogue(acc[mt][nt][2 * h + 1], col + 1, bias, scale);
                     if (residual) {
-                        const float2 r = QOut<T>::load2(residual + idx);
+                        const float2 r = Out<T>::load2(residual + idx);
                         v0 += r.x;
                         v1 += r.y;
                     }
-                    QOut<T>::store2(Y + idx, v0, v1);
+                    Out<T>::store2(Y + idx, v0, v1);
                 } else {
-                    if (residual) v0 += QOut<T>::load(residual + idx);
-                    QOut<T>::store(Y + idx, v0);
+                    if (residual) v0 += Out<T>::load(residual + idx);
+                    Out<T>::store(Y + idx, v0);
                     if (col + 1 < N) {
                         float v1 = qepilogue(acc[mt][nt][2 * h + 1], col + 1, bias, scale);
-                        if (residual) v1 += QOut<T>::load(residual + idx + 1);
-                        QOut<T>::store(Y + idx + 1, v1);
+                        if (residual) v1 += Out<T>::load(residual + idx + 1);
+                        Out<T>::store(Y + idx + 1, v1);
                     }
                 }
             }
