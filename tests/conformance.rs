@@ -8,14 +8,6 @@ use lav2::io::image::load_image;
 use lav2::io::tokenizer::Tokenizer;
 use lav2::model::config::ChannelOrder;
 
-fn greedy(n: usize) -> SamplingOptions {
-    SamplingOptions {
-        temperature: 0.0,
-        max_new_tokens: n,
-        ..Default::default()
-    }
-}
-
 #[test]
 fn stories260k_greedy_matches_llama2c_byte_for_byte() {
     let Some(root) = conformance() else { return };

@@ -8,6 +8,8 @@
 //! - a mini fuzz mutates the fixtures and reads them back;
 //! - sentencepiece models convert to tokenizer.json files that tokenize as sentencepiece does.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -896,24 +898,6 @@ fn fnv1a64(b: &[u8]) -> String {
     format!("{h:016x}")
 }
 
-/// `$LAV2_CONFORMANCE` or ../shared/conformance; required under CI.
-fn conformance() -> Option<PathBuf> {
-    let dir = std::env::var_os("LAV2_CONFORMANCE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance"));
-    if dir.join("README.md").is_file() {
-        return Some(dir);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "conformance data not found at {} (CI=true: this is a failure)",
-            dir.display()
-        );
-    }
-    eprintln!("SKIPPED: conformance data not found at {}", dir.display());
-    None
-}
-
 /// The LLaMA vocabulary as a sentencepiece model, rebuilt from the conformance tokenizer.json
 /// exactly as scripts/make-convert-fixtures.py does (it checked those bytes against
 /// sentencepiece on every conformance case).
@@ -965,7 +949,9 @@ fn llama_model(tok: &serde_json::Value) -> SpModel {
 
 #[test]
 fn llama_tokenizer_model_converts_to_hugging_faces_tokenizer_json() {
-    let Some(root) = conformance() else { return };
+    let Some(root) = common::conformance() else {
+        return;
+    };
     let want = json(&root.join("llama-tokenizer/tokenizer.json"));
     let model = llama_model(&want);
     let bytes = model.to_bytes();

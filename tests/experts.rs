@@ -11,7 +11,7 @@ use std::process::Command;
 use clap::Parser;
 use common::*;
 use lav2::experts::{self, combine, run_experts, ExpertArgs, ExpertContext, ExpertOutput};
-use lav2::generate::{format_prompt, SamplingOptions, Template};
+use lav2::generate::{format_prompt, Template};
 use lav2::io::image::load_image;
 use lav2::io::tokenizer::Tokenizer;
 use lav2::model::config::ChannelOrder;
@@ -395,14 +395,6 @@ fn case2() -> Option<Case2> {
         expected: read_json(&dir.join("expected.json")),
         expected_st: dir.join("expected.safetensors"),
     })
-}
-
-fn greedy(n: usize) -> SamplingOptions {
-    SamplingOptions {
-        temperature: 0.0,
-        max_new_tokens: n,
-        ..Default::default()
-    }
 }
 
 #[test]

@@ -959,12 +959,11 @@ fn cuda_session(model: Model, graphs: bool) -> Option<Session> {
     Some(Session::new(model, Box::new(b)).unwrap())
 }
 
-fn greedy(n: usize) -> SamplingOptions {
+/// Greedy through EOS, so every compared run has the same length.
+fn greedy_fixed(n: usize) -> SamplingOptions {
     SamplingOptions {
-        temperature: 0.0,
-        max_new_tokens: n,
         ignore_eos: true,
-        ..Default::default()
+        ..greedy(n)
     }
 }
 
@@ -1012,10 +1011,10 @@ fn compare_model(
     let want = cs.forward(prompt, 0, true).unwrap();
     let got = gs.forward(prompt, 0, true).unwrap();
     assert_close(&format!("{what}: prefill logits"), &got, &want, TOL);
-    let want = generate::generate(&mut cs, prompt, &greedy(n_new), |_| Ok(()))
+    let want = generate::generate(&mut cs, prompt, &greedy_fixed(n_new), |_| Ok(()))
         .unwrap()
         .ids;
-    let got = generate::generate(&mut gs, prompt, &greedy(n_new), |_| Ok(()))
+    let got = generate::generate(&mut gs, prompt, &greedy_fixed(n_new), |_| Ok(()))
         .unwrap()
         .ids;
     assert_same_tokens(&format!("{what}: greedy"), &mut cs, prompt, &got, &want);
@@ -1112,10 +1111,10 @@ fn e2e_adapter_v2_cases() {
             &cs.forward(&tokens, 0, true).unwrap(),
             TOL,
         );
-        let got_ids = generate::generate(&mut gs, &tokens, &greedy(8), |_| Ok(()))
+        let got_ids = generate::generate(&mut gs, &tokens, &greedy_fixed(8), |_| Ok(()))
             .unwrap()
             .ids;
-        let cpu_ids = generate::generate(&mut cs, &tokens, &greedy(8), |_| Ok(()))
+        let cpu_ids = generate::generate(&mut cs, &tokens, &greedy_fixed(8), |_| Ok(()))
             .unwrap()
             .ids;
         assert_same_tokens(

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use lav2::generate::SamplingOptions;
 use lav2::model::weights::TensorFiles;
 use lav2::{LoadOptions, Model};
 
@@ -115,4 +116,13 @@ pub fn rel_l2(a: &[f32], b: &[f32]) -> f32 {
     let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
     let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
     (num / den.max(1e-30)).sqrt() as f32
+}
+
+/// Greedy decoding of `n` new tokens, stopping at EOS.
+pub fn greedy(n: usize) -> SamplingOptions {
+    SamplingOptions {
+        temperature: 0.0,
+        max_new_tokens: n,
+        ..Default::default()
+    }
 }
