@@ -29,7 +29,7 @@ use half::{bf16, f16};
 
 use super::{check_program, Backend, HostData, ProgramId};
 use crate::graph::plan::Plan;
-use crate::graph::{Elem, Graph, StateDesc, Storage, TensorId};
+use crate::graph::{Elem, Graph, StateDesc, Storage, TensorDesc, TensorId};
 use crate::tensor::{shape_str, Bytes, DType, HostTensor, Synthetic};
 use device::Device;
 use lower::{Arg, Check, DevElem, Launch, Lowerer, OpStep, Step, TensorLoc};
@@ -127,8 +127,8 @@ fn gib(b: usize) -> String {
 }
 
 impl CudaBackend {
-    /// Where a program's tensor lives, its element count and name, for reading it back.
-    fn readable(&self, program: ProgramId, tensor: TensorId) -> Result<(TensorLoc, usize, String)> {
+    /// Where a program's tensor lives on the device, with its description.
+    fn locate(&self, program: ProgramId, tensor: TensorId) -> Result<(TensorLoc, TensorDesc)> {
         check_program(self.programs.len(), program)?;
         self.dev.ctx.bind_to_thread()?;
         let p = &self.programs[program.0];
@@ -140,7 +140,7 @@ impl CudaBackend {
         let Some(loc) = p.locs[tensor.0] else {
             bail!("internal error: '{}' has no device location", desc.name);
         };
-        Ok((loc, desc.numel(), desc.name.clone()))
+        Ok((loc, desc.clone()))
     }
 
     /// Copies `n` elements of `T` from `loc` to the host once the queued work is done.
@@ -791,18 +791,10 @@ impl Backend for CudaBackend {
     }
 
     fn write_input(&mut self, program: ProgramId, tensor: TensorId, data: HostData) -> Result<()> {
-        check_program(self.programs.len(), program)?;
-        self.dev.ctx.bind_to_thread()?;
-        let p = &self.programs[program.0];
-        let desc = p
-            .graph
-            .tensors
-            .get(tensor.0)
-            .ok_or_else(|| anyhow!("internal error: unknown tensor {tensor:?}"))?;
-        let loc = match (desc.storage, p.locs[tensor.0]) {
-            (Storage::Input, Some(l)) => l,
-            _ => bail!("internal error: '{}' is not an input", desc.name),
-        };
+        let (loc, desc) = self.locate(program, tensor)?;
+        if desc.storage != Storage::Input {
+            bail!("internal error: '{}' is not an input", desc.name);
+        }
         let n = desc.numel();
         match data {
             HostData::I32(d) if loc.elem == DevElem::I32 && d.len() == n => {
@@ -858,7 +850,8 @@ impl Backend for CudaBackend {
     }
 
     fn read_f32(&mut self, program: ProgramId, tensor: TensorId) -> Result<Vec<f32>> {
-        let (loc, n, name) = self.readable(program, tensor)?;
+        let (loc, desc) = self.locate(program, tensor)?;
+        let (n, name) = (desc.numel(), desc.name);
         Ok(match loc.elem {
             DevElem::F16 => self
                 .copy_back::<u16>(loc, n)?
@@ -873,11 +866,11 @@ impl Backend for CudaBackend {
     }
 
     fn read_i32(&mut self, program: ProgramId, tensor: TensorId) -> Result<Vec<i32>> {
-        let (loc, n, name) = self.readable(program, tensor)?;
+        let (loc, desc) = self.locate(program, tensor)?;
         if loc.elem != DevElem::I32 {
-            bail!("internal error: '{name}' does not hold integers");
+            bail!("internal error: '{}' does not hold integers", desc.name);
         }
-        self.copy_back::<i32>(loc, n)
+        self.copy_back::<i32>(loc, desc.numel())
     }
 
     fn synchronize(&mut self) -> Result<()> {
