@@ -191,11 +191,11 @@ impl Backend for CpuBackend {
 
     fn run(&mut self, program: ProgramId) -> Result<()> {
         check_program(self.programs.len(), program)?;
-        let ops = self.programs[program.0].graph.ops.clone();
-        for op in &ops {
-            self.run_op(program, op)?;
-        }
-        Ok(())
+        // The ops are lent out for the run instead of cloned on every decode step.
+        let ops = std::mem::take(&mut self.programs[program.0].graph.ops);
+        let result = ops.iter().try_for_each(|op| self.run_op(program, op));
+        self.programs[program.0].graph.ops = ops;
+        result
     }
 
     fn synchronize(&mut self) -> Result<()> {
