@@ -46,7 +46,7 @@ fn decode(c: &mut Criterion) {
         let prompt: Vec<u32> = (0..CONTEXT as u32).map(|i| 1 + i % 1000).collect();
         s.forward(&prompt, 0, false).unwrap();
         group.throughput(Throughput::Bytes(
-            lav2::bench::decode_bytes(s.model(), act, CONTEXT) as u64,
+            lav2::bench::decode_bytes(s.model(), act, CONTEXT, 1) as u64,
         ));
         group.bench_function(format.name(), |b| {
             b.iter_custom(|iters| {

@@ -266,6 +266,7 @@ fn adapter_attention(c: &mut Criterion) {
             n_heads: HEADS,
             n_kv_heads: HEADS,
             head_dim: HEAD_DIM,
+            batch: 1,
         };
         if fused {
             g.push(args(Some(PromptKv { k: pk, v: pv, gate }), out));
@@ -285,6 +286,7 @@ fn adapter_attention(c: &mut Criterion) {
                 n_heads: HEADS,
                 n_kv_heads: HEADS,
                 head_dim: HEAD_DIM,
+                batch: 1,
             });
             g.push(Op::Add {
                 a: causal,

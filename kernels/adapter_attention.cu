@@ -6,6 +6,8 @@
 // Query t sits at absolute position start_pos + t and sees cache rows 0 ..= start_pos + t (the rows of
 // this step must already be written, see rope_kv_write_f16). Query head h reads kv head
 // h / (n_heads / n_kv_heads). prompt_len == 0 or prompt_k == nullptr gives plain causal attention.
+// Batched launches (grid z / y = sequence b, see each entry point): q and out hold b's rows at
+// b·T·n_heads·hd, its cache block starts at b·cache_stride elements; the prompt K/V are shared.
 // start_pos is read from device memory so a captured CUDA graph can be replayed every step.
 // All softmax math is f32 in the base-2 domain (scores pre-multiplied by scale·log2 e).
 //
@@ -424,14 +426,17 @@ LAV2_DEV void prompt_attend_block(const float* qs, const __half* pk, const __hal
 
 }  // namespace
 
-// grid (ceil(T / 64), n_heads), block 128, dynamic smem 640 * (roundup(head_dim, 16) + 8) bytes.
+// grid (ceil(T / 64), n_heads, batch), block 128, dynamic smem 640 * (roundup(head_dim, 16) + 8) bytes.
+// T is the tokens of one sequence.
 extern "C" __global__ void __launch_bounds__(PF_WARPS * 32)
     adapter_attention_prefill_f16(const __half* q, const __half* k_cache, const __half* v_cache,
                                   const __half* prompt_k, const __half* prompt_v, const float* gate,
                                   __half* out, const int* start_pos, int T, int n_heads, int n_kv_heads,
-                                  int head_dim, int prompt_len, float scale) {
-    attention_prefill<true>(q, k_cache, v_cache, prompt_k, prompt_v, gate, out, start_pos, T, n_heads,
-                            n_kv_heads, head_dim, prompt_len, scale);
+                                  int head_dim, int prompt_len, float scale, long long cache_stride) {
+    const long long rows = (long long)blockIdx.z * T * n_heads * head_dim;
+    const long long cache = (long long)blockIdx.z * cache_stride;
+    attention_prefill<true>(q + rows, k_cache + cache, v_cache + cache, prompt_k, prompt_v, gate, out + rows,
+                            start_pos, T, n_heads, n_kv_heads, head_dim, prompt_len, scale);
 }
 
 // Causal attention alone (benchmark baseline for the fused kernel); same launch as the prefill.
@@ -443,14 +448,15 @@ extern "C" __global__ void __launch_bounds__(PF_WARPS * 32)
                              n_kv_heads, head_dim, 0, scale);
 }
 
-// grid (n_splits, n_heads), block 128, no dynamic smem.
-// partial_acc [n_heads, n_splits, hd]: unnormalized Σ p·v of the split, p = 2^(s - m);
-// partial_ml [n_heads, n_splits, 2]: (m, l) with m the split's running max in the log2 domain and l
-// the Σ p. An empty split writes acc = 0, m = -1e30, l = 0.
+// grid (n_splits, n_heads, batch), block 128, no dynamic smem.
+// partial_acc [batch, n_heads, n_splits, hd]: unnormalized Σ p·v of the split, p = 2^(s - m);
+// partial_ml [batch, n_heads, n_splits, 2]: (m, l) with m the split's running max in the log2 domain
+// and l the Σ p. An empty split writes acc = 0, m = -1e30, l = 0.
 extern "C" __global__ void __launch_bounds__(DC_THREADS)
     adapter_attention_decode_split_f16(const __half* q, const __half* k_cache, const __half* v_cache,
                                        const int* start_pos, int n_heads, int n_kv_heads, int head_dim,
-                                       int n_splits, float* partial_acc, float* partial_ml, float scale) {
+                                       int n_splits, float* partial_acc, float* partial_ml, float scale,
+                                       long long cache_stride) {
     __shared__ float qs[DC_MAX_HD];
     __shared__ float ss[DC_TK];
     __shared__ float ps[DC_TK];
@@ -458,6 +464,12 @@ extern "C" __global__ void __launch_bounds__(DC_THREADS)
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int split = blockIdx.x, h = blockIdx.y;
     const int hd = head_dim;
+    const long long b = blockIdx.z;
+    q += b * n_heads * hd;
+    k_cache += b * cache_stride;
+    v_cache += b * cache_stride;
+    partial_acc += b * n_heads * n_splits * hd;
+    partial_ml += b * n_heads * n_splits * 2;
     const int kvh = h / (n_heads / n_kv_heads);
     const int L = *start_pos + 1;
     const int chunk = (L + n_splits - 1) / n_splits;
@@ -551,8 +563,9 @@ extern "C" __global__ void __launch_bounds__(DC_THREADS)
     }
 }
 
-// grid (n_heads), block 128, no dynamic smem. Merges the splits of adapter_attention_decode_split_f16
-// and adds gate[h] · softmax(q·K_Pᵀ·scale)·V_P. q is the same [1, n_heads, hd] query; out [1, n_heads, hd].
+// grid (n_heads, batch), block 128, no dynamic smem. Merges the splits of
+// adapter_attention_decode_split_f16 and adds gate[h] · softmax(q·K_Pᵀ·scale)·V_P. q is the same
+// [batch, n_heads, hd] query; out [batch, n_heads, hd].
 extern "C" __global__ void __launch_bounds__(DC_THREADS)
     adapter_attention_decode_reduce_f16(const float* partial_acc, const float* partial_ml,
                                         const __half* prompt_k, const __half* prompt_v, const float* gate,
@@ -561,6 +574,11 @@ extern "C" __global__ void __launch_bounds__(DC_THREADS)
     __shared__ float qs[DC_MAX_HD];
     __shared__ float ss[DC_THREADS];
     const int tid = threadIdx.x, h = blockIdx.x, hd = head_dim;
+    const long long b = blockIdx.y;
+    q += b * n_heads * hd;
+    out += b * n_heads * hd;
+    partial_acc += b * n_heads * n_splits * hd;
+    partial_ml += b * n_heads * n_splits * 2;
     const int kvh = h / (n_heads / n_kv_heads);
     const float* ml = partial_ml + (long long)h * n_splits * 2;
     const float* pa = partial_acc + (long long)h * n_splits * hd;

@@ -2,6 +2,8 @@
 //   q [T, n_heads, hd] is rotated in place; k, v [T, n_kv_heads, hd] are read, and the rotated k and
 //   the unchanged v are written to k_cache / v_cache [max_seq, n_kv_heads, hd] at rows start_pos + t.
 // Token t has position start_pos + t (start_pos read from device memory: CUDA-graph replayable).
+// A batch: the T rows are T / seq_len sequences of seq_len tokens; row t belongs to sequence
+// b = t / seq_len at position start_pos + t % seq_len, and its cache block starts at row b·cache_rows.
 // interleaved = 1 (Meta): pairs (2i, 2i+1); interleaved = 0 (HF rotate-half): pairs (i, i + hd/2).
 // inv_freq_i = 1 / theta^(2i/hd) and angle = pos * inv_freq_i in f32, exactly as torch builds its
 // tables, then precise sincosf: at positions in the thousands the fast __sinf is visibly off.
@@ -10,9 +12,17 @@
 
 using namespace lav2;
 
+namespace {
+// The cache row of token row t.
+LAV2_DEV long long cache_row(int t, int start_pos, int seq_len, int cache_rows) {
+    return (long long)(t / seq_len) * cache_rows + start_pos + t % seq_len;
+}
+}  // namespace
+
 extern "C" __global__ void rope_kv_write_f16(__half* q, const __half* k, const __half* v, __half* k_cache,
                                              __half* v_cache, const int* start_pos, int T, int n_heads,
-                                             int n_kv_heads, int head_dim, float theta, int interleaved) {
+                                             int n_kv_heads, int head_dim, float theta, int interleaved,
+                                             int seq_len, int cache_rows) {
     const int half_d = head_dim >> 1;
     const int sp = *start_pos;
     // Work items, one rotation pair (or one v pair) each: q pairs, then k pairs, then v pairs.
@@ -29,7 +39,7 @@ extern "C" __global__ void rope_kv_write_f16(__half* q, const __half* k, const _
             const long long th = u / half_d;  // t * n_kv_heads + head
             const int t = (int)(th / n_kv_heads), hh = (int)(th % n_kv_heads);
             const long long src = th * head_dim + 2 * i;
-            const long long dst = ((long long)(sp + t) * n_kv_heads + hh) * head_dim + 2 * i;
+            const long long dst = (cache_row(t, sp, seq_len, cache_rows) * n_kv_heads + hh) * head_dim + 2 * i;
             *reinterpret_cast<__half2*>(v_cache + dst) = *reinterpret_cast<const __half2*>(v + src);
             continue;
         }
@@ -41,7 +51,7 @@ extern "C" __global__ void rope_kv_write_f16(__half* q, const __half* k, const _
         const int t = (int)(th / nh);
 
         const float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
-        const float angle = (float)(sp + t) * inv_freq;
+        const float angle = (float)(sp + t % seq_len) * inv_freq;
         float sn, cs;
         sincosf(angle, &sn, &cs);
 
@@ -58,7 +68,7 @@ extern "C" __global__ void rope_kv_write_f16(__half* q, const __half* k, const _
             q[base + i1] = y1;
         } else {
             const int hh = (int)(th % n_kv_heads);
-            const long long dst = ((long long)(sp + t) * n_kv_heads + hh) * head_dim;
+            const long long dst = (cache_row(t, sp, seq_len, cache_rows) * n_kv_heads + hh) * head_dim;
             k_cache[dst + i0] = y0;
             k_cache[dst + i1] = y1;
         }

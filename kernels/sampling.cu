@@ -181,14 +181,17 @@ LAV2_DEV Crossing find_crossing(const float* logits, int vocab, float temperatur
 
 }  // namespace
 
-// grid 1, block 1024.
+// grid (rows), block 1024: one block per row of logits [rows, vocab], one token per row.
 extern "C" __global__ void __launch_bounds__(SP_THREADS) argmax_f32(const float* logits, int vocab, int* out_token) {
+    logits += (long long)blockIdx.x * vocab;
+    out_token += blockIdx.x;
     const ArgMax a = block_argmax(logits, vocab);
     if (threadIdx.x == 0) *out_token = a.i;
 }
 
-// grid 1, block 1024 (exactly), ~33 KB static shared memory, no scratch buffers.
-// uniform: device pointer to one f32 in [0, 1) (written by the host before each step / graph replay).
+// grid (rows), block 1024 (exactly), ~33 KB static shared memory, no scratch buffers: one block per
+// row of logits [rows, vocab]. uniform: device pointer to one f32 in [0, 1) per row (written by the
+// host before each step / graph replay).
 extern "C" __global__ void __launch_bounds__(SP_THREADS)
     top_p_sample_f32(const float* logits, int vocab, float temperature, float top_p, const float* uniform,
                      int* out_token) {
@@ -197,6 +200,10 @@ extern "C" __global__ void __launch_bounds__(SP_THREADS)
     __shared__ SelectState st;
     __shared__ u64 s_z;
     __shared__ int s_found;
+
+    logits += (long long)blockIdx.x * vocab;
+    uniform += blockIdx.x;
+    out_token += blockIdx.x;
 
     const ArgMax a = block_argmax(logits, vocab);
     if (!(temperature > 0.0f) || a.v == LAV2_POS_INF || a.v == LAV2_NEG_INF) {

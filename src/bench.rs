@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use crate::backend::{self, DeviceChoice};
-use crate::model::synthetic::{self, Preset};
+use crate::model::synthetic::{self, Preset, ShapeOverrides};
 use crate::model::Model;
 use crate::quant::QuantFormat;
 use crate::Session;
@@ -16,6 +16,8 @@ use crate::Session;
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
     pub preset: Option<String>,
+    /// Dimensions that replace the preset's.
+    pub shape: ShapeOverrides,
     pub device: DeviceChoice,
     pub formats: Vec<QuantFormat>,
     pub prefill_lens: Vec<usize>,
@@ -23,6 +25,7 @@ pub struct BenchOptions {
     /// Decode steps timed per context.
     pub decode_tokens: usize,
     pub repeats: usize,
+    /// Sequences decoded side by side (each with its own KV cache, one shared image).
     pub batch: usize,
     pub seed: u64,
     /// Run with the adapter, without it, or both.
@@ -41,11 +44,17 @@ pub struct Row {
     pub format: String,
     pub adapter: bool,
     pub step: String,
+    /// Sequences in the step.
+    pub batch: usize,
+    /// Tokens per sequence in the step.
     pub tokens: usize,
     pub context: usize,
+    /// Time of one step (all sequences).
     pub ms: f64,
+    /// Tokens of all sequences per second.
     pub tokens_per_s: f64,
-    /// Bytes a step must at least read and write (weights, KV cache, activations ignored).
+    /// Bytes a step must at least read and write (weights, KV cache, activations ignored),
+    /// over the tokens it produces.
     pub bytes_per_token: f64,
     /// Roofline time (bytes / copy bandwidth) over measured time.
     pub roofline_fraction: f64,
@@ -78,9 +87,10 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Bytes one decode step reads: every matrix once (in its stored format), the embedding row,
-/// norms and biases, and the KV cache up to `context` (plus prompt K/V with an adapter).
-pub fn decode_bytes(m: &Model, act_bytes: usize, context: usize) -> f64 {
+/// Bytes one decode step of `batch` sequences reads: every matrix once (in its stored format),
+/// norms and biases, and per sequence an embedding row and the KV cache up to `context` (plus
+/// the prompt K/V, shared by the batch, with an adapter).
+pub fn decode_bytes(m: &Model, act_bytes: usize, context: usize, batch: usize) -> f64 {
     let c = &m.config;
     let mut bytes = 0f64;
     for (name, t) in m.weights.names.iter().zip(&m.weights.tensors) {
@@ -97,8 +107,8 @@ pub fn decode_bytes(m: &Model, act_bytes: usize, context: usize) -> f64 {
             _ => (t.numel() * act_bytes) as f64,
         };
     }
-    bytes += (c.dim * act_bytes) as f64;
-    let kv = 2.0 * c.n_layers as f64 * context as f64 * c.kv_dim() as f64 * act_bytes as f64;
+    let per_seq_kv = 2.0 * c.n_layers as f64 * context as f64 * c.kv_dim() as f64;
+    let kv = batch as f64 * (per_seq_kv + c.dim as f64) * act_bytes as f64;
     let prompts = m.adapter.as_ref().map_or(0.0, |a| {
         2.0 * a.config.query_layer as f64
             * a.config.query_len as f64
@@ -113,14 +123,11 @@ fn progress(msg: &str) {
 }
 
 pub fn run(opts: &BenchOptions) -> Result<Report> {
-    if opts.batch != 1 {
-        bail!(
-            "--batch {}: lav2 decodes one sequence at a time; only --batch 1 is supported",
-            opts.batch
-        );
+    if opts.repeats == 0 || opts.decode_tokens == 0 || opts.batch == 0 {
+        bail!("--repeats, --decode-tokens and --batch must be positive");
     }
-    if opts.repeats == 0 || opts.decode_tokens == 0 {
-        bail!("--repeats and --decode-tokens must be positive");
+    if opts.prefill_lens.contains(&0) || opts.decode_contexts.contains(&0) {
+        bail!("--prefill and --contexts lengths must be positive");
     }
     let mut probe = backend::open(opts.device)?;
     let on_gpu = probe.act_bytes() == 2;
@@ -135,7 +142,8 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
         .copied()
         .max()
         .unwrap_or(128);
-    let preset: Preset = synthetic::preset(&preset_name, max_ctx + opts.decode_tokens + 1)?;
+    let preset: Preset = synthetic::preset(&preset_name, max_ctx + opts.decode_tokens + 1)?
+        .with_shape(&opts.shape)?;
     let device = probe.describe();
     progress(&format!("device {device}"));
     let bw = probe.copy_bandwidth(if on_gpu { 1 << 30 } else { 1 << 28 })?;
@@ -171,12 +179,14 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
             let model = synthetic::build(&preset, opts.seed, format, with_adapter);
             let backend = backend::open(opts.device)?;
             let act = backend.act_bytes();
-            let mut s = Session::new(model, backend)?;
+            let batch = opts.batch;
+            let mut s = Session::with_batch(model, backend, batch)?;
             let setup_s = t0.elapsed().as_secs_f64();
             progress(&format!("{label}: ready in {setup_s:.1} s"));
             let vocab = c.vocab_size as u32;
+            // A different prompt per sequence, sequence after sequence.
             let tokens = |n: usize| -> Vec<u32> {
-                (0..n as u32)
+                (0..(batch * n) as u32)
                     .map(|i| 1 + (i * 7919) % (vocab - 1))
                     .collect()
             };
@@ -208,17 +218,19 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
                 }
                 let ms = median(times);
                 // Prefill reads the weights once for all tokens.
-                let bytes = decode_bytes(s.model(), act, len) / len as f64;
+                let bytes = decode_bytes(s.model(), act, len, batch);
+                let n = (batch * len) as f64;
                 rows.push(Row {
                     format: fname.into(),
                     adapter: with_adapter,
                     step: "prefill".into(),
+                    batch,
                     tokens: len,
                     context: len,
                     ms,
-                    tokens_per_s: len as f64 / (ms / 1e3),
-                    bytes_per_token: bytes,
-                    roofline_fraction: bytes * len as f64 / bw / (ms / 1e3),
+                    tokens_per_s: n / (ms / 1e3),
+                    bytes_per_token: bytes / n,
+                    roofline_fraction: bytes / bw / (ms / 1e3),
                 });
                 if len == opts.prefill_lens[0] {
                     first_prefill_ms = ms;
@@ -230,25 +242,25 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
                 for r in 0..opts.repeats {
                     let t = Instant::now();
                     for i in 0..opts.decode_tokens {
-                        s.forward(
-                            &[1 + (i as u32 * 31 + r as u32) % (vocab - 1)],
-                            ctx + i,
-                            false,
-                        )?;
+                        let step: Vec<u32> = (0..batch as u32)
+                            .map(|b| 1 + (i as u32 * 31 + r as u32 + b * 7) % (vocab - 1))
+                            .collect();
+                        s.forward(&step, ctx + i, false)?;
                     }
                     times.push(t.elapsed().as_secs_f64() * 1e3 / opts.decode_tokens as f64);
                 }
                 let ms = median(times);
-                let bytes = decode_bytes(s.model(), act, ctx + opts.decode_tokens / 2);
+                let bytes = decode_bytes(s.model(), act, ctx + opts.decode_tokens / 2, batch);
                 rows.push(Row {
                     format: fname.into(),
                     adapter: with_adapter,
                     step: "decode".into(),
+                    batch,
                     tokens: 1,
                     context: ctx,
                     ms,
-                    tokens_per_s: 1e3 / ms,
-                    bytes_per_token: bytes,
+                    tokens_per_s: batch as f64 * 1e3 / ms,
+                    bytes_per_token: bytes / batch as f64,
                     roofline_fraction: bytes / bw / (ms / 1e3),
                 });
             }
@@ -262,7 +274,7 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
     }
     Ok(Report {
         device,
-        preset: preset.name.into(),
+        preset: preset.name.clone(),
         shape: format!(
             "dim {}, {} layers, {} heads ({} kv), ffn {}, vocab {}",
             c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.ffn_dim, c.vocab_size
@@ -281,14 +293,15 @@ impl Report {
              f16/f32 matmul {:.2} TFLOP/s, both measured in this run.\n\n",
             self.preset, self.device, self.shape, self.copy_bandwidth_gb_s, self.matmul_tflop_s
         );
-        s += "| weights | adapter | step | tokens | context | ms | tokens/s | MB/token | % of roofline |\n";
-        s += "|---|---|---|---:|---:|---:|---:|---:|---:|\n";
+        s += "| weights | adapter | step | batch | tokens | context | ms | tokens/s | MB/token | % of roofline |\n";
+        s += "|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n";
         for r in &self.rows {
             s += &format!(
-                "| {} | {} | {} | {} | {} | {:.3} | {:.1} | {:.2} | {:.1} |\n",
+                "| {} | {} | {} | {} | {} | {} | {:.3} | {:.1} | {:.2} | {:.1} |\n",
                 r.format,
                 if r.adapter { "yes" } else { "no" },
                 r.step,
+                r.batch,
                 r.tokens,
                 r.context,
                 r.ms,
@@ -306,8 +319,9 @@ impl Report {
             );
         }
         s += "\nRoofline: the bytes a step must move (every weight once in its stored format, the KV \
-              cache up to the context, the prompt K/V) divided by the copy bandwidth; the fraction is \
-              that ideal time over the measured time.\n";
+              cache up to the context of every sequence, the prompt K/V) divided by the copy \
+              bandwidth; the fraction is that ideal time over the measured time. `ms` is one step of \
+              the whole batch; tokens/s counts the tokens of every sequence.\n";
         s
     }
 }

@@ -156,9 +156,24 @@ struct BenchArgs {
     decode_tokens: usize,
     #[arg(long, default_value_t = 3)]
     repeats: usize,
-    /// Sequences per step (only 1 is supported).
+    /// Sequences decoded side by side, each with its own KV cache (one shared image).
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Model width, replacing the preset's (with --layers, --heads, --kv-heads, --ffn, --vocab).
+    #[arg(long)]
+    dim: Option<usize>,
+    #[arg(long)]
+    layers: Option<usize>,
+    #[arg(long)]
+    heads: Option<usize>,
+    /// Key/value heads (grouped-query attention); defaults to --heads when --heads is given.
+    #[arg(long)]
+    kv_heads: Option<usize>,
+    /// Hidden size of the feed-forward layers.
+    #[arg(long)]
+    ffn: Option<usize>,
+    #[arg(long)]
+    vocab: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Print JSON instead of the markdown table.
@@ -533,7 +548,7 @@ fn cmd_info(a: ModelArgs) -> Result<()> {
         model.weights.total_bytes()
     );
     // The planner's arenas: what one step needs beyond weights and KV cache.
-    let kv: usize = lav2::model::llama::states(&model)
+    let kv: usize = lav2::model::llama::states(&model, 1)
         .iter()
         .map(|st| st.shape.iter().product::<usize>())
         .sum();
@@ -544,7 +559,8 @@ fn cmd_info(a: ModelArgs) -> Result<()> {
         kv * 2
     );
     for t in [1, c.max_seq_len.min(512)] {
-        let g = lav2::model::llama::build_forward(&model, t, lav2::model::llama::Head::LastLogits);
+        let g =
+            lav2::model::llama::build_forward(&model, 1, t, lav2::model::llama::Head::LastLogits);
         let (a, b) = (Plan::new(&g, 4), Plan::new(&g, 2));
         println!(
             "  {} activations: {} / {} bytes (without reuse: {} / {})",
@@ -599,6 +615,14 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let opts = BenchOptions {
         preset: a.preset,
+        shape: lav2::model::synthetic::ShapeOverrides {
+            dim: a.dim,
+            layers: a.layers,
+            heads: a.heads,
+            kv_heads: a.kv_heads,
+            ffn: a.ffn,
+            vocab: a.vocab,
+        },
         device: a
             .device
             .parse()

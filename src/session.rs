@@ -33,6 +33,8 @@ impl From<Head> for HeadKey {
 pub struct Session {
     model: Model,
     backend: Box<dyn Backend>,
+    /// Sequences run side by side; every forward call takes this many.
+    batch: usize,
     /// Forward programs by token count and head; sampling heads by their parameters' bits.
     forward: HashMap<(usize, HeadKey), Program>,
     vision: Option<Program>,
@@ -40,9 +42,23 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(model: Model, mut backend: Box<dyn Backend>) -> Result<Session> {
+    /// A session for one sequence.
+    pub fn new(model: Model, backend: Box<dyn Backend>) -> Result<Session> {
+        Session::with_batch(model, backend, 1)
+    }
+
+    /// A session decoding `batch` sequences side by side, in lockstep: each has its own KV
+    /// cache, all share the adapter prompts (one image per session) and the positions.
+    pub fn with_batch(
+        model: Model,
+        mut backend: Box<dyn Backend>,
+        batch: usize,
+    ) -> Result<Session> {
+        if batch == 0 {
+            bail!("a session needs at least one sequence (batch 0)");
+        }
         backend.load_weights(&model.weights.tensors)?;
-        backend.alloc_states(&llama::states(&model))?;
+        backend.alloc_states(&llama::states(&model, batch))?;
         let prompt = match llama::build_prompt_graph(&model) {
             Some(g) => Some(Program::new(backend.as_mut(), g)?),
             None => None,
@@ -61,6 +77,7 @@ impl Session {
         let mut s = Session {
             model,
             backend,
+            batch,
             forward: HashMap::new(),
             vision,
             prompt,
@@ -72,6 +89,11 @@ impl Session {
 
     pub fn model(&self) -> &Model {
         &self.model
+    }
+
+    /// Sequences per forward call.
+    pub fn batch(&self) -> usize {
+        self.batch
     }
 
     pub fn backend(&self) -> &dyn Backend {
@@ -155,35 +177,44 @@ impl Session {
     }
 
     /// Runs `tokens` at positions `start_pos..`, filling the KV cache; returns logits
-    /// `[tokens.len(), vocab]` when `all_logits`, else the last row only.
+    /// `[tokens.len(), vocab]` when `all_logits`, else the last row of each sequence. With a
+    /// batch, `tokens` holds the sequences one after another, all of the same length, and the
+    /// logits come back in the same order.
     pub fn forward(
         &mut self,
         tokens: &[u32],
         start_pos: usize,
         all_logits: bool,
     ) -> Result<Vec<f32>> {
-        self.validate(tokens, start_pos)?;
+        let t = self.validate(tokens, start_pos)?;
         let head = if all_logits {
             Head::AllLogits
         } else {
             Head::LastLogits
         };
-        let chunks = chunk_lengths(tokens.len());
-        let mut logits = Vec::new();
+        let vocab = self.model.config.vocab_size;
+        let chunks = chunk_lengths(t);
+        let mut per_seq = vec![Vec::new(); self.batch];
         let (mut pos, mut done) = (start_pos, 0);
         for (i, &n) in chunks.iter().enumerate() {
-            let (program, out) = self.run_chunk(&tokens[done..done + n], pos, head, None)?;
+            let chunk = self.chunk_tokens(tokens, t, done, n);
+            let (program, out) = self.run_chunk(&chunk, n, pos, head, None)?;
             if all_logits || i + 1 == chunks.len() {
-                logits.extend(self.backend.read_f32(program, out)?);
+                let logits = self.backend.read_f32(program, out)?;
+                let rows = logits.len() / vocab / self.batch;
+                for (seq, rows) in per_seq.iter_mut().zip(logits.chunks(rows * vocab)) {
+                    seq.extend_from_slice(rows);
+                }
             }
             pos += n;
             done += n;
         }
-        Ok(logits)
+        Ok(per_seq.concat())
     }
 
     /// Runs `tokens` like [`Session::forward`] and picks the next token on the backend (argmax
     /// when `temperature` is 0, else top-p with `uniform`), reading back one id, not the logits.
+    /// A session of one sequence.
     pub fn next_token(
         &mut self,
         tokens: &[u32],
@@ -192,25 +223,72 @@ impl Session {
         top_p: f32,
         uniform: f32,
     ) -> Result<u32> {
-        self.validate(tokens, start_pos)?;
-        let chunks = chunk_lengths(tokens.len());
+        Ok(self.next_tokens(tokens, start_pos, temperature, top_p, &[uniform])?[0])
+    }
+
+    /// [`Session::next_token`] for every sequence of the batch: `tokens` as for
+    /// [`Session::forward`], one uniform number per sequence; one token per sequence back.
+    pub fn next_tokens(
+        &mut self,
+        tokens: &[u32],
+        start_pos: usize,
+        temperature: f32,
+        top_p: f32,
+        uniforms: &[f32],
+    ) -> Result<Vec<u32>> {
+        let t = self.validate(tokens, start_pos)?;
+        if uniforms.len() != self.batch {
+            bail!(
+                "{} uniform numbers for a batch of {} sequences",
+                uniforms.len(),
+                self.batch
+            );
+        }
+        let chunks = chunk_lengths(t);
         let (mut pos, mut done) = (start_pos, 0);
         for &n in &chunks[..chunks.len() - 1] {
-            self.run_chunk(&tokens[done..done + n], pos, Head::LastLogits, None)?;
+            let chunk = self.chunk_tokens(tokens, t, done, n);
+            self.run_chunk(&chunk, n, pos, Head::LastLogits, None)?;
             pos += n;
             done += n;
         }
         let head = Head::Sample { temperature, top_p };
-        let (program, out) = self.run_chunk(&tokens[done..], pos, head, Some(uniform))?;
-        let token = self.backend.read_i32(program, out)?[0];
-        u32::try_from(token).map_err(|_| anyhow::anyhow!("the backend sampled token {token}"))
+        let n = t - done;
+        let chunk = self.chunk_tokens(tokens, t, done, n);
+        let (program, out) = self.run_chunk(&chunk, n, pos, head, Some(uniforms))?;
+        self.backend
+            .read_i32(program, out)?
+            .into_iter()
+            .map(|token| {
+                u32::try_from(token)
+                    .map_err(|_| anyhow::anyhow!("the backend sampled token {token}"))
+            })
+            .collect()
     }
 
-    fn validate(&self, tokens: &[u32], start_pos: usize) -> Result<()> {
+    /// Tokens `done .. done + n` of every sequence (each `t` long), sequence-major.
+    fn chunk_tokens(&self, tokens: &[u32], t: usize, done: usize, n: usize) -> Vec<u32> {
+        tokens
+            .chunks(t)
+            .flat_map(|seq| &seq[done..done + n])
+            .copied()
+            .collect()
+    }
+
+    /// Checks a call's tokens and positions; returns the tokens per sequence.
+    fn validate(&self, tokens: &[u32], start_pos: usize) -> Result<usize> {
         let c = &self.model.config;
         if tokens.is_empty() {
             bail!("no tokens to run");
         }
+        if !tokens.len().is_multiple_of(self.batch) {
+            bail!(
+                "{} tokens do not split into {} sequences of equal length",
+                tokens.len(),
+                self.batch
+            );
+        }
+        let t = tokens.len() / self.batch;
         if let Some((i, id)) = tokens
             .iter()
             .enumerate()
@@ -221,33 +299,34 @@ impl Session {
                 c.vocab_size
             );
         }
-        if start_pos + tokens.len() > c.max_seq_len {
+        if start_pos + t > c.max_seq_len {
             bail!(
-                "{} tokens from position {start_pos} do not fit the context of {} tokens",
-                tokens.len(),
+                "{t} tokens from position {start_pos} do not fit the context of {} tokens",
                 c.max_seq_len
             );
         }
-        Ok(())
+        Ok(t)
     }
 
-    /// Runs one chunk (a planned shape) and returns the program and its output tensor.
+    /// Runs one chunk of `t` tokens per sequence (a planned shape) and returns the program and
+    /// its output tensor.
     fn run_chunk(
         &mut self,
         tokens: &[u32],
+        t: usize,
         start_pos: usize,
         head: Head,
-        uniform: Option<f32>,
+        uniforms: Option<&[f32]>,
     ) -> Result<(ProgramId, TensorId)> {
         // A single token's last row is all its rows: share the program.
-        let head = if tokens.len() == 1 && head == Head::AllLogits {
+        let head = if t == 1 && head == Head::AllLogits {
             Head::LastLogits
         } else {
             head
         };
-        let key = (tokens.len(), HeadKey::from(head));
+        let key = (t, HeadKey::from(head));
         if !self.forward.contains_key(&key) {
-            let g = llama::build_forward(&self.model, key.0, head);
+            let g = llama::build_forward(&self.model, self.batch, t, head);
             let p = Program::new(self.backend.as_mut(), g)?;
             self.forward.insert(key, p);
         }
@@ -255,8 +334,8 @@ impl Session {
         let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
         p.set_i32(self.backend.as_mut(), llama::TOKENS, &ids)?;
         p.set_i32(self.backend.as_mut(), llama::START_POS, &[start_pos as i32])?;
-        if let Some(u) = uniform {
-            p.set_f32(self.backend.as_mut(), llama::UNIFORM, &[u])?;
+        if let Some(u) = uniforms {
+            p.set_f32(self.backend.as_mut(), llama::UNIFORM, u)?;
         }
         p.run(self.backend.as_mut())?;
         Ok((p.id, p.graph.outputs[0]))

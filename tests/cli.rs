@@ -492,9 +492,85 @@ fn bench_reports_every_field_with_roofline_ratios() {
     let bad = lav2(&["bench", "--preset", "70b", "--device", "cpu"]);
     assert_clean_error(&bad, &["unknown preset '70b'"]);
     assert_clean_error(
-        &lav2(&["bench", "--batch", "4", "--device", "cpu"]),
-        &["--batch 4"],
+        &lav2(&["bench", "--batch", "0", "--device", "cpu"]),
+        &["--batch"],
     );
+    assert_clean_error(
+        &lav2(&["bench", "--dim", "130", "--heads", "4", "--device", "cpu"]),
+        &["--dim 130", "4 heads"],
+    );
+    assert_clean_error(
+        &lav2(&[
+            "bench",
+            "--heads",
+            "8",
+            "--kv-heads",
+            "3",
+            "--device",
+            "cpu",
+        ]),
+        &["--kv-heads 3"],
+    );
+}
+
+/// `--batch` decodes several sequences per step, and explicit dimensions replace the preset's:
+/// a batch of 3 moves 3 tokens per step for one read of the weights.
+#[test]
+fn bench_takes_a_batch_and_an_explicit_shape() {
+    let out = lav2(&[
+        "bench",
+        "--device",
+        "cpu",
+        "--quant",
+        "int8",
+        "--adapter",
+        "with",
+        "--batch",
+        "3",
+        "--dim",
+        "128",
+        "--layers",
+        "3",
+        "--heads",
+        "4",
+        "--kv-heads",
+        "2",
+        "--ffn",
+        "320",
+        "--vocab",
+        "1000",
+        "--prefill",
+        "8",
+        "--contexts",
+        "16",
+        "--decode-tokens",
+        "2",
+        "--repeats",
+        "1",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["shape"],
+        "dim 128, 3 layers, 4 heads (2 kv), ffn 320, vocab 1000"
+    );
+    assert_eq!(v["preset"], "tiny (custom)");
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        assert_eq!(r["batch"], 3, "{r}");
+        let (ms, tps) = (
+            r["ms"].as_f64().unwrap(),
+            r["tokens_per_s"].as_f64().unwrap(),
+        );
+        let tokens = 3.0 * r["tokens"].as_f64().unwrap();
+        assert!((tps * ms / 1e3 - tokens).abs() < 1e-6 * tokens, "{r}");
+    }
 }
 
 /// The whole path a user with the authors' files takes: convert the Meta base (with its

@@ -162,6 +162,7 @@ fn adapter_attention_matches_f64() {
         n_kv_heads: kv_heads,
         head_dim: hd,
         prompt: Some((&pk, &pv, &gate)),
+        batch: 1,
     };
     let mut out = vec![f32::NAN; t * heads * hd];
     attention::adapter_attention(&args, &q, &kc, &vc, &mut out);
@@ -228,6 +229,7 @@ fn rope_layouts_agree_up_to_the_row_permutation() {
             head_dim: hd,
             theta: 10000.0,
             interleaved,
+            batch: 1,
         };
         attention::rope_kv_write(&a, &mut q, &kv, &kv, &mut kc, &mut vc);
         q
@@ -251,6 +253,7 @@ fn rope_layouts_agree_up_to_the_row_permutation() {
         head_dim: hd,
         theta: 10000.0,
         interleaved: true,
+        batch: 1,
     };
     attention::rope_kv_write(&a, &mut q0, &kv, &kv, &mut kc, &mut vc);
     assert_eq!(q0, q[..heads * hd]);

@@ -583,10 +583,13 @@ fn op_add_same_size_and_broadcast() {
 #[test]
 fn op_concat_and_slice_rows() {
     let mut rng = Rng::new(seed("op_concat_and_slice_rows"));
-    for (ra, rb, d, start, take) in shapes(&[
-        (1, 3, 8, 1, 2),
-        (10, 257, 768, 5, 10),
-        (1, 256, 1024, 0, 257),
+    for (ra, rb, d, start, take, step) in shapes(&[
+        (1, 3, 8, 1, 2, 1),
+        (10, 257, 768, 5, 10, 1),
+        (1, 256, 1024, 0, 257, 1),
+        // The last row of each of 4 sequences of 4 tokens.
+        (8, 8, 512, 3, 4, 4),
+        (3, 4, 4096, 0, 7, 1),
     ]) {
         let mut g = Graph::new("concat_slice");
         let a = g.weight("a", &[ra, d], Elem::Act, 0);
@@ -597,12 +600,13 @@ fn op_concat_and_slice_rows() {
         g.push(Op::SliceRows {
             x: cat,
             start,
+            step,
             out: sl,
         });
         g.mark_output(cat);
         g.mark_output(sl);
         let mut c = Case::new(
-            format!("concat {ra}+{rb} rows of {d}, slice {start}..+{take}"),
+            format!("concat {ra}+{rb} rows of {d}, slice {take} rows from {start} by {step}"),
             g,
         );
         c.weights.push(tensor(&[ra, d], rnd(&mut rng, ra * d, 1.0)));
@@ -666,6 +670,14 @@ struct AttnShape {
     hd: usize,
     /// 0: no prompt.
     plen: usize,
+    /// Sequences side by side, each `t` tokens at `start` with its own `max_seq` cache rows.
+    batch: usize,
+}
+
+impl AttnShape {
+    const fn x(self, batch: usize) -> AttnShape {
+        AttnShape { batch, ..self }
+    }
 }
 
 const fn at(
@@ -685,6 +697,7 @@ const fn at(
         kv,
         hd,
         plen,
+        batch: 1,
     }
 }
 
@@ -695,6 +708,8 @@ const ROPE_SHAPES: &[AttnShape] = &[
     at(1, 2047, 2048, 32, 32, 128, 0),
     at(3, 4000, 4096, 8, 8, 64, 0),
     at(2, 10, 64, 4, 2, 6, 0),
+    at(5, 3, 64, 8, 2, 64, 0).x(3),
+    at(1, 100, 128, 4, 4, 128, 0).x(8),
 ];
 
 #[test]
@@ -703,23 +718,24 @@ fn op_rope_kv_write() {
     for s in shapes(ROPE_SHAPES) {
         for (interleaved, theta) in [(true, 10000.0f32), (false, 500000.0f32)] {
             let AttnShape {
-                t,
                 start,
                 max_seq,
                 heads,
                 kv,
                 hd,
+                batch,
                 ..
             } = s;
+            let t = s.t * batch;
             let states = vec![
                 StateDesc {
                     name: "k_cache".into(),
-                    shape: vec![max_seq, kv, hd],
+                    shape: vec![batch, max_seq, kv, hd],
                     elem: Elem::Act,
                 },
                 StateDesc {
                     name: "v_cache".into(),
-                    shape: vec![max_seq, kv, hd],
+                    shape: vec![batch, max_seq, kv, hd],
                     elem: Elem::Act,
                 },
             ];
@@ -742,6 +758,7 @@ fn op_rope_kv_write() {
                 head_dim: hd,
                 theta,
                 interleaved,
+                batch,
             });
             g.mark_output(q);
             g.mark_output(k_cache);
@@ -772,7 +789,12 @@ fn fill_states(states: &[StateDesc], rng: &mut Rng) -> (Graph, Vec<(String, Data
         let name = format!("{}_in", s.name);
         let x = g.input(&name, &[rows, cols], Elem::Act);
         let out = g.state(&flat, i);
-        g.push(Op::SliceRows { x, start: 0, out });
+        g.push(Op::SliceRows {
+            x,
+            start: 0,
+            step: 1,
+            out,
+        });
         inputs.push((name, Data::F32(rnd(rng, rows * cols, 2.0))));
     }
     (g, inputs)
@@ -780,23 +802,26 @@ fn fill_states(states: &[StateDesc], rng: &mut Rng) -> (Graph, Vec<(String, Data
 
 fn attention_case(rng: &mut Rng, s: AttnShape) -> Case {
     let AttnShape {
-        t,
         start,
         max_seq,
         heads,
         kv,
         hd,
         plen,
+        batch,
+        ..
     } = s;
-    let desc = |name: &str, rows: usize| StateDesc {
+    let t = s.t * batch;
+    let desc = |name: &str, shape: &[usize]| StateDesc {
         name: name.into(),
-        shape: vec![rows, kv, hd],
+        shape: shape.to_vec(),
         elem: Elem::Act,
     };
-    let mut states = vec![desc("k_cache", max_seq), desc("v_cache", max_seq)];
+    let cache = [batch, max_seq, kv, hd];
+    let mut states = vec![desc("k_cache", &cache), desc("v_cache", &cache)];
     if plen > 0 {
-        states.push(desc("prompt_k", plen));
-        states.push(desc("prompt_v", plen));
+        states.push(desc("prompt_k", &[plen, kv, hd]));
+        states.push(desc("prompt_v", &[plen, kv, hd]));
     }
     let mut g = Graph::new("attention");
     let q = g.input("q", &[t, heads * hd], Elem::Act);
@@ -823,6 +848,7 @@ fn attention_case(rng: &mut Rng, s: AttnShape) -> Case {
         n_heads: heads,
         n_kv_heads: kv,
         head_dim: hd,
+        batch,
     });
     g.mark_output(out);
     // Scores of a few units, as trained models have (q·k/√d with |q|, |k| ~ √d).
@@ -850,6 +876,12 @@ const ATTN_SHAPES: &[AttnShape] = &[
     at(17, 300, 512, 6, 3, 96, 5),
     at(1, 33, 64, 4, 4, 256, 3),
     at(40, 3, 64, 2, 1, 256, 3),
+    // Batches: decode (split count shrinks with the batch) and prefill, with and without prompts.
+    at(1, 100, 256, 8, 2, 64, 10).x(3),
+    at(1, 2047, 2048, 32, 32, 128, 10).x(4),
+    at(1, 0, 64, 4, 4, 64, 0).x(2),
+    at(33, 5, 128, 4, 4, 64, 10).x(3),
+    at(70, 0, 128, 8, 2, 128, 0).x(2),
 ];
 
 #[test]
@@ -1163,7 +1195,7 @@ fn e2e_cuda_graph_decode_equals_eager() {
         b.set_cuda_graphs(graphs);
         let model = synthetic::build(&p, seed, QuantFormat::None, true);
         b.load_weights(&model.weights.tensors).unwrap();
-        b.alloc_states(&llama::states(&model)).unwrap();
+        b.alloc_states(&llama::states(&model, 1)).unwrap();
         if let Some(g) = llama::build_prompt_graph(&model) {
             let pg = Program::new(&mut b, g).unwrap();
             let n = pg
@@ -1176,7 +1208,7 @@ fn e2e_cuda_graph_decode_equals_eager() {
         }
         let prefill = Program::new(
             &mut b,
-            llama::build_forward(&model, 5, llama::Head::LastLogits),
+            llama::build_forward(&model, 1, 5, llama::Head::LastLogits),
         )
         .unwrap();
         prefill
@@ -1187,7 +1219,7 @@ fn e2e_cuda_graph_decode_equals_eager() {
         let mut tok = generate::argmax(&prefill.output(&mut b, 0).unwrap()) as i32;
         let decode = Program::new(
             &mut b,
-            llama::build_forward(&model, 1, llama::Head::AllLogits),
+            llama::build_forward(&model, 1, 1, llama::Head::AllLogits),
         )
         .unwrap();
         let mut all = Vec::new();
@@ -1274,6 +1306,59 @@ fn e2e_synthetic_tiny_preset() {
     }
 }
 
+/// Three sequences side by side on the GPU against the same batch on the CPU: prefill logits,
+/// decode steps (replayed from a CUDA graph at batch 3), the last rows of a multi-token step and
+/// the tokens picked on the device per sequence.
+#[test]
+fn e2e_batched_session_matches_the_cpu() {
+    let p = synthetic::preset("tiny", 128).unwrap();
+    let seed = seed("e2e_batched_session_matches_the_cpu");
+    let mut rng = Rng::new(seed);
+    let model = || synthetic::build(&p, seed, QuantFormat::Int8, true);
+    let Some(b) = gpu() else { return };
+    let mut gs = Session::with_batch(model(), Box::new(b), 3).unwrap();
+    let mut cs = Session::with_batch(model(), Box::new(CpuBackend::new()), 3).unwrap();
+    let size = cs.image_size().unwrap();
+    let vq = cs
+        .visual_query(&rnd(&mut rng, 3 * size * size, 2.0))
+        .unwrap();
+    gs.set_visual_query(Some(&vq)).unwrap();
+    cs.set_visual_query(Some(&vq)).unwrap();
+    let mut token = || 3 + (rng.next_u64() % 4000) as u32;
+    let prompt: Vec<u32> = (0..3 * 12).map(|_| token()).collect();
+    assert_close(
+        "batch 3: prefill logits",
+        &gs.forward(&prompt, 0, true).unwrap(),
+        &cs.forward(&prompt, 0, true).unwrap(),
+        TOL,
+    );
+    for pos in 12..16 {
+        let step: Vec<u32> = (0..3).map(|_| token()).collect();
+        assert_close(
+            &format!("batch 3: decode at {pos}"),
+            &gs.forward(&step, pos, false).unwrap(),
+            &cs.forward(&step, pos, false).unwrap(),
+            TOL,
+        );
+    }
+    let step: Vec<u32> = (0..3 * 4).map(|_| token()).collect();
+    let want = cs.forward(&step, 16, false).unwrap();
+    assert_close(
+        "batch 3: last rows of a 4-token step",
+        &gs.forward(&step, 16, false).unwrap(),
+        &want,
+        TOL,
+    );
+    let picked = gs.next_tokens(&step, 16, 0.0, 1.0, &[0.0; 3]).unwrap();
+    let vocab = want.len() / 3;
+    for (b, row) in want.chunks(vocab).enumerate() {
+        // f16 logits may swap a near tie; a clear winner must be picked.
+        if top2_margin(row) > 0.05 {
+            assert_eq!(picked[b], generate::argmax(row), "sequence {b}");
+        }
+    }
+}
+
 /// Errors the CPU reference reports must be errors here too, not out-of-bounds writes.
 #[test]
 fn e2e_positions_past_the_cache_are_rejected() {
@@ -1281,10 +1366,10 @@ fn e2e_positions_past_the_cache_are_rejected() {
     let model = synthetic::build(&p, 1, QuantFormat::None, false);
     let Some(mut b) = gpu() else { return };
     b.load_weights(&model.weights.tensors).unwrap();
-    b.alloc_states(&llama::states(&model)).unwrap();
+    b.alloc_states(&llama::states(&model, 1)).unwrap();
     let decode = Program::new(
         &mut b,
-        llama::build_forward(&model, 1, llama::Head::AllLogits),
+        llama::build_forward(&model, 1, 1, llama::Head::AllLogits),
     )
     .unwrap();
     decode.set_i32(&mut b, llama::TOKENS, &[1]).unwrap();
@@ -1307,10 +1392,12 @@ fn op_sample_token_on_device() {
     let mut rng = Rng::new(seed("op_sample_token_on_device"));
     for vocab in shapes(&[199usize, 32000, 128256]) {
         for (temperature, top_p) in [(0.0f32, 1.0f32), (0.8, 0.9), (0.1, 0.75), (1.0, 1.0)] {
+            // Two rows: one block per row, each with its own uniform number.
+            let rows = 2;
             let mut g = Graph::new("sample");
-            let logits = g.input("logits", &[1, vocab], Elem::F32);
-            let uniform = g.input("uniform", &[1], Elem::F32);
-            let out = g.activation_i32("token", &[1]);
+            let logits = g.input("logits", &[rows, vocab], Elem::F32);
+            let uniform = g.input("uniform", &[rows], Elem::F32);
+            let out = g.activation_i32("token", &[rows]);
             g.push(Op::SampleToken {
                 logits,
                 uniform,
@@ -1319,23 +1406,22 @@ fn op_sample_token_on_device() {
                 top_p,
             });
             g.mark_output(out);
-            let values = rnd(&mut rng, vocab, 8.0);
-            let u = [rng.uniform() as f32];
-            let pick = |b: &mut dyn Backend| -> i32 {
+            let values = rnd(&mut rng, rows * vocab, 8.0);
+            let u: Vec<f32> = (0..rows).map(|_| rng.uniform() as f32).collect();
+            let pick = |b: &mut dyn Backend| -> Vec<i32> {
                 b.load_weights(&[]).unwrap();
                 b.alloc_states(&[]).unwrap();
                 let p = Program::new(b, g.clone()).unwrap();
                 p.set_f32(b, "logits", &values).unwrap();
                 p.set_f32(b, "uniform", &u).unwrap();
                 p.run(b).unwrap();
-                b.read_i32(p.id, out).unwrap()[0]
+                b.read_i32(p.id, out).unwrap()
             };
             let want = pick(&mut lav2::backend::cpu::CpuBackend::new());
             let got = pick(&mut gpu().unwrap());
             assert_eq!(
                 got, want,
-                "vocab {vocab}, T {temperature}, p {top_p}, u {}",
-                u[0]
+                "vocab {vocab}, T {temperature}, p {top_p}, u {u:?}"
             );
         }
     }

@@ -264,3 +264,68 @@ fn prompts_of_any_length_plan_a_bounded_number_of_graphs() {
         .count();
     assert_eq!(forward_graphs, 7);
 }
+
+/// A batched session runs its sequences exactly as separate sessions would: prefill (in
+/// chunks, with all logits), decode steps, and device-side sampling, with an adapter and image.
+#[test]
+fn a_batch_equals_its_sequences_run_alone() {
+    let Some(root) = conformance() else { return };
+    let dir = root.join("adapter-v2").join("case-2");
+    let model = || load(&dir.join("base"), Some(&dir.join("adapter")));
+    let cpu = || Box::new(lav2::backend::cpu::CpuBackend::new());
+    let (_, pixels) = read_tensor(&dir.join("expected.safetensors"), "pixels");
+    let tokens = ids(&read_json(&dir.join("expected.json"))["tokens"]);
+    let vocab = model().config.vocab_size;
+    // Three prompts of the same length (a 3-token prompt needs two chunks: 2 + 1).
+    let prompts: Vec<Vec<u32>> = (0..3)
+        .map(|b| (0..3).map(|i| tokens[(b * 3 + i) % tokens.len()]).collect())
+        .collect();
+    let mut batched = lav2::Session::with_batch(model(), cpu(), 3).unwrap();
+    let vq = batched.visual_query(&pixels).unwrap();
+    batched.set_visual_query(Some(&vq)).unwrap();
+    let all = batched.forward(&prompts.concat(), 0, true).unwrap();
+    let next = batched
+        .next_tokens(&[5, 6, 7], 3, 0.0, 1.0, &[0.0; 3])
+        .unwrap();
+    let sampled = batched
+        .next_tokens(&next, 4, 0.9, 0.8, &[0.1, 0.5, 0.9])
+        .unwrap();
+    let last = batched.forward(&sampled, 5, false).unwrap();
+    assert_eq!(all.len(), 3 * 3 * vocab);
+    assert_eq!(last.len(), 3 * vocab);
+    for (b, prompt) in prompts.iter().enumerate() {
+        let mut alone = cpu_session(model());
+        alone.set_visual_query(Some(&vq)).unwrap();
+        let want = alone.forward(prompt, 0, true).unwrap();
+        let got = &all[b * 3 * vocab..(b + 1) * 3 * vocab];
+        assert!(max_abs_diff(got, &want) <= 1e-5, "sequence {b}: prefill");
+        let t = alone.next_token(&[5 + b as u32], 3, 0.0, 1.0, 0.0).unwrap();
+        assert_eq!(next[b], t, "sequence {b}: greedy token");
+        let u = [0.1, 0.5, 0.9][b];
+        let t = alone.next_token(&[t], 4, 0.9, 0.8, u).unwrap();
+        assert_eq!(sampled[b], t, "sequence {b}: sampled token");
+        let want = alone.forward(&[t], 5, false).unwrap();
+        let got = &last[b * vocab..(b + 1) * vocab];
+        assert!(max_abs_diff(got, &want) <= 1e-5, "sequence {b}: decode");
+    }
+    // Last rows of a multi-token step (every sequence's last token), as logits and sampled.
+    let pairs: Vec<u32> = prompts.iter().flat_map(|p| p[..2].to_vec()).collect();
+    let last = batched.forward(&pairs, 0, false).unwrap();
+    let picked = batched.next_tokens(&pairs, 0, 0.0, 1.0, &[0.0; 3]).unwrap();
+    for (b, prompt) in prompts.iter().enumerate() {
+        let mut alone = cpu_session(model());
+        alone.set_visual_query(Some(&vq)).unwrap();
+        let want = alone.forward(&prompt[..2], 0, false).unwrap();
+        let got = &last[b * vocab..(b + 1) * vocab];
+        assert!(max_abs_diff(got, &want) <= 1e-5, "sequence {b}: last row");
+        assert_eq!(picked[b], lav2::generate::argmax(&want), "sequence {b}");
+    }
+    // Inputs that do not split over the batch are refused with the reason.
+    let err = batched.forward(&[1, 2], 0, false).unwrap_err();
+    assert!(format!("{err:#}").contains("3 sequences"), "{err:#}");
+    let err = batched
+        .next_tokens(&[1, 2, 3], 0, 0.0, 1.0, &[0.0])
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("uniform"), "{err:#}");
+    assert!(lav2::Session::with_batch(model(), cpu(), 0).is_err());
+}

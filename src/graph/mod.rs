@@ -109,6 +109,8 @@ pub enum Op {
         out: TensorId,
     },
     /// Rotates `q` in place and `k`, and writes `k`, `v` to cache rows `start_pos + t`.
+    /// With `batch` sequences the rows of `q`, `k`, `v` are `batch` blocks of `t` tokens, and
+    /// the caches `[batch, max_seq, n_kv_heads, head_dim]` hold one block per sequence.
     RopeKvWrite {
         q: TensorId,
         k: TensorId,
@@ -121,9 +123,11 @@ pub enum Op {
         head_dim: usize,
         theta: f32,
         interleaved: bool,
+        batch: usize,
     },
     /// Causal attention of `q` over the cache up to each query's position, plus the gated
-    /// separate-softmax attention over the prompt K/V when `prompt` is given.
+    /// separate-softmax attention over the prompt K/V when `prompt` is given. With `batch`
+    /// sequences, row block `b` of `q` reads cache block `b`; the prompt K/V are shared.
     AdapterAttention {
         q: TensorId,
         k_cache: TensorId,
@@ -134,6 +138,7 @@ pub enum Op {
         n_heads: usize,
         n_kv_heads: usize,
         head_dim: usize,
+        batch: usize,
     },
     LayerNorm {
         x: TensorId,
@@ -158,10 +163,12 @@ pub enum Op {
         b: TensorId,
         out: TensorId,
     },
-    /// `out = x[start .. start + out.rows]`.
+    /// `out[j] = x[start + j·step]`: contiguous rows with `step` 1, the last token of every
+    /// sequence of a batch with `step` = tokens per sequence.
     SliceRows {
         x: TensorId,
         start: usize,
+        step: usize,
         out: TensorId,
     },
     /// `[3, S, S]` image → `[(S/p)², 3·p·p]` patches ordered (channel, row, column).
@@ -176,9 +183,9 @@ pub enum Op {
         out: TensorId,
         n_heads: usize,
     },
-    /// Picks the next token from one row of f32 logits on the device, so a decode step copies
-    /// back one id: argmax when `temperature` is 0, else the authors' top-p rule with the
-    /// uniform number in `uniform`.
+    /// Picks the next token from each row of f32 logits on the device (one row per sequence),
+    /// so a decode step copies back one id per sequence: argmax when `temperature` is 0, else
+    /// the authors' top-p rule with that row's uniform number in `uniform`.
     SampleToken {
         logits: TensorId,
         uniform: TensorId,
@@ -489,6 +496,7 @@ impl Graph {
                 n_heads,
                 n_kv_heads,
                 head_dim,
+                batch,
                 ..
             } => {
                 let (t, qd) = rows_cols(*q)?;
@@ -501,20 +509,27 @@ impl Graph {
                 if sh(*k_cache).last() != Some(head_dim) {
                     return Err("cache rows must end in head_dim".into());
                 }
+                self.check_batch(t, *batch, *k_cache, n_kv_heads * head_dim)?;
             }
             Op::AdapterAttention {
                 q,
+                k_cache,
+                v_cache,
                 out,
                 n_heads,
+                n_kv_heads,
                 head_dim,
                 prompt,
+                batch,
                 ..
             } => {
                 same(*q, *out)?;
-                let (_, qd) = rows_cols(*q)?;
+                same(*k_cache, *v_cache)?;
+                let (t, qd) = rows_cols(*q)?;
                 if qd != n_heads * head_dim {
                     return Err("q width disagrees with the head count".into());
                 }
+                self.check_batch(t, *batch, *k_cache, n_kv_heads * head_dim)?;
                 if let Some(p) = prompt {
                     same(p.k, p.v)?;
                     if self.desc(p.gate).numel() != *n_heads {
@@ -552,10 +567,15 @@ impl Graph {
                     return Err("row concatenation shapes disagree".into());
                 }
             }
-            Op::SliceRows { x, start, out } => {
+            Op::SliceRows {
+                x,
+                start,
+                step,
+                out,
+            } => {
                 let (rx, cx) = rows_cols(*x)?;
                 let (ro, co) = rows_cols(*out)?;
-                if cx != co || start + ro > rx {
+                if cx != co || *step == 0 || ro == 0 || start + (ro - 1) * step >= rx {
                     return Err("slice is out of range".into());
                 }
             }
@@ -584,11 +604,13 @@ impl Graph {
                 top_p,
             } => {
                 let (rows, _) = rows_cols(*logits)?;
-                if rows != 1 || self.desc(*logits).elem != Elem::F32 {
-                    return Err("sampling takes one row of f32 logits".into());
+                if self.desc(*logits).elem != Elem::F32 {
+                    return Err("sampling takes rows of f32 logits".into());
                 }
-                if self.desc(*uniform).numel() != 1 || self.desc(*out).numel() != 1 {
-                    return Err("sampling takes one uniform number and gives one token".into());
+                if self.desc(*uniform).numel() != rows || self.desc(*out).numel() != rows {
+                    return Err(
+                        "sampling takes one uniform number and gives one token per row".into(),
+                    );
                 }
                 if self.desc(*out).elem != Elem::I32 {
                     return Err("the sampled token is an i32".into());
@@ -597,6 +619,23 @@ impl Graph {
                     return Err(format!("bad sampling parameters T={temperature} p={top_p}"));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// `rows` tokens split evenly over `batch` sequences, each with its own block of the cache.
+    fn check_batch(
+        &self,
+        rows: usize,
+        batch: usize,
+        cache: TensorId,
+        kv_width: usize,
+    ) -> Result<(), String> {
+        let cache_rows = self.desc(cache).numel() / kv_width.max(1);
+        if batch == 0 || !rows.is_multiple_of(batch) || !cache_rows.is_multiple_of(batch) {
+            return Err(format!(
+                "{rows} rows and {cache_rows} cache rows do not split over {batch} sequences"
+            ));
         }
         Ok(())
     }

@@ -32,15 +32,17 @@ fn v_cache(l: usize) -> usize {
     2 * l + 1
 }
 
-/// The persistent tensors of a session: a KV cache per layer, then prompt K/V per prompted layer.
-pub fn states(m: &Model) -> Vec<StateDesc> {
+/// The persistent tensors of a session decoding `batch` sequences side by side: a KV cache per
+/// layer (a block per sequence), then prompt K/V per prompted layer (shared by the batch: one
+/// adapter and one image per session).
+pub fn states(m: &Model, batch: usize) -> Vec<StateDesc> {
     let c = &m.config;
     let mut s = Vec::new();
     for l in 0..c.n_layers {
         for kind in ["k_cache", "v_cache"] {
             s.push(StateDesc {
                 name: format!("layers.{l}.{kind}"),
-                shape: vec![c.max_seq_len, c.n_kv_heads, c.head_dim],
+                shape: vec![batch, c.max_seq_len, c.n_kv_heads, c.head_dim],
                 elem: Elem::Act,
             });
         }
@@ -74,22 +76,27 @@ fn is_prompted(m: &Model, l: usize) -> bool {
         .is_some_and(|a| a.config.query_layer > 0 && l >= a.first_prompt_layer)
 }
 
-/// The forward pass over `t` tokens starting at the position in `start_pos`.
-pub fn build_forward(m: &Model, t: usize, head: Head) -> Graph {
+/// The forward pass over `t` tokens of each of `batch` sequences, all starting at the position
+/// in `start_pos`; token rows are sequence-major (`batch` blocks of `t`).
+pub fn build_forward(m: &Model, batch: usize, t: usize, head: Head) -> Graph {
     let all_logits = head == Head::AllLogits;
     let c = &m.config;
-    let states = states(m);
-    let name = if t == 1 {
+    let states = states(m, batch);
+    let mut name = if t == 1 {
         "decode".to_string()
     } else {
         format!("prefill_{t}")
     };
+    if batch > 1 {
+        name += &format!("_x{batch}");
+    }
+    let rows = batch * t;
     let mut b = Builder::new(&name, &m.weights);
-    let tokens = b.g.input(TOKENS, &[t], Elem::I32);
+    let tokens = b.g.input(TOKENS, &[rows], Elem::I32);
     let start_pos = b.g.input(START_POS, &[1], Elem::I32);
     let (d, hd) = (c.dim, c.head_dim);
     let table = b.w("tok_embeddings");
-    let residual = b.g.activation("residual", &[t, d]);
+    let residual = b.g.activation("residual", &[rows, d]);
     b.g.push(Op::Embedding {
         ids: tokens,
         table,
@@ -104,7 +111,7 @@ pub fn build_forward(m: &Model, t: usize, head: Head) -> Graph {
             residual,
             &p("attention_norm"),
             c.norm_eps,
-            t,
+            rows,
             d,
         );
         let q = b.linear(xn, &p("wq"), Some(&p("wq.bias")), &p("q"));
@@ -124,6 +131,7 @@ pub fn build_forward(m: &Model, t: usize, head: Head) -> Graph {
             head_dim: hd,
             theta: c.rope_theta,
             interleaved: c.layout == super::config::Layout::Meta,
+            batch,
         });
         let prompt = is_prompted(m, l).then(|| {
             let (ks, vs) = prompt_state(m, l);
@@ -133,7 +141,7 @@ pub fn build_forward(m: &Model, t: usize, head: Head) -> Graph {
                 gate: b.w_elem(&p("gate"), Elem::F32),
             }
         });
-        let att = b.g.activation(&p("attn"), &[t, c.n_heads * hd]);
+        let att = b.g.activation(&p("attn"), &[rows, c.n_heads * hd]);
         b.g.push(Op::AdapterAttention {
             q,
             k_cache: kc,
@@ -144,30 +152,41 @@ pub fn build_forward(m: &Model, t: usize, head: Head) -> Graph {
             n_heads: c.n_heads,
             n_kv_heads: c.n_kv_heads,
             head_dim: hd,
+            batch,
         });
         let o = b.linear(att, &p("wo"), Some(&p("wo.bias")), &p("attn_out"));
-        let xn = rmsnorm(&mut b, Some(o), residual, &p("ffn_norm"), c.norm_eps, t, d);
+        let xn = rmsnorm(
+            &mut b,
+            Some(o),
+            residual,
+            &p("ffn_norm"),
+            c.norm_eps,
+            rows,
+            d,
+        );
         let gate = b.linear(xn, &p("w1"), Some(&p("w1.bias")), &p("ffn_gate"));
         let up = b.linear(xn, &p("w3"), Some(&p("w3.bias")), &p("ffn_up"));
-        let act = b.g.activation(&p("ffn_act"), &[t, c.ffn_dim]);
+        let act = b.g.activation(&p("ffn_act"), &[rows, c.ffn_dim]);
         b.g.push(Op::SiluMul { gate, up, out: act });
         pending = Some(b.linear(act, &p("w2"), Some(&p("w2.bias")), &p("ffn_out")));
     }
-    let xn = rmsnorm(&mut b, pending, residual, "norm", c.norm_eps, t, d);
-    let rows = if all_logits { t } else { 1 };
-    let head_in = if all_logits {
+    let xn = rmsnorm(&mut b, pending, residual, "norm", c.norm_eps, rows, d);
+    // With one token per sequence every row is a last row.
+    let head_in = if all_logits || t == 1 {
         xn
     } else {
-        let last = b.g.activation("last_row", &[1, d]);
+        let last = b.g.activation("last_rows", &[batch, d]);
         b.g.push(Op::SliceRows {
             x: xn,
             start: t - 1,
+            step: t,
             out: last,
         });
         last
     };
+    let head_rows = if all_logits { rows } else { batch };
     let (w, quant) = b.matrix("output");
-    let logits = b.g.activation_f32("logits", &[rows, c.vocab_size]);
+    let logits = b.g.activation_f32("logits", &[head_rows, c.vocab_size]);
     b.g.push(Op::Linear {
         x: head_in,
         w,
@@ -179,8 +198,8 @@ pub fn build_forward(m: &Model, t: usize, head: Head) -> Graph {
     });
     match head {
         Head::Sample { temperature, top_p } => {
-            let uniform = b.g.input(UNIFORM, &[1], Elem::F32);
-            let token = b.g.activation_i32("token", &[1]);
+            let uniform = b.g.input(UNIFORM, &[batch], Elem::F32);
+            let token = b.g.activation_i32("token", &[batch]);
             b.g.push(Op::SampleToken {
                 logits,
                 uniform,
@@ -225,7 +244,8 @@ pub fn build_prompt_graph(m: &Model) -> Option<Graph> {
         return None;
     }
     let c = &m.config;
-    let states = states(m);
+    // The prompt states do not depend on the batch.
+    let states = states(m, 1);
     let mut b = Builder::new("prompt_kv", &m.weights);
     let vq =
         b.g.input(VISUAL_QUERY, &[a.config.query_len, c.dim], Elem::Act);

@@ -14,7 +14,7 @@ use crate::quant::{groups, QuantFormat};
 use crate::tensor::{DType, HostTensor, Synthetic};
 
 pub struct Preset {
-    pub name: &'static str,
+    pub name: String,
     pub config: ModelConfig,
     pub adapter: AdapterConfig,
 }
@@ -94,17 +94,17 @@ fn vit_l14() -> ClipConfig {
 pub fn preset(name: &str, ctx: usize) -> Result<Preset> {
     Ok(match name {
         "7b" => Preset {
-            name: "7b",
+            name: "7b".into(),
             config: llama(4096, 32, 32, 32, 11008, 32000, ctx),
             adapter: adapter(10, 31, vit_l14(), 768, 8, 16),
         },
         "13b" => Preset {
-            name: "13b",
+            name: "13b".into(),
             config: llama(5120, 40, 40, 40, 13824, 32000, ctx),
             adapter: adapter(10, 39, vit_l14(), 768, 8, 16),
         },
         "tiny" => Preset {
-            name: "tiny",
+            name: "tiny".into(),
             config: llama(256, 4, 8, 4, 688, 4096, ctx),
             adapter: adapter(
                 10,
@@ -125,6 +125,92 @@ pub fn preset(name: &str, ctx: usize) -> Result<Preset> {
         },
         other => bail!("unknown preset '{other}' (expected 7b, 13b or tiny)"),
     })
+}
+
+/// Explicit LLaMA dimensions that replace a preset's (`lav2 bench --dim … --layers …`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ShapeOverrides {
+    pub dim: Option<usize>,
+    pub layers: Option<usize>,
+    pub heads: Option<usize>,
+    pub kv_heads: Option<usize>,
+    pub ffn: Option<usize>,
+    pub vocab: Option<usize>,
+}
+
+impl ShapeOverrides {
+    pub fn is_empty(&self) -> bool {
+        [
+            self.dim,
+            self.layers,
+            self.heads,
+            self.kv_heads,
+            self.ffn,
+            self.vocab,
+        ]
+        .iter()
+        .all(Option::is_none)
+    }
+}
+
+impl Preset {
+    /// The preset with `o`'s dimensions; prompts stay in every layer but the first, as in the
+    /// presets. Refuses shapes the model cannot have, naming the option.
+    pub fn with_shape(mut self, o: &ShapeOverrides) -> Result<Preset> {
+        if o.is_empty() {
+            return Ok(self);
+        }
+        let c = &mut self.config;
+        let heads_given = o.heads.is_some();
+        c.dim = o.dim.unwrap_or(c.dim);
+        c.n_layers = o.layers.unwrap_or(c.n_layers);
+        c.n_heads = o.heads.unwrap_or(c.n_heads);
+        // Without --kv-heads, multi-head attention when the heads change, else the preset's.
+        c.n_kv_heads = o
+            .kv_heads
+            .unwrap_or(if heads_given { c.n_heads } else { c.n_kv_heads });
+        c.ffn_dim = o.ffn.unwrap_or(c.ffn_dim);
+        c.vocab_size = o.vocab.unwrap_or(c.vocab_size);
+        for (what, v) in [
+            ("--dim", c.dim),
+            ("--layers", c.n_layers),
+            ("--heads", c.n_heads),
+            ("--kv-heads", c.n_kv_heads),
+            ("--ffn", c.ffn_dim),
+            ("--vocab", c.vocab_size),
+        ] {
+            if v == 0 {
+                bail!("{what} must be positive");
+            }
+        }
+        if c.n_layers < 2 {
+            bail!(
+                "--layers {}: the adapter needs at least 2 layers (prompts skip the first)",
+                c.n_layers
+            );
+        }
+        if !c.dim.is_multiple_of(c.n_heads) || !(c.dim / c.n_heads).is_multiple_of(2) {
+            bail!(
+                "--dim {} must split into {} heads of an even size",
+                c.dim,
+                c.n_heads
+            );
+        }
+        if !c.n_heads.is_multiple_of(c.n_kv_heads) {
+            bail!(
+                "--kv-heads {} must divide the {} query heads",
+                c.n_kv_heads,
+                c.n_heads
+            );
+        }
+        if c.vocab_size < 3 {
+            bail!("--vocab {} leaves no room beside BOS and EOS", c.vocab_size);
+        }
+        c.head_dim = c.dim / c.n_heads;
+        self.adapter.query_layer = c.n_layers - 1;
+        self.name = format!("{} (custom)", self.name);
+        Ok(self)
+    }
 }
 
 struct Gen {

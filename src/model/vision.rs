@@ -376,6 +376,7 @@ pub fn build_vision_graph(store: &WeightStore, vis: &VisualConfig, query_len: us
     b.g.push(Op::SliceRows {
         x,
         start: 0,
+        step: 1,
         out: first,
     });
     let out = b.linear(

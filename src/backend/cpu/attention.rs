@@ -10,6 +10,8 @@ pub struct RopeArgs {
     pub head_dim: usize,
     pub theta: f32,
     pub interleaved: bool,
+    /// Sequences: the rows and the caches split into this many equal blocks.
+    pub batch: usize,
 }
 
 /// Rotates one head vector at position `pos`. Interleaved (Meta) pairs (2i, 2i+1);
@@ -33,6 +35,32 @@ fn rotate(v: &mut [f32], pos: usize, theta: f32, interleaved: bool) {
 }
 
 pub fn rope_kv_write(
+    a: &RopeArgs,
+    q: &mut [f32],
+    k: &[f32],
+    v: &[f32],
+    k_cache: &mut [f32],
+    v_cache: &mut [f32],
+) {
+    let (qn, kn, cn) = (
+        q.len() / a.batch,
+        k.len() / a.batch,
+        k_cache.len() / a.batch,
+    );
+    for (b, q) in q.chunks_exact_mut(qn).enumerate() {
+        let (kr, cr) = (b * kn..(b + 1) * kn, b * cn..(b + 1) * cn);
+        rope_kv_write_one(
+            a,
+            q,
+            &k[kr.clone()],
+            &v[kr],
+            &mut k_cache[cr.clone()],
+            &mut v_cache[cr],
+        );
+    }
+}
+
+fn rope_kv_write_one(
     a: &RopeArgs,
     q: &mut [f32],
     k: &[f32],
@@ -66,6 +94,8 @@ pub struct AttentionArgs<'a> {
     pub head_dim: usize,
     /// Prompt keys, values (`[prompt_len, n_kv_heads, head_dim]`) and per-head gate.
     pub prompt: Option<(&'a [f32], &'a [f32], &'a [f32])>,
+    /// Sequences: query rows and caches split into this many blocks; the prompt is shared.
+    pub batch: usize,
 }
 
 /// Softmax-weighted sum of `values` rows (stride `stride`, offset `off`) for `scores`, in place.
@@ -95,6 +125,26 @@ fn softmax_weighted(
 /// Query row t sits at position `start_pos + t` and sees cache rows `0..=start_pos + t`;
 /// the prompt term is its own softmax over every prompt row, scaled by `gate[h]`.
 pub fn adapter_attention(
+    a: &AttentionArgs,
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    out: &mut [f32],
+) {
+    let (qn, cn) = (q.len() / a.batch, k_cache.len() / a.batch);
+    for (b, out) in out.chunks_exact_mut(qn).enumerate() {
+        let cr = b * cn..(b + 1) * cn;
+        adapter_attention_one(
+            a,
+            &q[b * qn..(b + 1) * qn],
+            &k_cache[cr.clone()],
+            &v_cache[cr],
+            out,
+        );
+    }
+}
+
+fn adapter_attention_one(
     a: &AttentionArgs,
     q: &[f32],
     k_cache: &[f32],

@@ -403,10 +403,12 @@ impl CpuBackend {
                     head_dim,
                     theta,
                     interleaved,
+                    batch,
                 } => {
                     let start = self.scalar(pid, *start_pos)?;
-                    let rows = shape(self, *k)[0];
-                    let cache_rows = shape(self, *k_cache)[0];
+                    let rows = shape(self, *k)[0] / batch;
+                    let kv_width = n_kv_heads * head_dim;
+                    let cache_rows = self.raw(pid, *k_cache).len / (kv_width * batch);
                     if start + rows > cache_rows {
                         bail!(
                             "positions {start}..{} exceed the context of {cache_rows}",
@@ -420,6 +422,7 @@ impl CpuBackend {
                         head_dim: *head_dim,
                         theta: *theta,
                         interleaved: *interleaved,
+                        batch: *batch,
                     };
                     attention::rope_kv_write(
                         &args,
@@ -440,9 +443,20 @@ impl CpuBackend {
                     n_heads,
                     n_kv_heads,
                     head_dim,
+                    batch,
                 } => {
+                    let start = self.scalar(pid, *start_pos)?;
+                    let rows = self.raw(pid, *q).len / (n_heads * head_dim * batch);
+                    let cache_rows = self.raw(pid, *k_cache).len / (n_kv_heads * head_dim * batch);
+                    if start + rows > cache_rows {
+                        bail!(
+                            "positions {start}..{} exceed the context of {cache_rows}",
+                            start + rows
+                        );
+                    }
                     let args = attention::AttentionArgs {
-                        start_pos: self.scalar(pid, *start_pos)?,
+                        start_pos: start,
+                        batch: *batch,
                         n_heads: *n_heads,
                         n_kv_heads: *n_kv_heads,
                         head_dim: *head_dim,
@@ -493,11 +507,19 @@ impl CpuBackend {
                     o[..a.len()].copy_from_slice(a);
                     o[a.len()..].copy_from_slice(b);
                 }
-                Op::SliceRows { x, start, out } => {
+                Op::SliceRows {
+                    x,
+                    start,
+                    step,
+                    out,
+                } => {
                     let cols = *shape(self, *out).last().unwrap();
                     let o = self.raw(pid, *out).get_mut();
                     let x = self.raw(pid, *x).get();
-                    o.copy_from_slice(&x[start * cols..start * cols + o.len()]);
+                    for (j, row) in o.chunks_exact_mut(cols).enumerate() {
+                        let r = start + j * step;
+                        row.copy_from_slice(&x[r * cols..(r + 1) * cols]);
+                    }
                 }
                 Op::Im2ColPatches { pixels, out, patch } => {
                     let size = shape(self, *pixels)[1];
@@ -515,14 +537,23 @@ impl CpuBackend {
                     temperature,
                     top_p,
                 } => {
+                    let out = self.raw(pid, *out).get_mut();
+                    let uniform = self.raw(pid, *uniform).get();
                     let logits = self.raw(pid, *logits).get();
-                    let token = if *temperature == 0.0 {
-                        crate::generate::argmax(logits)
-                    } else {
-                        let u = self.raw(pid, *uniform).get()[0] as f64;
-                        crate::generate::sample_top_p(logits, *temperature, *top_p, u)
-                    };
-                    self.raw(pid, *out).get_mut()[0] = f32::from_bits(token);
+                    let vocab = logits.len() / out.len();
+                    for (i, row) in logits.chunks_exact(vocab).enumerate() {
+                        let token = if *temperature == 0.0 {
+                            crate::generate::argmax(row)
+                        } else {
+                            crate::generate::sample_top_p(
+                                row,
+                                *temperature,
+                                *top_p,
+                                uniform[i] as f64,
+                            )
+                        };
+                        out[i] = f32::from_bits(token);
+                    }
                 }
                 Op::VisionAttention { qkv, out, n_heads } => {
                     let s = shape(self, *out);

@@ -11,20 +11,21 @@ const MAX_HEAD_DIM: usize = 256;
 /// `VA_MAX_HD` of vision.cu.
 const VISION_MAX_HEAD_DIM: usize = 128;
 
-/// Splits of the decode attention over the sequence: about two blocks per SM, at least 64 keys a
-/// split. A launch constant: a captured decode graph keeps it for every context length.
-pub fn decode_splits(sms: usize, n_heads: usize, max_seq: usize) -> usize {
+/// Splits of the decode attention over the sequence: about two blocks per SM over the
+/// `heads` (query heads × sequences) blocks, at least 64 keys a split. A launch constant: a
+/// captured decode graph keeps it for every context length.
+pub fn decode_splits(sms: usize, heads: usize, max_seq: usize) -> usize {
     (2 * sms)
-        .div_ceil(n_heads.max(1))
+        .div_ceil(heads.max(1))
         .clamp(1, max_seq.div_ceil(64).max(1))
 }
 
-/// Bytes of the decode partials for one attention op: `partial_acc` f32 [H, S, hd], then (at a
-/// 256-byte boundary) `partial_ml` f32 [H, S, 2].
-pub fn decode_scratch_layout(n_heads: usize, splits: usize, head_dim: usize) -> (usize, usize) {
-    let acc = n_heads * splits * head_dim * 4;
+/// Bytes of the decode partials for one attention op over `heads` (query heads × sequences):
+/// `partial_acc` f32 [heads, S, hd], then (at a 256-byte boundary) `partial_ml` f32 [heads, S, 2].
+pub fn decode_scratch_layout(heads: usize, splits: usize, head_dim: usize) -> (usize, usize) {
+    let acc = heads * splits * head_dim * 4;
     let ml_off = acc.div_ceil(256) * 256;
-    (ml_off, ml_off + n_heads * splits * 2 * 4)
+    (ml_off, ml_off + heads * splits * 2 * 4)
 }
 
 /// Scratch bytes the decode attention ops of `ops` need (they run one after another and share it).
@@ -37,14 +38,16 @@ pub fn scratch_bytes(graph: &crate::graph::Graph, sms: usize) -> usize {
             n_heads,
             n_kv_heads,
             head_dim,
+            batch,
             ..
         } = op
         {
-            let t = graph.desc(*q).numel() / (n_heads * head_dim).max(1);
+            let b = (*batch).max(1);
+            let t = graph.desc(*q).numel() / (n_heads * head_dim * b).max(1);
             if t == 1 {
-                let max_seq = graph.desc(*k_cache).numel() / (n_kv_heads * head_dim).max(1);
-                let s = decode_splits(sms, *n_heads, max_seq);
-                need = need.max(decode_scratch_layout(*n_heads, s, *head_dim).1);
+                let max_seq = graph.desc(*k_cache).numel() / (n_kv_heads * head_dim * b).max(1);
+                let s = decode_splits(sms, n_heads * b, max_seq);
+                need = need.max(decode_scratch_layout(n_heads * b, s, *head_dim).1);
             }
         }
     }
@@ -61,6 +64,18 @@ fn check_heads(n_heads: usize, n_kv_heads: usize, head_dim: usize, max_hd: usize
     Ok(())
 }
 
+/// Rows and cache rows of one sequence of a batch.
+fn per_sequence(rows: usize, cache_rows: usize, batch: usize) -> Result<(usize, usize)> {
+    if batch == 0
+        || batch > 65535
+        || !rows.is_multiple_of(batch)
+        || !cache_rows.is_multiple_of(batch)
+    {
+        bail!("{rows} rows and {cache_rows} cache rows do not split over {batch} sequences");
+    }
+    Ok((rows / batch, cache_rows / batch))
+}
+
 pub fn rope_kv_write(lw: &mut Lowerer, op: &Op) -> Result<Vec<Step>> {
     let Op::RopeKvWrite {
         q,
@@ -74,20 +89,21 @@ pub fn rope_kv_write(lw: &mut Lowerer, op: &Op) -> Result<Vec<Step>> {
         head_dim,
         theta,
         interleaved,
+        batch,
     } = op
     else {
         unreachable!()
     };
     let (h, kv, hd) = (*n_heads, *n_kv_heads, *head_dim);
     check_heads(h, kv, hd, usize::MAX)?;
-    let t = lw.numel(*k) / (kv * hd);
-    let cache_rows = lw.numel(*k_cache) / (kv * hd);
+    let rows = lw.numel(*k) / (kv * hd);
+    let (t, cache_rows) = per_sequence(rows, lw.numel(*k_cache) / (kv * hd), *batch)?;
     lw.checks.push(Check::Positions {
         start_pos: *start_pos,
         rows: t,
         cache_rows,
     });
-    let items = t * (h + 2 * kv) * hd / 2;
+    let items = rows * (h + 2 * kv) * hd / 2;
     let args = vec![
         Arg::Ptr(lw.ptr(*q, DevElem::F16)?),
         Arg::Ptr(lw.ptr(*k, DevElem::F16)?),
@@ -95,12 +111,14 @@ pub fn rope_kv_write(lw: &mut Lowerer, op: &Op) -> Result<Vec<Step>> {
         Arg::Ptr(lw.ptr(*k_cache, DevElem::F16)?),
         Arg::Ptr(lw.ptr(*v_cache, DevElem::F16)?),
         Arg::Ptr(lw.ptr(*start_pos, DevElem::I32)?),
-        Arg::I32(dim(t, "tokens")?),
+        Arg::I32(dim(rows, "tokens")?),
         Arg::I32(dim(h, "n_heads")?),
         Arg::I32(dim(kv, "n_kv_heads")?),
         Arg::I32(dim(hd, "head_dim")?),
         Arg::F32(*theta),
         Arg::I32(i32::from(*interleaved)),
+        Arg::I32(dim(t, "tokens per sequence")?),
+        Arg::I32(dim(cache_rows, "context")?),
     ];
     let grid = (stride_blocks(items, 256, 65535), 1, 1);
     Ok(vec![lw.kernel(
@@ -123,17 +141,18 @@ pub fn adapter_attention(lw: &mut Lowerer, op: &Op) -> Result<Vec<Step>> {
         n_heads,
         n_kv_heads,
         head_dim,
+        batch,
     } = op
     else {
         unreachable!()
     };
-    let (h, kv, hd) = (*n_heads, *n_kv_heads, *head_dim);
+    let (h, kv, hd, nb) = (*n_heads, *n_kv_heads, *head_dim, *batch);
     check_heads(h, kv, hd, MAX_HEAD_DIM)?;
-    let t = lw.numel(*q) / (h * hd);
-    let max_seq = lw.numel(*k_cache) / (kv * hd);
+    let (t, max_seq) = per_sequence(lw.numel(*q) / (h * hd), lw.numel(*k_cache) / (kv * hd), nb)?;
     if lw.numel(*v_cache) != lw.numel(*k_cache) {
         bail!("k and v caches differ in size");
     }
+    let cache_stride = i64::try_from(max_seq * kv * hd)?;
     lw.checks.push(Check::Positions {
         start_pos: *start_pos,
         rows: t,
@@ -165,8 +184,8 @@ pub fn adapter_attention(lw: &mut Lowerer, op: &Op) -> Result<Vec<Step>> {
         dim(hd, "head_dim")?,
     );
     if t == 1 {
-        let splits = decode_splits(lw.sms, h, max_seq);
-        let (ml_off, need) = decode_scratch_layout(h, splits, hd);
+        let splits = decode_splits(lw.sms, h * nb, max_seq);
+        let (ml_off, need) = decode_scratch_layout(h * nb, splits, hd);
         let Some((scratch, bytes)) = lw.scratch else {
             bail!("internal error: decode attention without its scratch buffer");
         };
@@ -177,7 +196,7 @@ pub fn adapter_attention(lw: &mut Lowerer, op: &Op) -> Result<Vec<Step>> {
         let s = dim(splits, "splits")?;
         let split = lw.kernel(
             "adapter_attention_decode_split_f16",
-            (splits as u32, h as u32, 1),
+            (splits as u32, h as u32, nb as u32),
             (128, 1, 1),
             0,
             vec![
@@ -192,11 +211,12 @@ pub fn adapter_attention(lw: &mut Lowerer, op: &Op) -> Result<Vec<Step>> {
                 Arg::Ptr(acc),
                 Arg::Ptr(ml),
                 Arg::F32(scale),
+                Arg::I64(cache_stride),
             ],
         )?;
         let reduce = lw.kernel(
             "adapter_attention_decode_reduce_f16",
-            (h as u32, 1, 1),
+            (h as u32, nb as u32, 1),
             (128, 1, 1),
             0,
             vec![
@@ -220,7 +240,7 @@ pub fn adapter_attention(lw: &mut Lowerer, op: &Op) -> Result<Vec<Step>> {
         let smem = 640 * (hd.div_ceil(16) * 16 + 8);
         let step = lw.kernel(
             "adapter_attention_prefill_f16",
-            (t.div_ceil(64) as u32, h as u32, 1),
+            (t.div_ceil(64) as u32, h as u32, nb as u32),
             (128, 1, 1),
             smem,
             vec![
@@ -238,6 +258,7 @@ pub fn adapter_attention(lw: &mut Lowerer, op: &Op) -> Result<Vec<Step>> {
                 Arg::I32(hdi),
                 Arg::I32(dim(plen, "prompt_len")?),
                 Arg::F32(scale),
+                Arg::I64(cache_stride),
             ],
         )?;
         Ok(vec![step])

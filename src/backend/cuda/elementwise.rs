@@ -140,11 +140,35 @@ pub fn lower(lw: &mut Lowerer, op: &Op) -> Result<Vec<Step>> {
                 lw.copy(*out, ba, *b, 0, bb)?,
             ]);
         }
-        Op::SliceRows { x, start, out } => {
-            let (_, cols) = lw.rows_cols(*out);
-            let es = lw.loc(*x)?.elem.size();
-            let bytes = lw.numel(*out) * es;
-            return Ok(vec![lw.copy(*out, 0, *x, start * cols * es, bytes)?]);
+        Op::SliceRows {
+            x,
+            start,
+            step,
+            out,
+        } => {
+            let (rows, cols) = lw.rows_cols(*out);
+            let row_bytes = cols * lw.loc(*x)?.elem.size();
+            if *step == 1 || rows == 1 {
+                return Ok(vec![lw.copy(
+                    *out,
+                    0,
+                    *x,
+                    start * row_bytes,
+                    rows * row_bytes,
+                )?]);
+            }
+            // The last rows of a batch's sequences: one row copy per sequence.
+            return (0..rows)
+                .map(|j| {
+                    lw.copy(
+                        *out,
+                        j * row_bytes,
+                        *x,
+                        (start + j * step) * row_bytes,
+                        row_bytes,
+                    )
+                })
+                .collect();
         }
         Op::Im2ColPatches { pixels, out, patch } => {
             let s = lw.shape(*pixels)[1];

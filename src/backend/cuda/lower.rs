@@ -292,7 +292,9 @@ impl Lowerer<'_> {
                 temperature,
                 top_p,
             } => {
-                let vocab = dim(self.numel(*logits), "vocab")?;
+                let (rows, vocab) = self.rows_cols(*logits);
+                let vocab = dim(vocab, "vocab")?;
+                let grid = (dim(rows, "sampled rows")? as u32, 1, 1);
                 let (logits, out) = (
                     self.ptr(*logits, DevElem::F32)?,
                     self.ptr(*out, DevElem::I32)?,
@@ -300,7 +302,7 @@ impl Lowerer<'_> {
                 // Both kernels are written for exactly 1024 threads (kernels/README.md).
                 let step = if *temperature == 0.0 {
                     let args = vec![Arg::Ptr(logits), Arg::I32(vocab), Arg::Ptr(out)];
-                    self.kernel("argmax_f32", (1, 1, 1), (1024, 1, 1), 0, args)?
+                    self.kernel("argmax_f32", grid, (1024, 1, 1), 0, args)?
                 } else {
                     // Masses are 40-bit fixed point summed in 64 bits (kernels/sampling.cu).
                     if vocab > 1 << 24 {
@@ -316,7 +318,7 @@ impl Lowerer<'_> {
                         Arg::Ptr(self.ptr(*uniform, DevElem::F32)?),
                         Arg::Ptr(out),
                     ];
-                    self.kernel("top_p_sample_f32", (1, 1, 1), (1024, 1, 1), 0, args)?
+                    self.kernel("top_p_sample_f32", grid, (1024, 1, 1), 0, args)?
                 };
                 Ok(vec![step])
             }
