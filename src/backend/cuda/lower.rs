@@ -61,7 +61,8 @@ pub enum Arg {
 
 pub struct Launch {
     pub kernel: &'static str,
-    pub func: CudaFunction,
+    /// `None` only in a lowering without a device ([`dry_lower`]).
+    pub func: Option<CudaFunction>,
     pub grid: (u32, u32, u32),
     pub block: (u32, u32, u32),
     pub smem: u32,
@@ -111,6 +112,9 @@ impl OpStep {
 }
 
 pub fn launch(stream: &CudaStream, l: &Launch) -> Result<()> {
+    let Some(func) = &l.func else {
+        bail!("internal error: {} was lowered without a device", l.kernel);
+    };
     let mut params: Vec<*mut c_void> = l
         .args
         .iter()
@@ -121,12 +125,13 @@ pub fn launch(stream: &CudaStream, l: &Launch) -> Result<()> {
             Arg::F32(v) => v as *const f32 as *mut c_void,
         })
         .collect();
-    // SAFETY: the argument list matches the kernel's signature (kernels/README.md), every pointer
-    // is a live device allocation of the right size (checked when the step was built), and the
-    // values outlive the call (cuLaunchKernel copies them).
+    // SAFETY: the argument list matches the kernel's signature (checked against the PTX when
+    // the step was built, see `check_signature`), every pointer is a live device allocation of
+    // the right size (checked when the step was built), and the values outlive the call
+    // (cuLaunchKernel copies them).
     unsafe {
         result::launch_kernel(
-            l.func.cu_function(),
+            func.cu_function(),
             l.grid,
             l.block,
             l.smem,
@@ -134,6 +139,26 @@ pub fn launch(stream: &CudaStream, l: &Launch) -> Result<()> {
             &mut params,
         )
     }?;
+    Ok(())
+}
+
+/// The arguments must be the kernel's parameters in number and type (as its PTX declares them):
+/// a mismatch would otherwise be a silent wrong read on the device. Without compiled PTX
+/// (an NVRTC-only build) there is nothing to compare with.
+pub fn check_signature(name: &str, args: &[Arg]) -> Result<()> {
+    use super::kernels::ParamKind;
+    let Some(params) = super::kernels::signatures().get(name) else {
+        return Ok(());
+    };
+    let kind = |a: &Arg| match a {
+        Arg::Ptr(_) | Arg::U64(_) | Arg::I64(_) => ParamKind::Bits64,
+        Arg::I32(_) => ParamKind::Int32,
+        Arg::F32(_) => ParamKind::Float32,
+    };
+    let given: Vec<ParamKind> = args.iter().map(kind).collect();
+    if given != *params {
+        bail!("internal error: {name} takes parameters {params:?}, the lowering passed {given:?}");
+    }
     Ok(())
 }
 
@@ -156,7 +181,8 @@ pub enum Check {
 pub struct Lowerer<'a> {
     pub graph: &'a Graph,
     pub locs: &'a [Option<TensorLoc>],
-    pub functions: &'a HashMap<String, CudaFunction>,
+    /// The loaded kernels; `None` lowers without a device (launches are checked, not resolved).
+    pub functions: Option<&'a HashMap<String, CudaFunction>>,
     pub sms: usize,
     pub max_smem_optin: usize,
     /// Decode attention partials: (address, bytes).
@@ -226,10 +252,23 @@ impl Lowerer<'_> {
         smem: usize,
         args: Vec<Arg>,
     ) -> Result<Step> {
-        let func = super::device::function(self.functions, name)?;
-        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 || grid.1 > 65535 || grid.2 > 65535 {
+        check_signature(name, &args)?;
+        if grid.0 == 0
+            || grid.1 == 0
+            || grid.2 == 0
+            || grid.0 > i32::MAX as u32
+            || grid.1 > 65535
+            || grid.2 > 65535
+        {
             bail!("{name}: grid {grid:?} is out of range");
         }
+        if block.0 * block.1 * block.2 > 1024 {
+            bail!("{name}: block {block:?} has more than 1024 threads");
+        }
+        let func = match self.functions {
+            Some(f) => Some(super::device::function(f, name)?),
+            None => None,
+        };
         if smem > 48 * 1024 {
             if smem > self.max_smem_optin {
                 bail!(
@@ -237,7 +276,10 @@ impl Lowerer<'_> {
                     self.max_smem_optin
                 );
             }
-            if self.smem_set.get(name).copied().unwrap_or(0) < smem {
+            if let Some(func) = func
+                .as_ref()
+                .filter(|_| self.smem_set.get(name).copied().unwrap_or(0) < smem)
+            {
                 func.set_attribute(
                     sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                     smem as i32,
@@ -360,4 +402,112 @@ impl Lowerer<'_> {
             bytes,
         })
     }
+}
+
+/// The device a [`dry_lower`] pretends to lower for.
+#[derive(Clone, Copy, Debug)]
+pub struct DryDevice {
+    pub sms: usize,
+    pub max_smem_optin: usize,
+}
+
+impl DryDevice {
+    /// An H100 SXM: 132 SMs, 227 KiB of opt-in shared memory per block.
+    pub const H100: DryDevice = DryDevice {
+        sms: 132,
+        max_smem_optin: 232_448,
+    };
+}
+
+/// Lowers `graph` as [`super::CudaBackend`] would, but with no device: made-up addresses, and
+/// kernels checked instead of loaded. Every launch is checked against its kernel's PTX
+/// parameters, the grid, block and shared-memory limits, and every tensor against the element
+/// type and size its op needs; a machine without a GPU can so test every lowering path.
+/// Returns each step as [`OpStep::describe`] prints it.
+pub fn dry_lower(
+    graph: &Graph,
+    weights: &[crate::tensor::HostTensor],
+    states: &[crate::graph::StateDesc],
+    device: DryDevice,
+) -> Result<Vec<String>> {
+    use crate::graph::Storage;
+    if let Err(e) = graph.validate() {
+        bail!("internal error: {e}");
+    }
+    let plan = crate::graph::plan::Plan::new(graph, 2);
+    // Distinct regions far apart, so an overlap of two tensors could not go unnoticed.
+    const REGION: u64 = 1 << 40;
+    let mut next = [REGION, 2 * REGION, 3 * REGION];
+    let mut place = |region: usize, bytes: usize| {
+        let p = next[region];
+        next[region] += (bytes as u64).div_ceil(256) * 256 + 256;
+        p
+    };
+    let mut locs = vec![None; graph.tensors.len()];
+    for (i, t) in graph.tensors.iter().enumerate() {
+        let elem = DevElem::of(t.elem);
+        let bytes = t.numel() * elem.size();
+        let name = || format!("'{}' {}", t.name, shape_str(&t.shape));
+        let (ptr, bytes) = match t.storage {
+            Storage::Activation => match plan.offsets[i] {
+                Some(off) => (4 * REGION + off as u64, bytes),
+                None => continue,
+            },
+            Storage::Input => (place(0, bytes), bytes),
+            Storage::Weight(w) => {
+                let h = weights
+                    .get(w)
+                    .ok_or_else(|| anyhow!("{}: weight {w} is not in the store", name()))?;
+                let quantized =
+                    matches!(h.dtype, crate::tensor::DType::I8 | crate::tensor::DType::U8);
+                if (t.elem == Elem::Quant) != quantized {
+                    bail!("{}: the weight is {}", name(), h.dtype);
+                }
+                if t.elem == Elem::Quant {
+                    (place(1, h.numel()), h.numel())
+                } else if h.numel() != t.numel() {
+                    bail!("{}: the weight holds {} values", name(), h.numel());
+                } else {
+                    (place(1, bytes), bytes)
+                }
+            }
+            Storage::State(s) => {
+                let d = states
+                    .get(s)
+                    .ok_or_else(|| anyhow!("{}: state {s} was not allocated", name()))?;
+                if DevElem::of(d.elem) != elem || t.numel() > d.shape.iter().product() {
+                    bail!("{}: does not match the allocated state", name());
+                }
+                (place(2, bytes), bytes)
+            }
+        };
+        locs[i] = Some(TensorLoc { ptr, bytes, elem });
+    }
+    let scratch_bytes = super::attention::scratch_bytes(graph, device.sms);
+    let mut smem_set = HashMap::new();
+    let mut lw = Lowerer {
+        graph,
+        locs: &locs,
+        functions: None,
+        sms: device.sms,
+        max_smem_optin: device.max_smem_optin,
+        scratch: (scratch_bytes > 0).then_some((5 * REGION, scratch_bytes)),
+        smem_set: &mut smem_set,
+        checks: Vec::new(),
+    };
+    let mut out = Vec::new();
+    for (i, op) in graph.ops.iter().enumerate() {
+        let steps = lw
+            .op(op)
+            .map_err(|e| anyhow!("graph '{}', op {i} ({}): {e}", graph.name, op.name()))?;
+        out.extend(steps.into_iter().map(|step| {
+            OpStep {
+                op_index: i,
+                op_name: op.name(),
+                step,
+            }
+            .describe()
+        }));
+    }
+    Ok(out)
 }

@@ -19,6 +19,8 @@ pub mod kernels;
 mod lower;
 mod matmul;
 
+pub use lower::{dry_lower, DryDevice};
+
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::time::Instant;
@@ -261,9 +263,10 @@ impl CudaBackend {
 
     fn launch_now(&self, name: &'static str, n: usize, args: Vec<Arg>) -> Result<()> {
         let func = device::function(&self.dev.functions, name)?;
+        lower::check_signature(name, &args)?;
         let l = Launch {
             kernel: name,
-            func,
+            func: Some(func),
             grid: (lower::stride_blocks(n, 256, 8192), 1, 1),
             block: (256, 1, 1),
             smem: 0,
@@ -753,7 +756,7 @@ impl Backend for CudaBackend {
         let mut lw = Lowerer {
             graph,
             locs: &locs,
-            functions: &self.dev.functions,
+            functions: Some(&self.dev.functions),
             sms: self.dev.sms,
             max_smem_optin: self.dev.max_smem_optin,
             scratch: scratch.as_ref().map(|b| (b.ptr, b.bytes)),
@@ -927,7 +930,7 @@ impl Backend for CudaBackend {
         let func = device::function(&self.dev.functions, name)?;
         let l = Launch {
             kernel: name,
-            func,
+            func: Some(func),
             grid,
             block,
             smem: 0,
@@ -943,6 +946,7 @@ impl Backend for CudaBackend {
                 Arg::I32(lower::dim(n, "n")?),
             ],
         };
+        lower::check_signature(name, &l.args)?;
         let stream = self.dev.stream.clone();
         let work = || lower::launch(&stream, &l);
         work()?;

@@ -1,0 +1,136 @@
+//! Every CUDA lowering path, checked on any machine: the graphs of the synthetic models (every
+//! weight format, one sequence and a batch, decode, prefill, prompt K/V, vision) are lowered
+//! without a device, and each launch is checked against its kernel's PTX parameters, the grid,
+//! block and shared-memory limits of an H100, and the element types and sizes its op needs.
+
+use std::collections::BTreeSet;
+
+use lav2::backend::cuda::{dry_lower, kernels, DryDevice};
+use lav2::model::llama::{self, Head};
+use lav2::model::{synthetic, vision, Model};
+use lav2::quant::QuantFormat;
+
+fn kernels_compiled() -> bool {
+    if kernels::compiled() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "kernels were not compiled: CI must build with nvcc (scripts/install-nvcc.sh)"
+    );
+    eprintln!(
+        "SKIPPED: kernels were not compiled (no nvcc at build time), nothing to check against"
+    );
+    false
+}
+
+/// Lowers `graph` and returns the kernels it launches.
+fn lower(model: &Model, graph: lav2::graph::Graph, batch: usize) -> Vec<String> {
+    let name = graph.name.clone();
+    let states = llama::states(model, batch);
+    let steps = dry_lower(&graph, &model.weights.tensors, &states, DryDevice::H100)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    steps
+        .iter()
+        .filter_map(|s| s.split_once("→ ").map(|(_, k)| k))
+        .filter(|k| !k.starts_with("device copy"))
+        .filter_map(|k| k.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+fn lower_model(model: &Model, used: &mut BTreeSet<String>) {
+    for batch in [1, 3] {
+        for (t, head) in [
+            (1, Head::AllLogits),
+            (
+                1,
+                Head::Sample {
+                    temperature: 0.0,
+                    top_p: 1.0,
+                },
+            ),
+            (
+                1,
+                Head::Sample {
+                    temperature: 0.8,
+                    top_p: 0.9,
+                },
+            ),
+            (7, Head::LastLogits),
+            (64, Head::AllLogits),
+            (512, Head::LastLogits),
+        ] {
+            let g = llama::build_forward(model, batch, t, head);
+            used.extend(lower(model, g, batch));
+        }
+    }
+    if let Some(g) = llama::build_prompt_graph(model) {
+        used.extend(lower(model, g, 1));
+    }
+    if let Some(a) = &model.adapter {
+        if let Some(v) = &a.config.visual {
+            let g = vision::build_vision_graph(&model.weights, v, a.config.query_len);
+            used.extend(lower(model, g, 1));
+        }
+    }
+}
+
+#[test]
+fn every_graph_lowers_to_launches_that_match_their_kernels() {
+    if !kernels_compiled() {
+        return;
+    }
+    let mut used = BTreeSet::new();
+    for preset in ["tiny", "7b"] {
+        let p = synthetic::preset(preset, 2048).unwrap();
+        for quant in [
+            QuantFormat::None,
+            QuantFormat::Int8,
+            QuantFormat::Int4 { zero_point: false },
+            QuantFormat::Int4 { zero_point: true },
+        ] {
+            for with_adapter in [false, true] {
+                lower_model(&synthetic::build(&p, 1, quant, with_adapter), &mut used);
+            }
+        }
+    }
+    // Every kernel family the model path needs was reached (and so checked).
+    for k in [
+        "embedding_f16",
+        "rmsnorm_fused_f16",
+        "matmul_gemv_f16",
+        "matmul_gemv_f16f32",
+        "matmul_gemm_f16",
+        "matmul_gemm64_f16",
+        "quant_gemv_int8_f16",
+        "quant_gemv_int4_f16",
+        "quant_gemm_int8_f16",
+        "quant_gemm64_int4_f16",
+        "silu_mul_f16",
+        "rope_kv_write_f16",
+        "adapter_attention_prefill_f16",
+        "adapter_attention_decode_split_f16",
+        "adapter_attention_decode_reduce_f16",
+        "argmax_f32",
+        "top_p_sample_f32",
+        "im2col_patches_f32_to_f16",
+        "layernorm_f16",
+        "vision_attention_f16",
+    ] {
+        assert!(used.contains(k), "{k} was never lowered; lowered: {used:?}");
+    }
+}
+
+/// The signatures the launches are checked against are the kernels' own, read from the PTX.
+#[test]
+fn kernel_signatures_come_from_the_ptx() {
+    if !kernels_compiled() {
+        return;
+    }
+    let sigs = kernels::signatures();
+    let rope = &sigs["rope_kv_write_f16"];
+    assert_eq!(rope.len(), 14, "{rope:?}");
+    assert_eq!(rope[10], kernels::ParamKind::Float32);
+    assert!(sigs["argmax_f32"].len() == 3);
+}
