@@ -320,6 +320,9 @@ pub struct Graph {
     pub tensors: Vec<TensorDesc>,
     pub ops: Vec<Op>,
     pub outputs: Vec<TensorId>,
+    /// Run once per generated token with only its inputs changing (decode): a backend may
+    /// record it once and replay it.
+    pub per_token: bool,
 }
 
 impl Graph {

@@ -92,6 +92,7 @@ pub fn build_forward(m: &Model, batch: usize, t: usize, head: Head) -> Graph {
     }
     let rows = batch * t;
     let mut b = Builder::new(&name, &m.weights);
+    b.g.per_token = t == 1;
     let tokens = b.g.input(TOKENS, &[rows], Elem::I32);
     let start_pos = b.g.input(START_POS, &[1], Elem::I32);
     let (d, hd) = (c.dim, c.head_dim);

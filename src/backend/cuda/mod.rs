@@ -7,8 +7,8 @@
 //!   (the plan's offsets at 2 bytes an activation), its input buffers and the decode attention
 //!   scratch. Everything is allocated before any run: a run only enqueues kernels.
 //! - Every op is lowered once, at prepare time, into launches with fixed addresses
-//!   ([`lower`]); a program named "decode" is captured as a CUDA graph on its second run and
-//!   replayed afterwards (`LAV2_NO_CUDA_GRAPH=1` or [`CudaBackend::set_cuda_graphs`] turns that off).
+//!   ([`lower`]); a program whose graph is marked `per_token` (decode) is captured as a CUDA
+//!   graph on its second run and replayed afterwards (`LAV2_NO_CUDA_GRAPH=1` or [`CudaBackend::set_cuda_graphs`] turns that off).
 //! - One stream, no event tracking: ordering is the stream's. `LAV2_CUDA_SYNC=1` synchronizes after
 //!   every op so an asynchronous fault names the op that caused it.
 
@@ -179,7 +179,7 @@ impl CudaBackend {
         })
     }
 
-    /// Whether "decode" programs are captured and replayed as CUDA graphs (default: on unless
+    /// Whether decode (`per_token`) programs are captured and replayed as CUDA graphs (default: on unless
     /// `LAV2_NO_CUDA_GRAPH=1`). Takes effect for programs not yet captured.
     pub fn set_cuda_graphs(&mut self, on: bool) {
         self.cuda_graphs = on;
@@ -828,7 +828,7 @@ impl Backend for CudaBackend {
         // The first run is eager (a warm-up that also surfaces errors op by op); a decode program
         // is captured on its second run and replayed from then on.
         if use_graph
-            && name == "decode"
+            && p.graph.per_token
             && p.runs >= 1
             && p.capture.graph.is_none()
             && !p.capture.failed
