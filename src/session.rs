@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use anyhow::{bail, Result};
 
-use crate::backend::{Backend, ProgramId};
+use crate::backend::{Backend, ProgramId, WeightOutOfRange};
 use crate::graph::exec::Program;
 use crate::graph::TensorId;
 use crate::model::llama::Head;
@@ -57,7 +57,18 @@ impl Session {
         if batch == 0 {
             bail!("a session needs at least one sequence (batch 0)");
         }
-        backend.load_weights(&model.weights.tensors)?;
+        backend.load_weights(&model.weights.tensors).map_err(|e| {
+            match e.downcast_ref::<WeightOutOfRange>() {
+                Some(w) => anyhow::anyhow!(
+                    "weight '{}' holds {}, beyond the ±65504 that {} stores weights in (f16): \
+                     run this model on the CPU (--device cpu)",
+                    model.weights.names[w.index],
+                    w.value,
+                    backend.describe()
+                ),
+                None => e,
+            }
+        })?;
         backend.alloc_states(&llama::states(&model, batch))?;
         let prompt = match llama::build_prompt_graph(&model) {
             Some(g) => Some(Program::new(backend.as_mut(), g)?),

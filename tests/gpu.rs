@@ -1359,6 +1359,32 @@ fn e2e_batched_session_matches_the_cpu() {
     }
 }
 
+/// A weight f16 cannot hold (it would become infinite on upload) is refused by name.
+#[test]
+fn e2e_weights_beyond_f16_are_refused_by_name() {
+    let Some(root) = conformance() else { return };
+    let Some(b) = gpu() else { return };
+    let mut model = load(&root.join("stories260K"), None);
+    let i = model
+        .weights
+        .names
+        .iter()
+        .position(|n| n == "layers.0.w2")
+        .expect("stories260K has layers.0.w2");
+    let shape = model.weights.tensors[i].shape.clone();
+    let mut values = vec![0.01f32; shape.iter().product()];
+    values[17] = 7e4;
+    model.weights.tensors[i] = HostTensor::from_f32(shape, values);
+    let err = match Session::new(model, Box::new(b)) {
+        Ok(_) => panic!("a weight of 7e4 was uploaded as f16"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("layers.0.w2") && err.contains("70000"),
+        "{err}"
+    );
+}
+
 /// Errors the CPU reference reports must be errors here too, not out-of-bounds writes.
 #[test]
 fn e2e_positions_past_the_cache_are_rejected() {

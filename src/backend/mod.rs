@@ -44,6 +44,36 @@ pub trait Backend {
     fn matmul_rate(&mut self, m: usize, k: usize, n: usize) -> Result<f64>;
 }
 
+/// The smallest magnitude that rounds to infinity in f16 (65504 is the largest finite f16).
+pub const F16_OVERFLOW: f32 = 65520.0;
+
+/// A weight holding a finite value the backend's f16 storage cannot (it would become infinite).
+#[derive(Debug)]
+pub struct WeightOutOfRange {
+    /// Index into the weights given to [`Backend::load_weights`].
+    pub index: usize,
+    pub value: f32,
+}
+
+impl std::fmt::Display for WeightOutOfRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "weight {} holds {}, beyond the ±65504 an f16 weight can hold",
+            self.index, self.value
+        )
+    }
+}
+
+impl std::error::Error for WeightOutOfRange {}
+
+/// The first finite value f16 cannot hold.
+pub fn beyond_f16(values: impl IntoIterator<Item = f32>) -> Option<f32> {
+    values
+        .into_iter()
+        .find(|v| v.is_finite() && v.abs() >= F16_OVERFLOW)
+}
+
 /// What `--device` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceChoice {
@@ -87,4 +117,20 @@ pub(crate) fn check_program(count: usize, program: ProgramId) -> Result<()> {
         bail!("internal error: unknown program {}", program.0);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_range_is_checked_where_rounding_overflows() {
+        // 65519 still rounds to 65504; 65520 rounds to infinity.
+        assert_eq!(beyond_f16([1.0, -65504.0, 65519.0]), None);
+        assert_eq!(beyond_f16([1.0, -65520.0, 7e4]), Some(-65520.0));
+        assert_eq!(half::f16::from_f32(65519.0).to_f32(), 65504.0);
+        assert!(half::f16::from_f32(F16_OVERFLOW).is_infinite());
+        // Infinities and NaN are the file's own, not an overflow of ours.
+        assert_eq!(beyond_f16([f32::INFINITY, f32::NAN]), None);
+    }
 }

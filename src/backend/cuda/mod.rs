@@ -29,7 +29,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use cudarc::driver::{result, sys, CudaGraph, CudaSlice, CudaStream, DevicePtr};
 use half::{bf16, f16};
 
-use super::{check_program, Backend, HostData, ProgramId};
+use super::{beyond_f16, check_program, Backend, HostData, ProgramId, WeightOutOfRange};
 use crate::graph::plan::Plan;
 use crate::graph::{Elem, Graph, StateDesc, Storage, TensorDesc, TensorId};
 use crate::tensor::{shape_str, Bytes, DType, HostTensor, Synthetic};
@@ -285,7 +285,16 @@ impl CudaBackend {
     }
 
     /// Uploads (or generates) one weight into `dst`.
-    fn upload_weight(&self, t: &HostTensor, dst: &Buf, staging: Option<&Buf>) -> Result<()> {
+    /// Uploads weight `index`; float weights become f16, and a finite value that f16 cannot
+    /// hold is a [`WeightOutOfRange`] error rather than an infinity in the model.
+    fn upload_weight(
+        &self,
+        index: usize,
+        t: &HostTensor,
+        dst: &Buf,
+        staging: Option<&Buf>,
+    ) -> Result<()> {
+        let out_of_range = |value| anyhow::Error::new(WeightOutOfRange { index, value });
         let n = t.numel();
         let n64 = n as i64;
         if let Bytes::Generated { recipe, .. } = &t.bytes {
@@ -337,12 +346,14 @@ impl CudaBackend {
             DType::F16 | DType::I8 | DType::U8 | DType::I32 => self.htod(dst.ptr, raw),
             DType::BF16 => {
                 for (i, chunk) in raw.chunks(2 * STAGING_ELEMS).enumerate() {
-                    let h: Vec<u16> = chunk
+                    let values: Vec<f32> = chunk
                         .chunks_exact(2)
-                        .map(|c| {
-                            f16::from_f32(bf16::from_le_bytes([c[0], c[1]]).to_f32()).to_bits()
-                        })
+                        .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
                         .collect();
+                    if let Some(v) = beyond_f16(values.iter().copied()) {
+                        return Err(out_of_range(v));
+                    }
+                    let h: Vec<u16> = values.iter().map(|&v| f16::from_f32(v).to_bits()).collect();
                     self.htod(dst.ptr + (i * STAGING_ELEMS * 2) as u64, &h)?;
                 }
                 Ok(())
@@ -352,6 +363,12 @@ impl CudaBackend {
                     staging.ok_or_else(|| anyhow!("internal error: no staging buffer"))?;
                 for (i, chunk) in raw.chunks(4 * STAGING_ELEMS).enumerate() {
                     let count = chunk.len() / 4;
+                    let values = chunk
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+                    if let Some(v) = beyond_f16(values) {
+                        return Err(out_of_range(v));
+                    }
                     self.htod(staging.ptr, chunk)?;
                     self.launch_now(
                         "convert_f32_to_f16",
@@ -539,7 +556,7 @@ impl Backend for CudaBackend {
         let mut shown = 0usize;
         for (i, (t, &(elem, bytes))) in weights.iter().zip(&plan).enumerate() {
             let buf = alloc(&self.dev.stream, bytes)?;
-            self.upload_weight(t, &buf, staging.as_ref())
+            self.upload_weight(i, t, &buf, staging.as_ref())
                 .with_context(|| {
                     format!("uploading weight {i} ({} {})", t.dtype, shape_str(&t.shape))
                 })?;
