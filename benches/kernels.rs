@@ -212,6 +212,75 @@ fn gemv(c: &mut Criterion) {
                 b.iter_custom(|iters| case.time(iters))
             });
         }
+        group.throughput(Throughput::Bytes((out_f * in_f) as u64 * act_bytes()));
+        vendor_variant(&mut group, 1, in_f, out_f);
+    }
+    group.finish();
+}
+
+/// The vendor library's product (cuBLAS on CUDA) as one more variant of `group`, where the
+/// device has one; skipped with the reason where it cannot be opened.
+fn vendor_variant(
+    group: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>,
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    let mut b = device();
+    match b.vendor_matmul_time(m, k, n, 1) {
+        Ok(Some((name, _))) => {
+            let label = format!("{}_f16/{n}x{k}", name.to_lowercase());
+            group.bench_function(label, |bench| {
+                bench.iter_custom(|iters| {
+                    b.vendor_matmul_time(m, k, n, iters)
+                        .expect("timed once already")
+                        .expect("the same backend")
+                        .1
+                })
+            });
+        }
+        Ok(None) => {}
+        Err(e) => eprintln!("vendor comparison skipped: {e:#}"),
+    }
+}
+
+/// Prefill-sized products (512 tokens; 64 on the CPU reference, which would take seconds an
+/// iteration) on tensor cores: ours against the vendor library, as FLOP/s (criterion's
+/// elements are multiply-adds × 2).
+fn gemm(c: &mut Criterion) {
+    let mut rng = Rng::new(4);
+    let m = if act_bytes() == 2 { 512 } else { 64 };
+    let mut group = c.benchmark_group(format!("gemm_7b_{m}_tokens"));
+    for (out_f, in_f) in [(DIM, DIM), (FFN, DIM)] {
+        group.throughput(Throughput::Elements(2 * (m * in_f * out_f) as u64));
+        let mut g = Graph::new("gemm");
+        let x = g.input("x", &[m, in_f], Elem::Act);
+        let w = g.weight("w", &[out_f, in_f], Elem::Act, 0);
+        let out = g.activation("y", &[m, out_f]);
+        g.push(Op::Linear {
+            x,
+            w,
+            quant: None,
+            bias: None,
+            out_scale: None,
+            residual: None,
+            out,
+        });
+        g.mark_output(out);
+        let weights = vec![HostTensor::from_f32(
+            vec![out_f, in_f],
+            random(&mut rng, out_f * in_f, 0.02),
+        )];
+        let mut case = Case::new(
+            g,
+            weights,
+            vec![],
+            &[("x", random(&mut rng, m * in_f, 1.0))],
+        );
+        group.bench_function(format!("lav2_f16/{out_f}x{in_f}"), |b| {
+            b.iter_custom(|iters| case.time(iters))
+        });
+        vendor_variant(&mut group, m, in_f, out_f);
     }
     group.finish();
 }
@@ -330,6 +399,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = kernels;
     config = config();
-    targets = bench_copy_bandwidth, rmsnorm, gemv, adapter_attention
+    targets = bench_copy_bandwidth, rmsnorm, gemv, gemm, adapter_attention
 }
 criterion_main!(kernels);

@@ -89,16 +89,19 @@ step_tests() {
         "$(tr '\n' ';' <<<"$details")"
 }
 
-find_nvrtc_dir() {
-    local d
+# The folder holding lib<name>.so* (the CUDA toolkit's, the system's, or a pip wheel's such as
+# PyTorch's nvidia-* packages), or nothing.
+find_lib_dir() {
+    local name="$1" d
     for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu; do
-        if compgen -G "$d/libnvrtc.so*" >/dev/null; then
+        if compgen -G "$d/lib$name.so*" >/dev/null; then
             echo "$d"
             return
         fi
     done
-    python3 - <<'EOF' 2>/dev/null
+    python3 - "$name" <<'EOF' 2>/dev/null
 import glob, os, site, sys
+name = sys.argv[1]
 roots = site.getsitepackages() + [site.getusersitepackages()]
 try:
     import torch
@@ -106,7 +109,8 @@ try:
 except Exception:
     pass
 for r in roots:
-    for pat in ("nvidia/cu13/lib/libnvrtc.so*", "nvidia/cuda_nvrtc/lib/libnvrtc.so*", "lib/libnvrtc*.so*"):
+    for pat in (f"nvidia/cu13/lib/lib{name}.so*", f"nvidia/cuda_{name}/lib/lib{name}.so*",
+                f"nvidia/{name}/lib/lib{name}.so*", f"lib/lib{name}*.so*"):
         hits = glob.glob(os.path.join(r, pat))
         if hits:
             print(os.path.dirname(hits[0]))
@@ -114,14 +118,18 @@ for r in roots:
 EOF
 }
 
+# LD_LIBRARY_PATH with the folder of lib<name> in front, where one is found.
+with_lib() {
+    local dir
+    dir="$(find_lib_dir "$1")"
+    echo "${dir}${dir:+${LD_LIBRARY_PATH:+:}}${LD_LIBRARY_PATH:-}"
+}
+
 step_nvrtc() {
-    local t0 exe="$BIN/tests/gpu" dir log="$RESULTS/logs/nvrtc.log"
+    local t0 exe="$BIN/tests/gpu" log="$RESULTS/logs/nvrtc.log"
     t0=$(date +%s)
     [[ -x "$exe" ]] || { record nvrtc skip 0 "no gpu test binary"; return; }
-    dir="$(find_nvrtc_dir)"
-    local ldp="${LD_LIBRARY_PATH:-}"
-    [[ -n "$dir" ]] && ldp="$dir${ldp:+:$ldp}"
-    (cd "$BUNDLE" && LD_LIBRARY_PATH="$ldp" LAV2_CUDA_JIT=nvrtc LAV2_GPU_TEST_QUICK=1 LAV2_REQUIRE_GPU=1 \
+    (cd "$BUNDLE" && LD_LIBRARY_PATH="$(with_lib nvrtc)" LAV2_CUDA_JIT=nvrtc LAV2_GPU_TEST_QUICK=1 LAV2_REQUIRE_GPU=1 \
         timeout "$STEP_TIMEOUT" "$exe" op_ synthetic e2e_cuda_graph) >"$log" 2>&1
     local rc=$?
     if grep -q "NVRTC (libnvrtc.so) could not be loaded\|libnvrtc.so not found" "$log"; then
@@ -157,7 +165,9 @@ step_bench() {
         return
     fi
     # shellcheck disable=SC2086
-    timeout "$STEP_TIMEOUT" "$exe" bench --device cuda --json ${LAV2_BENCH_ARGS:-} >"$RESULTS/bench.json" 2>"$log"
+    # cuBLAS (the vendor comparison) is opened at run time: PyTorch's copy serves where no toolkit is.
+    LD_LIBRARY_PATH="$(with_lib cublas)" timeout "$STEP_TIMEOUT" "$exe" bench --device cuda --json \
+        ${LAV2_BENCH_ARGS:-} >"$RESULTS/bench.json" 2>"$log"
     local rc=$?
     if ((rc == 0)) && python3 -c "import json,sys; json.load(open(sys.argv[1]))" "$RESULTS/bench.json" 2>/dev/null; then
         record bench pass "$(($(date +%s) - t0))" "$(tail -n 1 "$log")"
@@ -186,7 +196,8 @@ step_benches() {
         [[ -x "$exe" ]] || continue
         any=1
         name="$(basename "$exe")"
-        (cd "$BUNDLE" && timeout "$STEP_TIMEOUT" "$exe" --bench) >"$RESULTS/logs/bench-$name.log" 2>&1
+        (cd "$BUNDLE" && LD_LIBRARY_PATH="$(with_lib cublas)" timeout "$STEP_TIMEOUT" "$exe" --bench) \
+            >"$RESULTS/logs/bench-$name.log" 2>&1
         rc=$?
         details+="$name: exit $rc; "
     done
@@ -263,16 +274,22 @@ if tests:
     md += ["", "## Test binaries", "", "| binary | status | result |", "|---|---|---|"]
     md += [f"| {t['binary']} | {t['status']} | {t['summary']} |" for t in tests]
 if bench:
-    md += ["", "## lav2 bench", "", f"device: {bench.get('device', '?')}", "",
-           f"copy bandwidth {bench.get('copy_bandwidth_gb_s', 0):.0f} GB/s, f16 matmul {bench.get('matmul_tflop_s', 0):.1f} TFLOP/s", "",
-           "| format | adapter | step | tokens | context | ms | tokens/s | roofline |", "|---|---|---|---|---|---|---|---|"]
+    vendor = bench.get("vendor_matmul") or {}
+    vendor_txt = (f" ({vendor['library']}: {vendor['tflop_s']:.1f} TFLOP/s on the same product)"
+                  if vendor.get("library") else "")
+    md += ["", "## lav2 bench", "", f"device: {bench.get('device', '?')}; preset {bench.get('preset', '?')}: {bench.get('shape', '?')}", "",
+           f"copy bandwidth {bench.get('copy_bandwidth_gb_s', 0):.0f} GB/s, f16 matmul {bench.get('matmul_tflop_s', 0):.1f} TFLOP/s{vendor_txt}", "",
+           "| format | adapter | step | batch | tokens | context | ms | tokens/s | roofline |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows(bench):
-        md.append(f"| {r.get('format')} | {r.get('adapter')} | {r.get('step')} | {r.get('tokens')} | {r.get('context')} | "
+        md.append(f"| {r.get('format')} | {r.get('adapter')} | {r.get('step')} | {r.get('batch', 1)} | {r.get('tokens')} | {r.get('context')} | "
                   f"{r.get('ms', 0):.2f} | {r.get('tokens_per_s', 0):.1f} | {100 * r.get('roofline_fraction', 0):.1f} % |")
-    for key in ("vision_ms", "time_to_first_token_ms"):
-        if bench.get(key):
-            md.append("")
-            md.append(f"{key}: " + ", ".join(f"{k} {v:.1f}" for k, v in bench[key]))
+    runs = bench.get("runs") or []
+    if runs:
+        md += ["", "| run | setup s | image → visual prompts ms | time to first token ms |", "|---|---|---|---|"]
+        for r in runs:
+            vis = r.get("vision_ms")
+            md.append(f"| {r.get('label')} | {r.get('setup_s', 0):.1f} | {'–' if vis is None else f'{vis:.2f}'} | "
+                      f"{r.get('time_to_first_token_ms', 0):.2f} |")
 if torch:
     md += ["", "## PyTorch (transformers LlamaForCausalLM, f16)", "",
            f"torch {torch.get('torch')}, transformers {torch.get('transformers')}, {torch.get('device')}", "",

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use crate::backend::{self, DeviceChoice};
+use crate::backend::{self, Backend, DeviceChoice};
 use crate::model::synthetic::{self, Preset, ShapeOverrides};
 use crate::model::Model;
 use crate::quant::QuantFormat;
@@ -67,8 +67,16 @@ pub struct Report {
     pub shape: String,
     pub copy_bandwidth_gb_s: f64,
     pub matmul_tflop_s: f64,
+    /// The same product by the vendor library (cuBLAS on CUDA), where there is one.
+    pub vendor_matmul: Option<VendorRate>,
     pub rows: Vec<Row>,
     pub runs: Vec<RunSummary>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct VendorRate {
+    pub library: String,
+    pub tflop_s: f64,
 }
 
 /// Per weight format and adapter choice: setup, the image path, and time to first token.
@@ -122,6 +130,23 @@ fn progress(msg: &str) {
     eprintln!("lav2 bench: {msg}");
 }
 
+/// Best of five timed batches of the vendor library's product, as a rate.
+fn vendor_rate(b: &mut dyn Backend, m: usize, k: usize, n: usize) -> Result<Option<VendorRate>> {
+    let mut best = f64::INFINITY;
+    let mut library = None;
+    for _ in 0..5 {
+        let Some((name, t)) = b.vendor_matmul_time(m, k, n, 10)? else {
+            return Ok(None);
+        };
+        library = Some(name);
+        best = best.min(t.as_secs_f64() / 10.0);
+    }
+    Ok(library.map(|l| VendorRate {
+        library: l.to_string(),
+        tflop_s: 2.0 * (m * k * n) as f64 / best.max(1e-12) / 1e12,
+    }))
+}
+
 pub fn run(opts: &BenchOptions) -> Result<Report> {
     if opts.repeats == 0 || opts.decode_tokens == 0 || opts.batch == 0 {
         bail!("--repeats, --decode-tokens and --batch must be positive");
@@ -149,10 +174,21 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
     let bw = probe.copy_bandwidth(if on_gpu { 1 << 30 } else { 1 << 28 })?;
     let c = &preset.config;
     let mm = probe.matmul_rate(512, c.dim, c.dim)?;
+    let vendor = match vendor_rate(probe.as_mut(), 512, c.dim, c.dim) {
+        Ok(v) => v,
+        Err(e) => {
+            progress(&format!("vendor matmul comparison skipped: {e:#}"));
+            None
+        }
+    };
     progress(&format!(
-        "copy bandwidth {:.1} GB/s, matmul {:.2} TFLOP/s",
+        "copy bandwidth {:.1} GB/s, matmul {:.2} TFLOP/s{}",
         bw / 1e9,
-        mm / 1e12
+        mm / 1e12,
+        vendor.as_ref().map_or(String::new(), |v| format!(
+            " ({} {:.2} TFLOP/s)",
+            v.library, v.tflop_s
+        ))
     ));
     drop(probe);
 
@@ -281,6 +317,7 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
         ),
         copy_bandwidth_gb_s: bw / 1e9,
         matmul_tflop_s: mm / 1e12,
+        vendor_matmul: vendor,
         rows,
         runs,
     })
@@ -288,9 +325,18 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
 
 impl Report {
     pub fn markdown(&self) -> String {
+        let vendor = self.vendor_matmul.as_ref().map_or(String::new(), |v| {
+            format!(
+                " (our kernel; {} does the same product at {:.2} TFLOP/s, {:.0} % of which is ours)",
+                v.library,
+                v.tflop_s,
+                100.0 * self.matmul_tflop_s / v.tflop_s
+            )
+        });
         let mut s = format!(
             "# lav2 bench — {} preset on {}\n\nShape: {}. Copy bandwidth {:.1} GB/s (read + write), \
-             f16/f32 matmul {:.2} TFLOP/s, both measured in this run.\n\n",
+             f16/f32 matmul [512 × dim · (dim × dim)ᵀ] {:.2} TFLOP/s{vendor}, all measured in this \
+             run.\n\n",
             self.preset, self.device, self.shape, self.copy_bandwidth_gb_s, self.matmul_tflop_s
         );
         s += "| weights | adapter | step | batch | tokens | context | ms | tokens/s | MB/token | % of roofline |\n";

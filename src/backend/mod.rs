@@ -42,6 +42,17 @@ pub trait Backend {
     fn copy_bandwidth(&mut self, bytes: usize) -> Result<f64>;
     /// Dense matmul rate in FLOP/s (2·m·k·n per product) in the activation precision.
     fn matmul_rate(&mut self, m: usize, k: usize, n: usize) -> Result<f64>;
+    /// Time of `iters` products `[m, k] · [n, k]ᵀ` by the vendor library a user would otherwise
+    /// pick (cuBLAS on CUDA), for comparison only; `None` where there is none (the CPU).
+    fn vendor_matmul_time(
+        &mut self,
+        _m: usize,
+        _k: usize,
+        _n: usize,
+        _iters: u64,
+    ) -> Result<Option<(&'static str, std::time::Duration)>> {
+        Ok(None)
+    }
 }
 
 /// The smallest magnitude that rounds to infinity in f16 (65504 is the largest finite f16).

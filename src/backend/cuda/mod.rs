@@ -13,6 +13,7 @@
 //!   every op so an asynchronous fault names the op that caused it.
 
 mod attention;
+mod cublas;
 mod device;
 mod elementwise;
 pub mod kernels;
@@ -23,7 +24,7 @@ pub use lower::{dry_lower, DryDevice};
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use cudarc::driver::{result, sys, CudaGraph, CudaSlice, CudaStream, DevicePtr};
@@ -110,6 +111,8 @@ pub struct CudaBackend {
     bytes_activations: usize,
     cuda_graphs: bool,
     sync_each_op: bool,
+    /// Opened on first use by [`Backend::vendor_matmul_time`].
+    cublas: Option<cublas::Cublas>,
     dev: Device,
 }
 
@@ -175,6 +178,7 @@ impl CudaBackend {
             bytes_activations: 0,
             cuda_graphs: !env_flag("LAV2_NO_CUDA_GRAPH"),
             sync_each_op: env_flag("LAV2_CUDA_SYNC"),
+            cublas: None,
             dev,
         })
     }
@@ -417,6 +421,30 @@ impl CudaBackend {
 
     /// Times `work` (enqueued on the stream) in milliseconds: CUDA events, or a host timer
     /// around a synchronized stream on drivers older than 12.8 (no cuEventElapsedTime_v2).
+    /// Random f16 operands `x [m, k]`, `w [n, k]` and an output `y [m, n]` for timing products.
+    fn matmul_operands(&mut self, m: usize, k: usize, n: usize) -> Result<(Buf, Buf, Buf)> {
+        self.dev.ctx.bind_to_thread()?;
+        let (xb, wb, yb) = (m * k * 2, n * k * 2, m * n * 2);
+        self.ensure_fits(0, 0, xb + wb + yb)?;
+        let x = alloc(&self.dev.stream, xb)?;
+        let w = alloc(&self.dev.stream, wb)?;
+        let y = alloc(&self.dev.stream, yb)?;
+        let amp = (1.0 / k.max(1) as f32).sqrt();
+        for (b, count, seed) in [(&x, m * k, 1u64), (&w, n * k, 2u64)] {
+            self.launch_now(
+                "synthetic_uniform_f16",
+                count,
+                vec![
+                    Arg::Ptr(b.ptr),
+                    Arg::I64(count as i64),
+                    Arg::U64(seed),
+                    Arg::F32(amp),
+                ],
+            )?;
+        }
+        Ok((x, w, y))
+    }
+
     fn time_ms(&self, work: &dyn Fn() -> Result<()>) -> Result<f64> {
         if self.dev.driver_version >= 12080 {
             let start = self
@@ -922,25 +950,7 @@ impl Backend for CudaBackend {
     }
 
     fn matmul_rate(&mut self, m: usize, k: usize, n: usize) -> Result<f64> {
-        self.dev.ctx.bind_to_thread()?;
-        let (xb, wb, yb) = (m * k * 2, n * k * 2, m * n * 2);
-        self.ensure_fits(0, 0, xb + wb + yb)?;
-        let x = alloc(&self.dev.stream, xb)?;
-        let w = alloc(&self.dev.stream, wb)?;
-        let y = alloc(&self.dev.stream, yb)?;
-        let amp = (1.0 / k.max(1) as f32).sqrt();
-        for (b, count, seed) in [(&x, m * k, 1u64), (&w, n * k, 2u64)] {
-            self.launch_now(
-                "synthetic_uniform_f16",
-                count,
-                vec![
-                    Arg::Ptr(b.ptr),
-                    Arg::I64(count as i64),
-                    Arg::U64(seed),
-                    Arg::F32(amp),
-                ],
-            )?;
-        }
+        let (x, w, y) = self.matmul_operands(m, k, n)?;
         let shape = matmul::pick(m, n, self.dev.sms);
         let name = matmul::dense_kernel(shape, false);
         let (grid, block) = matmul::grid_block(shape, m, n);
@@ -973,5 +983,34 @@ impl Backend for CudaBackend {
         }
         self.dev.stream.synchronize()?;
         Ok(2.0 * (m * k * n) as f64 / (best.max(1e-6) * 1e-3))
+    }
+
+    fn vendor_matmul_time(
+        &mut self,
+        m: usize,
+        k: usize,
+        n: usize,
+        iters: u64,
+    ) -> Result<Option<(&'static str, Duration)>> {
+        let (x, w, y) = self.matmul_operands(m, k, n)?;
+        if self.cublas.is_none() {
+            self.cublas = Some(cublas::Cublas::new(&self.dev.stream)?);
+        }
+        let blas = self.cublas.as_ref().expect("opened above");
+        let (mi, ki, ni) = (
+            lower::dim(m, "m")?,
+            lower::dim(k, "k")?,
+            lower::dim(n, "n")?,
+        );
+        // SAFETY: the three buffers hold m·k, n·k and m·n halves.
+        let run = || unsafe { blas.matmul_f16(x.ptr, w.ptr, y.ptr, mi, ki, ni) };
+        run()?;
+        self.dev.stream.synchronize()?;
+        let t = Instant::now();
+        for _ in 0..iters {
+            run()?;
+        }
+        self.dev.stream.synchronize()?;
+        Ok(Some(("cuBLAS", t.elapsed())))
     }
 }
