@@ -34,33 +34,9 @@ fn rotate(v: &mut [f32], pos: usize, theta: f32, interleaved: bool) {
     }
 }
 
+/// Row `t` of `q`, `k`, `v` is token `t % seq` of sequence `t / seq` (`seq` = rows / batch), at
+/// position `start_pos + t % seq` of that sequence's block of the caches.
 pub fn rope_kv_write(
-    a: &RopeArgs,
-    q: &mut [f32],
-    k: &[f32],
-    v: &[f32],
-    k_cache: &mut [f32],
-    v_cache: &mut [f32],
-) {
-    let (qn, kn, cn) = (
-        q.len() / a.batch,
-        k.len() / a.batch,
-        k_cache.len() / a.batch,
-    );
-    for (b, q) in q.chunks_exact_mut(qn).enumerate() {
-        let (kr, cr) = (b * kn..(b + 1) * kn, b * cn..(b + 1) * cn);
-        rope_kv_write_one(
-            a,
-            q,
-            &k[kr.clone()],
-            &v[kr],
-            &mut k_cache[cr.clone()],
-            &mut v_cache[cr],
-        );
-    }
-}
-
-fn rope_kv_write_one(
     a: &RopeArgs,
     q: &mut [f32],
     k: &[f32],
@@ -71,13 +47,14 @@ fn rope_kv_write_one(
     let hd = a.head_dim;
     let kv_width = a.n_kv_heads * hd;
     let rows = k.len() / kv_width;
+    let (seq, cache_rows) = (rows / a.batch, k_cache.len() / kv_width / a.batch);
     for t in 0..rows {
-        let pos = a.start_pos + t;
+        let pos = a.start_pos + t % seq;
         for h in 0..a.n_heads {
             let off = (t * a.n_heads + h) * hd;
             rotate(&mut q[off..off + hd], pos, a.theta, a.interleaved);
         }
-        let dst = pos * kv_width;
+        let dst = ((t / seq) * cache_rows + pos) * kv_width;
         k_cache[dst..dst + kv_width].copy_from_slice(&k[t * kv_width..(t + 1) * kv_width]);
         v_cache[dst..dst + kv_width].copy_from_slice(&v[t * kv_width..(t + 1) * kv_width]);
         for h in 0..a.n_kv_heads {
@@ -123,28 +100,10 @@ fn softmax_weighted(
 }
 
 /// Query row t sits at position `start_pos + t` and sees cache rows `0..=start_pos + t`;
-/// the prompt term is its own softmax over every prompt row, scaled by `gate[h]`.
+/// the prompt term is its own softmax over every prompt row, scaled by `gate[h]`. With a batch,
+/// row `t` is token `t % seq` of sequence `t / seq` (`seq` = rows / batch), which sees only its
+/// own block of the caches; the prompt is shared.
 pub fn adapter_attention(
-    a: &AttentionArgs,
-    q: &[f32],
-    k_cache: &[f32],
-    v_cache: &[f32],
-    out: &mut [f32],
-) {
-    let (qn, cn) = (q.len() / a.batch, k_cache.len() / a.batch);
-    for (b, out) in out.chunks_exact_mut(qn).enumerate() {
-        let cr = b * cn..(b + 1) * cn;
-        adapter_attention_one(
-            a,
-            &q[b * qn..(b + 1) * qn],
-            &k_cache[cr.clone()],
-            &v_cache[cr],
-            out,
-        );
-    }
-}
-
-fn adapter_attention_one(
     a: &AttentionArgs,
     q: &[f32],
     k_cache: &[f32],
@@ -156,10 +115,13 @@ fn adapter_attention_one(
     let group = a.n_heads / a.n_kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let rows = q.len() / (a.n_heads * hd);
+    let (seq, block) = (rows / a.batch, k_cache.len() / a.batch);
     let mut scores = Vec::new();
     let mut acc = vec![0f32; hd];
     for t in 0..rows {
-        let len = a.start_pos + t + 1;
+        let len = a.start_pos + t % seq + 1;
+        let cache = (t / seq) * block..(t / seq + 1) * block;
+        let (k_cache, v_cache) = (&k_cache[cache.clone()], &v_cache[cache]);
         for h in 0..a.n_heads {
             let kvh = h / group;
             let qo = (t * a.n_heads + h) * hd;
