@@ -283,6 +283,10 @@ if bench:
     for r in rows(bench):
         md.append(f"| {r.get('format')} | {r.get('adapter')} | {r.get('step')} | {r.get('batch', 1)} | {r.get('tokens')} | {r.get('context')} | "
                   f"{r.get('ms', 0):.2f} | {r.get('tokens_per_s', 0):.1f} | {100 * r.get('roofline_fraction', 0):.1f} % |")
+    overhead = bench.get("adapter_overhead") or []
+    if overhead:
+        md += ["", "| format | step | context | adapter adds |", "|---|---|---|---|"]
+        md += [f"| {o['format']} | {o['step']} | {o['context']} | {100 * o['fraction']:+.1f} % |" for o in overhead]
     runs = bench.get("runs") or []
     if runs:
         md += ["", "| run | setup s | image → visual prompts ms | time to first token ms |", "|---|---|---|---|"]

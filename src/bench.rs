@@ -71,6 +71,41 @@ pub struct Report {
     pub vendor_matmul: Option<VendorRate>,
     pub rows: Vec<Row>,
     pub runs: Vec<RunSummary>,
+    /// What the adapter (prompts, biases, gated attention) adds to each step, where the same
+    /// step was measured with and without it.
+    pub adapter_overhead: Vec<AdapterOverhead>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AdapterOverhead {
+    pub format: String,
+    pub step: String,
+    pub context: usize,
+    /// `ms with / ms without − 1`.
+    pub fraction: f64,
+}
+
+/// Pairs every step measured with the adapter with the same step measured without it.
+fn adapter_overhead(rows: &[Row]) -> Vec<AdapterOverhead> {
+    rows.iter()
+        .filter(|r| r.adapter)
+        .filter_map(|w| {
+            rows.iter()
+                .find(|o| {
+                    !o.adapter
+                        && o.format == w.format
+                        && o.step == w.step
+                        && o.context == w.context
+                        && o.tokens == w.tokens
+                })
+                .map(|o| AdapterOverhead {
+                    format: w.format.clone(),
+                    step: w.step.clone(),
+                    context: w.context,
+                    fraction: w.ms / o.ms - 1.0,
+                })
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -318,6 +353,7 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
         copy_bandwidth_gb_s: bw / 1e9,
         matmul_tflop_s: mm / 1e12,
         vendor_matmul: vendor,
+        adapter_overhead: adapter_overhead(&rows),
         rows,
         runs,
     })
@@ -355,6 +391,18 @@ impl Report {
                 r.bytes_per_token / 1e6,
                 100.0 * r.roofline_fraction
             );
+        }
+        if !self.adapter_overhead.is_empty() {
+            s += "\n| weights | step | context | adapter adds |\n|---|---|---:|---:|\n";
+            for o in &self.adapter_overhead {
+                s += &format!(
+                    "| {} | {} | {} | {:+.1} % |\n",
+                    o.format,
+                    o.step,
+                    o.context,
+                    100.0 * o.fraction
+                );
+            }
         }
         s += "\n| run | setup (s) | image → visual prompts (ms) | time to first token (ms) |\n|---|---:|---:|---:|\n";
         for r in &self.runs {

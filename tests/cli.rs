@@ -486,6 +486,10 @@ fn bench_reports_every_field_with_roofline_ratios() {
     }
     let runs = v["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 4);
+    // Each format's three steps, with the adapter against without.
+    let overhead = v["adapter_overhead"].as_array().unwrap();
+    assert_eq!(overhead.len(), 6, "{overhead:?}");
+    assert!(overhead.iter().all(|o| o["fraction"].as_f64().is_some()));
     assert!(runs
         .iter()
         .any(|r| r["vision_ms"].as_f64().is_some_and(|ms| ms > 0.0)));
