@@ -4,9 +4,12 @@
 # or driver is needed to compile). Idempotent: a working nvcc already there is reused.
 #
 #   bash scripts/install-nvcc.sh            # installs into ${LAV2_NVCC_DIR:-$HOME/.cache/lav2/nvcc}
-#   eval "$(bash scripts/install-nvcc.sh | tail -n 1)"   # and exports NVCC for this shell
+#   eval "$(bash scripts/install-nvcc.sh)"   # and exports NVCC (and LAV2_NVRTC_LIB) for this shell
 #
-# All messages go to stderr; the last stdout line is exactly `export NVCC=<path to nvcc>`.
+# All messages go to stderr. stdout is shell: `export LAV2_NVRTC_LIB=<folder of libnvrtc.so>`
+# (NVRTC 13.0, for the tests of the run-time compile fallback; its own folder, see below), then,
+# as the last line, exactly `export NVCC=<path to nvcc>`:
+#   eval "$(bash scripts/install-nvcc.sh)"
 # nvcc itself still needs a host C++ compiler (gcc/g++) on PATH, even for --ptx / --cubin.
 set -euo pipefail
 
@@ -89,4 +92,18 @@ if ! "$nvcc_path" -gencode=arch=compute_90a,code=sm_90a --cubin -o "$tmp/probe.c
 fi
 
 log "$("$nvcc_path" --version | tail -n 2 | head -n 1)"
+
+# NVRTC gets a --target folder of its own: pip --target replaces a top-level folder it installs
+# into (nvidia/), so adding a wheel to the toolchain's folder later would remove nvcc.
+NVRTC_DIR="$DIR/nvrtc-13.0"
+find_nvrtc() { compgen -G "$NVRTC_DIR/nvidia/cu13/lib/libnvrtc.so*" >/dev/null; }
+if ! find_nvrtc; then
+    log "installing NVRTC 13.0 into $NVRTC_DIR"
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+        --upgrade --target "$NVRTC_DIR" 'nvidia-cuda-nvrtc==13.0.*' >&2 ||
+        log "warning: NVRTC could not be installed; its tests will skip"
+fi
+if find_nvrtc; then
+    printf 'export LAV2_NVRTC_LIB=%s\n' "$NVRTC_DIR/nvidia/cu13/lib"
+fi
 printf 'export NVCC=%s\n' "$nvcc_path"
