@@ -433,32 +433,27 @@ fn ocr_text_reaches_the_prompt_of_a_text_only_model() {
     assert!(text.contains("### Input:\nOCR: Hello Tesseract"), "{text}");
 }
 
-#[test]
-fn bench_reports_every_field_with_roofline_ratios() {
-    let out = lav2(&[
-        "bench",
-        "--preset",
-        "tiny",
-        "--device",
-        "cpu",
-        "--quant",
-        "f16,int4",
-        "--prefill",
-        "8",
-        "--contexts",
-        "16,64",
-        "--decode-tokens",
-        "2",
-        "--repeats",
-        "1",
-        "--json",
-    ]);
+/// `lav2 bench --json` on the CPU with short runs (8-token prefill, 2 decode steps, 1 repeat)
+/// and the whitespace-separated `args`; its parsed output.
+fn bench_json(args: &str) -> serde_json::Value {
+    let short = ["--prefill", "8", "--decode-tokens", "2", "--repeats", "1"];
+    let all: Vec<&str> = ["bench", "--device", "cpu", "--json"]
+        .into_iter()
+        .chain(short)
+        .chain(args.split_whitespace())
+        .collect();
+    let out = lav2(&all);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn bench_reports_every_field_with_roofline_ratios() {
+    let v = bench_json("--preset tiny --quant f16,int4 --contexts 16,64");
     assert!(v["copy_bandwidth_gb_s"].as_f64().unwrap() > 0.0);
     assert!(v["matmul_tflop_s"].as_f64().unwrap() > 0.0);
     let rows = v["rows"].as_array().unwrap();
@@ -521,44 +516,10 @@ fn bench_reports_every_field_with_roofline_ratios() {
 /// a batch of 3 moves 3 tokens per step for one read of the weights.
 #[test]
 fn bench_takes_a_batch_and_an_explicit_shape() {
-    let out = lav2(&[
-        "bench",
-        "--device",
-        "cpu",
-        "--quant",
-        "int8",
-        "--adapter",
-        "with",
-        "--batch",
-        "3",
-        "--dim",
-        "128",
-        "--layers",
-        "3",
-        "--heads",
-        "4",
-        "--kv-heads",
-        "2",
-        "--ffn",
-        "320",
-        "--vocab",
-        "1000",
-        "--prefill",
-        "8",
-        "--contexts",
-        "16",
-        "--decode-tokens",
-        "2",
-        "--repeats",
-        "1",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = bench_json(
+        "--quant int8 --adapter with --batch 3 --dim 128 --layers 3 --heads 4 --kv-heads 2 \
+         --ffn 320 --vocab 1000 --contexts 16",
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         v["shape"],
         "dim 128, 3 layers, 4 heads (2 kv), ffn 320, vocab 1000"
