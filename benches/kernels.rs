@@ -2,7 +2,9 @@
 //! model uses: each variant is a one- or two-op graph. Runs on the CPU reference everywhere
 //! and on CUDA when a GPU is present (`LAV2_BENCH_DEVICE=cpu|cuda|auto`, default auto).
 //! Throughput is the bytes each variant must move, so criterion prints GB/s beside the time;
-//! the copy bandwidth of the same device is measured first and printed for the ratio.
+//! the copy bandwidth of the same device is measured first and printed for the ratio. Variants
+//! are either other graphs (unfused ops) or other kernels for the same graph (CUDA's kernel
+//! variants, e.g. `rmsnorm=naive`), and cuBLAS for the products.
 
 use std::time::{Duration, Instant};
 
@@ -56,7 +58,19 @@ impl Case {
         states: Vec<StateDesc>,
         inputs: &[(&str, Vec<f32>)],
     ) -> Case {
+        Case::with_kernels(graph, weights, states, inputs, "")
+    }
+
+    /// A case whose graph the backend lowers with the kernel variants `kernels`.
+    fn with_kernels(
+        graph: Graph,
+        weights: Vec<HostTensor>,
+        states: Vec<StateDesc>,
+        inputs: &[(&str, Vec<f32>)],
+        kernels: &str,
+    ) -> Case {
         let mut backend = device();
+        backend.set_kernel_variants(kernels).unwrap();
         backend.load_weights(&weights).unwrap();
         backend.alloc_states(&states).unwrap();
         let program = Program::new(backend.as_mut(), graph).unwrap();
@@ -84,6 +98,16 @@ impl Case {
     }
 }
 
+/// The variants of a group that this device has: (label, fused graph, kernel variants); kernel
+/// variants are a CUDA option, so the CPU reference runs only the graph-level ones.
+fn variants(all: &[(&'static str, bool, &'static str)]) -> Vec<(&'static str, bool, &'static str)> {
+    let on_gpu = act_bytes() == 2;
+    all.iter()
+        .copied()
+        .filter(|v| on_gpu || v.2.is_empty())
+        .collect()
+}
+
 fn act_bytes() -> u64 {
     device().act_bytes() as u64
 }
@@ -106,7 +130,11 @@ fn rmsnorm(c: &mut Criterion) {
         let n = rows * DIM;
         // Fused: read x and residual, write residual and y. Unfused adds a pass over both.
         group.throughput(Throughput::Bytes(4 * n as u64 * act_bytes()));
-        for fused in [true, false] {
+        for (label, fused, kernels) in variants(&[
+            ("fused", true, ""),
+            ("add_then_norm", false, ""),
+            ("naive_kernel", true, "rmsnorm=naive"),
+        ]) {
             let mut g = Graph::new("rmsnorm");
             let x = g.input("x", &[rows, DIM], Elem::Act);
             let res = g.input("residual", &[rows, DIM], Elem::Act);
@@ -143,12 +171,10 @@ fn rmsnorm(c: &mut Criterion) {
                 ("x", random(&mut rng, n, 1.0)),
                 ("residual", random(&mut rng, n, 1.0)),
             ];
-            let mut case = Case::new(g, weights, vec![], &inputs);
-            let name = format!(
-                "{}/rows{rows}",
-                if fused { "fused" } else { "add_then_norm" }
-            );
-            group.bench_function(name, |b| b.iter_custom(|iters| case.time(iters)));
+            let mut case = Case::with_kernels(g, weights, vec![], &inputs, kernels);
+            group.bench_function(format!("{label}/rows{rows}"), |b| {
+                b.iter_custom(|iters| case.time(iters))
+            });
         }
     }
     group.finish();
@@ -295,7 +321,11 @@ fn adapter_attention(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(
         2 * (kv + PROMPT * HEADS * HEAD_DIM) as u64 * act_bytes(),
     ));
-    for fused in [true, false] {
+    for (label, fused, kernels) in variants(&[
+        ("fused", true, ""),
+        ("causal_then_prompt_pass", false, ""),
+        ("unfused_kernels", true, "attention=unfused"),
+    ]) {
         let states = vec![
             StateDesc {
                 name: "k".into(),
@@ -365,7 +395,7 @@ fn adapter_attention(c: &mut Criterion) {
         }
         g.mark_output(out);
         let weights = vec![HostTensor::from_f32(vec![HEADS], vec![0.1; HEADS])];
-        let mut case = Case::new(
+        let mut case = Case::with_kernels(
             g,
             weights,
             states,
@@ -373,18 +403,14 @@ fn adapter_attention(c: &mut Criterion) {
                 ("q", random(&mut rng, HEADS * HEAD_DIM, 1.0)),
                 ("start_pos", vec![ctx as f32]),
             ],
+            kernels,
         );
         if !fused {
             case.program
                 .set_i32(case.backend.as_mut(), "prompt_pos", &[(PROMPT - 1) as i32])
                 .unwrap();
         }
-        let name = if fused {
-            "fused"
-        } else {
-            "causal_then_prompt_pass"
-        };
-        group.bench_function(name, |b| b.iter_custom(|iters| case.time(iters)));
+        group.bench_function(label, |b| b.iter_custom(|iters| case.time(iters)));
     }
     group.finish();
 }

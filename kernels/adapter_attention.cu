@@ -15,7 +15,7 @@
 //                                       online softmax, cp.async double buffering
 //   adapter_attention_decode_split_f16  T == 1, split-K over the sequence (flash-decoding)
 //   adapter_attention_decode_reduce_f16 merges the splits and adds the gated prompt term
-//   attention_causal_prefill_f16 / adapter_prompt_attention_f16  the unfused pair, for benchmarks
+//   attention_causal_prefill_f16 / adapter_prompt_attention_f16  the unfused variant, for comparisons
 #include "common.cuh"
 
 using namespace lav2;
@@ -439,13 +439,15 @@ extern "C" __global__ void __launch_bounds__(PF_WARPS * 32)
                             start_pos, T, n_heads, n_kv_heads, head_dim, prompt_len, scale);
 }
 
-// Causal attention alone (benchmark baseline for the fused kernel); same launch as the prefill.
+// Causal attention alone (the unfused variant's first pass); same launch as the prefill.
 extern "C" __global__ void __launch_bounds__(PF_WARPS * 32)
     attention_causal_prefill_f16(const __half* q, const __half* k_cache, const __half* v_cache,
                                  __half* out, const int* start_pos, int T, int n_heads, int n_kv_heads,
-                                 int head_dim, float scale) {
-    attention_prefill<false>(q, k_cache, v_cache, nullptr, nullptr, nullptr, out, start_pos, T, n_heads,
-                             n_kv_heads, head_dim, 0, scale);
+                                 int head_dim, float scale, long long cache_stride) {
+    const long long rows = (long long)blockIdx.z * T * n_heads * head_dim;
+    const long long cache = (long long)blockIdx.z * cache_stride;
+    attention_prefill<false>(q + rows, k_cache + cache, v_cache + cache, nullptr, nullptr, nullptr, out + rows,
+                             start_pos, T, n_heads, n_kv_heads, head_dim, 0, scale);
 }
 
 // grid (n_splits, n_heads, batch), block 128, no dynamic smem.

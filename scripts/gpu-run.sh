@@ -277,7 +277,7 @@ if bench:
     vendor = bench.get("vendor_matmul") or {}
     vendor_txt = (f" ({vendor['library']}: {vendor['tflop_s']:.1f} TFLOP/s on the same product)"
                   if vendor.get("library") else "")
-    md += ["", "## lav2 bench", "", f"device: {bench.get('device', '?')}; preset {bench.get('preset', '?')}: {bench.get('shape', '?')}", "",
+    md += ["", "## lav2 bench", "", f"device: {bench.get('device', '?')}; preset {bench.get('preset', '?')}: {bench.get('shape', '?')}; kernels: {bench.get('kernels', 'default')}", "",
            f"copy bandwidth {bench.get('copy_bandwidth_gb_s', 0):.0f} GB/s, f16 matmul {bench.get('matmul_tflop_s', 0):.1f} TFLOP/s{vendor_txt}", "",
            "| format | adapter | step | batch | tokens | context | ms | tokens/s | roofline |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows(bench):

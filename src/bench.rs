@@ -30,6 +30,8 @@ pub struct BenchOptions {
     pub seed: u64,
     /// Run with the adapter, without it, or both.
     pub adapter: AdapterChoice,
+    /// Kernel variants for the ops that have several (`Backend::set_kernel_variants`).
+    pub kernels: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +67,8 @@ pub struct Report {
     pub device: String,
     pub preset: String,
     pub shape: String,
+    /// The kernel variants measured ("default": the model's kernels).
+    pub kernels: String,
     pub copy_bandwidth_gb_s: f64,
     pub matmul_tflop_s: f64,
     /// The same product by the vendor library (cuBLAS on CUDA), where there is one.
@@ -190,6 +194,7 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
         bail!("--prefill and --contexts lengths must be positive");
     }
     let mut probe = backend::open(opts.device)?;
+    probe.set_kernel_variants(&opts.kernels)?;
     let on_gpu = probe.act_bytes() == 2;
     let preset_name =
         opts.preset
@@ -248,7 +253,8 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
             ));
             let t0 = Instant::now();
             let model = synthetic::build(&preset, opts.seed, format, with_adapter);
-            let backend = backend::open(opts.device)?;
+            let mut backend = backend::open(opts.device)?;
+            backend.set_kernel_variants(&opts.kernels)?;
             let act = backend.act_bytes();
             let batch = opts.batch;
             let mut s = Session::with_batch(model, backend, batch)?;
@@ -350,6 +356,11 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
             "dim {}, {} layers, {} heads ({} kv), ffn {}, vocab {}",
             c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.ffn_dim, c.vocab_size
         ),
+        kernels: if opts.kernels.trim().is_empty() {
+            "default".into()
+        } else {
+            opts.kernels.clone()
+        },
         copy_bandwidth_gb_s: bw / 1e9,
         matmul_tflop_s: mm / 1e12,
         vendor_matmul: vendor,
@@ -370,10 +381,15 @@ impl Report {
             )
         });
         let mut s = format!(
-            "# lav2 bench — {} preset on {}\n\nShape: {}. Copy bandwidth {:.1} GB/s (read + write), \
+            "# lav2 bench — {} preset on {}\n\nShape: {}. Kernels: {}. Copy bandwidth {:.1} GB/s (read + write), \
              f16/f32 matmul [512 × dim · (dim × dim)ᵀ] {:.2} TFLOP/s{vendor}, all measured in this \
              run.\n\n",
-            self.preset, self.device, self.shape, self.copy_bandwidth_gb_s, self.matmul_tflop_s
+            self.preset,
+            self.device,
+            self.shape,
+            self.kernels,
+            self.copy_bandwidth_gb_s,
+            self.matmul_tflop_s
         );
         s += "| weights | adapter | step | batch | tokens | context | ms | tokens/s | MB/token | % of roofline |\n";
         s += "|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n";

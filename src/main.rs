@@ -176,6 +176,10 @@ struct BenchArgs {
     vocab: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Kernel variants to measure instead of the model's, comma-separated (CUDA only):
+    /// rmsnorm=fused|naive, attention=fused|unfused.
+    #[arg(long, default_value = "")]
+    kernels: String,
     /// Print JSON instead of the markdown table.
     #[arg(long)]
     json: bool,
@@ -640,6 +644,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             "without" => AdapterChoice::Without,
             other => bail!("--adapter: '{other}' is not with, without or both"),
         },
+        kernels: a.kernels,
     };
     let report = lav2::bench::run(&opts)?;
     if a.json {

@@ -510,6 +510,10 @@ fn bench_reports_every_field_with_roofline_ratios() {
         ]),
         &["--kv-heads 3"],
     );
+    assert_clean_error(
+        &lav2(&["bench", "--kernels", "rmsnorm=naive", "--device", "cpu"]),
+        &["rmsnorm=naive", "CUDA option"],
+    );
 }
 
 /// `--batch` decodes several sequences per step, and explicit dimensions replace the preset's:
@@ -525,6 +529,7 @@ fn bench_takes_a_batch_and_an_explicit_shape() {
         "dim 128, 3 layers, 4 heads (2 kv), ffn 320, vocab 1000"
     );
     assert_eq!(v["preset"], "tiny (custom)");
+    assert_eq!(v["kernels"], "default");
     let rows = v["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     for r in rows {

@@ -98,6 +98,8 @@ struct Case {
     setup: Vec<(Graph, Vec<(String, Data)>)>,
     graph: Graph,
     inputs: Vec<(String, Data)>,
+    /// Kernel variants the GPU side runs (`CudaBackend::set_kernel_variants`); "" = defaults.
+    variants: &'static str,
 }
 
 impl Case {
@@ -109,6 +111,19 @@ impl Case {
             setup: Vec::new(),
             graph,
             inputs: Vec::new(),
+            variants: "",
+        }
+    }
+
+    /// Checks the case with each of `variants` (the default kernels first).
+    fn check_variants(self, variants: &[&'static str]) {
+        check(&self);
+        for v in variants {
+            check(&Case {
+                name: format!("{} [{v}]", self.name),
+                variants: v,
+                ..self.clone()
+            });
         }
     }
     fn input(mut self, name: &str, d: Data) -> Case {
@@ -188,6 +203,7 @@ fn check(c: &Case) {
 
 fn check_tol(c: &Case, tol: f32) {
     let Some(mut g) = gpu() else { return };
+    g.set_kernel_variants(c.variants).unwrap();
     let mut cpu = CpuBackend::new();
     let want = run_case(&mut cpu, c, &|_, _| {})
         .unwrap_or_else(|e| panic!("{}: CPU run failed: {e:#}", c.name));
@@ -315,7 +331,8 @@ fn op_rmsnorm() {
         if with_x {
             c = c.input("x", Data::F32(rnd(&mut rng, rows * d, 3.0)));
         }
-        check(&c.input("residual", Data::F32(rnd(&mut rng, rows * d, 3.0))));
+        c.input("residual", Data::F32(rnd(&mut rng, rows * d, 3.0)))
+            .check_variants(&["rmsnorm=naive"]);
     }
 }
 
@@ -892,7 +909,7 @@ const ATTN_SHAPES: &[AttnShape] = &[
 fn op_adapter_attention() {
     let mut rng = Rng::new(seed("op_adapter_attention"));
     for s in shapes(ATTN_SHAPES) {
-        check(&attention_case(&mut rng, s));
+        attention_case(&mut rng, s).check_variants(&["attention=unfused"]);
     }
 }
 
@@ -1360,6 +1377,43 @@ fn e2e_batched_session_matches_the_cpu() {
         if top2_margin(row) > 0.05 {
             assert_eq!(picked[b], generate::argmax(row), "sequence {b}");
         }
+    }
+}
+
+/// The comparison kernels (naive RMSNorm, causal attention then a separate prompt pass) give
+/// the model's results too: a whole forward with them against the CPU.
+#[test]
+fn e2e_kernel_variants_match_the_cpu() {
+    let p = synthetic::preset("tiny", 64).unwrap();
+    let seed = seed("e2e_kernel_variants_match_the_cpu");
+    let mut rng = Rng::new(seed);
+    let model = || synthetic::build(&p, seed, QuantFormat::None, true);
+    let Some(mut b) = gpu() else { return };
+    b.set_kernel_variants("rmsnorm=naive,attention=unfused")
+        .unwrap();
+    let mut gs = Session::with_batch(model(), Box::new(b), 2).unwrap();
+    let mut cs = Session::with_batch(model(), Box::new(CpuBackend::new()), 2).unwrap();
+    let size = cs.image_size().unwrap();
+    let vq = cs
+        .visual_query(&rnd(&mut rng, 3 * size * size, 2.0))
+        .unwrap();
+    gs.set_visual_query(Some(&vq)).unwrap();
+    cs.set_visual_query(Some(&vq)).unwrap();
+    let prompt: Vec<u32> = (0..2 * 9).map(|i| 3 + i * 37).collect();
+    assert_close(
+        "variants: prefill logits",
+        &gs.forward(&prompt, 0, true).unwrap(),
+        &cs.forward(&prompt, 0, true).unwrap(),
+        TOL,
+    );
+    for pos in 9..12 {
+        let step = [5 + pos as u32, 900 + pos as u32];
+        assert_close(
+            &format!("variants: decode at {pos}"),
+            &gs.forward(&step, pos, false).unwrap(),
+            &cs.forward(&step, pos, false).unwrap(),
+            TOL,
+        );
     }
 }
 

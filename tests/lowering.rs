@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use lav2::backend::cuda::{dry_lower, kernels, DryDevice};
+use lav2::backend::cuda::{dry_lower, kernels, DryDevice, Variants};
 use lav2::model::llama::{self, Head};
 use lav2::model::{synthetic, vision, Model};
 use lav2::quant::QuantFormat;
@@ -24,11 +24,20 @@ fn kernels_compiled() -> bool {
     false
 }
 
-/// Lowers `graph` and returns the kernels it launches.
+/// Lowers `graph` for an H100 with the default kernels and returns the kernels it launches.
 fn lower(model: &Model, graph: lav2::graph::Graph, batch: usize) -> Vec<String> {
+    lower_on(model, graph, batch, DryDevice::H100)
+}
+
+fn lower_on(
+    model: &Model,
+    graph: lav2::graph::Graph,
+    batch: usize,
+    device: DryDevice,
+) -> Vec<String> {
     let name = graph.name.clone();
     let states = llama::states(model, batch);
-    let steps = dry_lower(&graph, &model.weights.tensors, &states, DryDevice::H100)
+    let steps = dry_lower(&graph, &model.weights.tensors, &states, device)
         .unwrap_or_else(|e| panic!("{name}: {e:#}"));
     steps
         .iter()
@@ -120,6 +129,47 @@ fn every_graph_lowers_to_launches_that_match_their_kernels() {
     ] {
         assert!(used.contains(k), "{k} was never lowered; lowered: {used:?}");
     }
+}
+
+/// The comparison kernels lower as consistently as the model's, for every graph.
+#[test]
+fn kernel_variants_lower_to_launches_that_match_their_kernels() {
+    if !kernels_compiled() {
+        return;
+    }
+    let device = DryDevice {
+        variants: Variants::parse("rmsnorm=naive,attention=unfused").unwrap(),
+        ..DryDevice::H100
+    };
+    let mut used = BTreeSet::new();
+    for quant in [QuantFormat::None, QuantFormat::Int4 { zero_point: true }] {
+        for preset in ["tiny", "7b"] {
+            let p = synthetic::preset(preset, 2048).unwrap();
+            let model = synthetic::build(&p, 1, quant, true);
+            for batch in [1, 3] {
+                for t in [1, 7, 512] {
+                    let g = llama::build_forward(&model, batch, t, Head::LastLogits);
+                    used.extend(lower_on(&model, g, batch, device));
+                }
+            }
+        }
+    }
+    for k in [
+        "rmsnorm_naive_f16",
+        "attention_causal_prefill_f16",
+        "adapter_prompt_attention_f16",
+        "adapter_attention_decode_split_f16",
+    ] {
+        assert!(used.contains(k), "{k} was never lowered; lowered: {used:?}");
+    }
+    for k in ["rmsnorm_fused_f16", "adapter_attention_prefill_f16"] {
+        assert!(
+            !used.contains(k),
+            "{k} lowered although a variant replaces it"
+        );
+    }
+    let err = Variants::parse("rmsnorm=fast").unwrap_err();
+    assert!(format!("{err}").contains("rmsnorm=fused|naive"), "{err}");
 }
 
 /// The signatures the launches are checked against are the kernels' own, read from the PTX.

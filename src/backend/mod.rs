@@ -42,6 +42,18 @@ pub trait Backend {
     fn copy_bandwidth(&mut self, bytes: usize) -> Result<f64>;
     /// Dense matmul rate in FLOP/s (2·m·k·n per product) in the activation precision.
     fn matmul_rate(&mut self, m: usize, k: usize, n: usize) -> Result<f64>;
+    /// Picks, for graphs prepared from now on, among the kernels of the op families that have
+    /// several (`"rmsnorm=naive,attention=unfused"`; empty: the defaults), so variants can be
+    /// compared on the same graph. The CPU reference has one implementation of each op.
+    fn set_kernel_variants(&mut self, spec: &str) -> Result<()> {
+        if spec.trim().is_empty() {
+            return Ok(());
+        }
+        bail!(
+            "kernel variants ('{spec}') are a CUDA option; {} has one implementation of each op",
+            self.describe()
+        )
+    }
     /// Time of `iters` products `[m, k] · [n, k]ᵀ` by the vendor library a user would otherwise
     /// pick (cuBLAS on CUDA), for comparison only; `None` where there is none (the CPU).
     fn vendor_matmul_time(

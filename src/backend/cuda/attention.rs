@@ -183,6 +183,15 @@ pub fn adapter_attention(lw: &mut Lowerer, op: &Op) -> Result<Vec<Step>> {
         dim(kv, "n_kv_heads")?,
         dim(hd, "head_dim")?,
     );
+    // The unfused variant runs the causal part alone, then the prompt pass over every row.
+    let unfused = lw.variants.unfused_attention;
+    let separate_prompt = unfused && plen > 0;
+    let (pk_f, pv_f, gate_f, plen_f) = if unfused {
+        (0, 0, 0, 0)
+    } else {
+        (pk, pv, gate, plen)
+    };
+    let mut steps = Vec::new();
     if t == 1 {
         let splits = decode_splits(lw.sms, h * nb, max_seq);
         let (ml_off, need) = decode_scratch_layout(h * nb, splits, hd);
@@ -222,28 +231,47 @@ pub fn adapter_attention(lw: &mut Lowerer, op: &Op) -> Result<Vec<Step>> {
             vec![
                 Arg::Ptr(acc),
                 Arg::Ptr(ml),
-                Arg::Ptr(pk),
-                Arg::Ptr(pv),
-                Arg::Ptr(gate),
+                Arg::Ptr(pk_f),
+                Arg::Ptr(pv_f),
+                Arg::Ptr(gate_f),
                 Arg::Ptr(op_),
                 Arg::I32(hi),
                 Arg::I32(kvi),
                 Arg::I32(hdi),
                 Arg::I32(s),
-                Arg::I32(dim(plen, "prompt_len")?),
+                Arg::I32(dim(plen_f, "prompt_len")?),
                 Arg::F32(scale),
                 Arg::Ptr(qp),
             ],
         )?;
-        Ok(vec![split, reduce])
+        steps.extend([split, reduce]);
     } else {
         let smem = 640 * (hd.div_ceil(16) * 16 + 8);
-        let step = lw.kernel(
-            "adapter_attention_prefill_f16",
-            (t.div_ceil(64) as u32, h as u32, nb as u32),
-            (128, 1, 1),
-            smem,
-            vec![
+        let grid = (t.div_ceil(64) as u32, h as u32, nb as u32);
+        let (tokens, stride) = (Arg::I32(dim(t, "tokens")?), Arg::I64(cache_stride));
+        let step = if unfused {
+            let args = vec![
+                Arg::Ptr(qp),
+                Arg::Ptr(kc),
+                Arg::Ptr(vc),
+                Arg::Ptr(op_),
+                Arg::Ptr(sp),
+                tokens,
+                Arg::I32(hi),
+                Arg::I32(kvi),
+                Arg::I32(hdi),
+                Arg::F32(scale),
+                stride,
+            ];
+            lw.kernel(
+                "attention_causal_prefill_f16",
+                grid,
+                (128, 1, 1),
+                smem,
+                args,
+            )?
+        } else {
+            let args = vec![
                 Arg::Ptr(qp),
                 Arg::Ptr(kc),
                 Arg::Ptr(vc),
@@ -252,17 +280,48 @@ pub fn adapter_attention(lw: &mut Lowerer, op: &Op) -> Result<Vec<Step>> {
                 Arg::Ptr(gate),
                 Arg::Ptr(op_),
                 Arg::Ptr(sp),
-                Arg::I32(dim(t, "tokens")?),
+                tokens,
                 Arg::I32(hi),
                 Arg::I32(kvi),
                 Arg::I32(hdi),
                 Arg::I32(dim(plen, "prompt_len")?),
                 Arg::F32(scale),
-                Arg::I64(cache_stride),
-            ],
-        )?;
-        Ok(vec![step])
+                stride,
+            ];
+            lw.kernel(
+                "adapter_attention_prefill_f16",
+                grid,
+                (128, 1, 1),
+                smem,
+                args,
+            )?
+        };
+        steps.push(step);
     }
+    if separate_prompt {
+        // Every row of every sequence against the shared prompt, added to `out` in place.
+        let rows = t * nb;
+        steps.push(lw.kernel(
+            "adapter_prompt_attention_f16",
+            (dim(rows, "rows")? as u32, h as u32, 1),
+            (128, 1, 1),
+            0,
+            vec![
+                Arg::Ptr(qp),
+                Arg::Ptr(pk),
+                Arg::Ptr(pv),
+                Arg::Ptr(gate),
+                Arg::Ptr(op_),
+                Arg::I32(dim(rows, "rows")?),
+                Arg::I32(hi),
+                Arg::I32(kvi),
+                Arg::I32(hdi),
+                Arg::I32(dim(plen, "prompt_len")?),
+                Arg::F32(scale),
+            ],
+        )?);
+    }
+    Ok(steps)
 }
 
 pub fn vision_attention(

@@ -53,13 +53,12 @@ pub fn lower(lw: &mut Lowerer, op: &Op) -> Result<Vec<Step>> {
                 Arg::F32(*eps),
             ];
             let block = if d <= 1024 { 128 } else { 256 };
-            lw.kernel(
-                "rmsnorm_fused_f16",
-                (rows as u32, 1, 1),
-                (block, 1, 1),
-                0,
-                args,
-            )?
+            let name = if lw.variants.naive_rmsnorm {
+                "rmsnorm_naive_f16"
+            } else {
+                "rmsnorm_fused_f16"
+            };
+            lw.kernel(name, (rows as u32, 1, 1), (block, 1, 1), 0, args)?
         }
         Op::SiluMul { gate, up, out } => {
             let n = lw.numel(*out);

@@ -177,6 +177,39 @@ pub enum Check {
     },
 }
 
+/// Which kernels serve the op families that have more than one: the defaults are the model's
+/// (fastest) kernels; the others exist so their cost can be measured against the same graph.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Variants {
+    /// `rmsnorm=naive`: scalar loads, two passes over global memory.
+    pub naive_rmsnorm: bool,
+    /// `attention=unfused`: causal attention, then a separate pass over the prompt.
+    pub unfused_attention: bool,
+}
+
+impl Variants {
+    /// Every spec [`Variants::parse`] takes, for help texts.
+    pub const HELP: &'static str = "rmsnorm=fused|naive, attention=fused|unfused";
+
+    /// `"rmsnorm=naive,attention=unfused"`; empty = the defaults.
+    pub fn parse(spec: &str) -> Result<Variants> {
+        let mut v = Variants::default();
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match item {
+                "rmsnorm=fused" => v.naive_rmsnorm = false,
+                "rmsnorm=naive" => v.naive_rmsnorm = true,
+                "attention=fused" => v.unfused_attention = false,
+                "attention=unfused" => v.unfused_attention = true,
+                other => bail!(
+                    "unknown kernel variant '{other}' (expected {})",
+                    Variants::HELP
+                ),
+            }
+        }
+        Ok(v)
+    }
+}
+
 /// What lowering needs to know about the device and the prepared buffers.
 pub struct Lowerer<'a> {
     pub graph: &'a Graph,
@@ -185,6 +218,7 @@ pub struct Lowerer<'a> {
     pub functions: Option<&'a HashMap<String, CudaFunction>>,
     pub sms: usize,
     pub max_smem_optin: usize,
+    pub variants: Variants,
     /// Decode attention partials: (address, bytes).
     pub scratch: Option<(u64, usize)>,
     /// Dynamic shared memory already enabled per kernel.
@@ -409,13 +443,18 @@ impl Lowerer<'_> {
 pub struct DryDevice {
     pub sms: usize,
     pub max_smem_optin: usize,
+    pub variants: Variants,
 }
 
 impl DryDevice {
-    /// An H100 SXM: 132 SMs, 227 KiB of opt-in shared memory per block.
+    /// An H100 SXM: 132 SMs, 227 KiB of opt-in shared memory per block; the default kernels.
     pub const H100: DryDevice = DryDevice {
         sms: 132,
         max_smem_optin: 232_448,
+        variants: Variants {
+            naive_rmsnorm: false,
+            unfused_attention: false,
+        },
     };
 }
 
@@ -491,6 +530,7 @@ pub fn dry_lower(
         functions: None,
         sms: device.sms,
         max_smem_optin: device.max_smem_optin,
+        variants: device.variants,
         scratch: (scratch_bytes > 0).then_some((5 * REGION, scratch_bytes)),
         smem_set: &mut smem_set,
         checks: Vec::new(),

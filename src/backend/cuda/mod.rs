@@ -20,7 +20,7 @@ pub mod kernels;
 mod lower;
 mod matmul;
 
-pub use lower::{dry_lower, DryDevice};
+pub use lower::{dry_lower, DryDevice, Variants};
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -113,6 +113,8 @@ pub struct CudaBackend {
     sync_each_op: bool,
     /// Opened on first use by [`Backend::vendor_matmul_time`].
     cublas: Option<cublas::Cublas>,
+    /// Kernels for the ops that have several, for programs prepared from now on.
+    variants: lower::Variants,
     dev: Device,
 }
 
@@ -179,6 +181,7 @@ impl CudaBackend {
             cuda_graphs: !env_flag("LAV2_NO_CUDA_GRAPH"),
             sync_each_op: env_flag("LAV2_CUDA_SYNC"),
             cublas: None,
+            variants: lower::Variants::default(),
             dev,
         })
     }
@@ -804,6 +807,7 @@ impl Backend for CudaBackend {
             functions: Some(&self.dev.functions),
             sms: self.dev.sms,
             max_smem_optin: self.dev.max_smem_optin,
+            variants: self.variants,
             scratch: scratch.as_ref().map(|b| (b.ptr, b.bytes)),
             smem_set: &mut self.smem_set,
             checks: Vec::new(),
@@ -983,6 +987,11 @@ impl Backend for CudaBackend {
         }
         self.dev.stream.synchronize()?;
         Ok(2.0 * (m * k * n) as f64 / (best.max(1e-6) * 1e-3))
+    }
+
+    fn set_kernel_variants(&mut self, spec: &str) -> Result<()> {
+        self.variants = lower::Variants::parse(spec)?;
+        Ok(())
     }
 
     fn vendor_matmul_time(
