@@ -1327,24 +1327,37 @@ fn e2e_synthetic_tiny_preset() {
     }
 }
 
+/// The tiny preset (adapter and a random image) as a batch of `batch` on the GPU, with kernel
+/// `variants`, and on the CPU; `None` without a GPU.
+fn tiny_batch_sessions(
+    rng: &mut Rng,
+    quant: QuantFormat,
+    batch: usize,
+    variants: &str,
+) -> Option<(Session, Session)> {
+    let p = synthetic::preset("tiny", 128).unwrap();
+    let seed = rng.next_u64();
+    let model = || synthetic::build(&p, seed, quant, true);
+    let mut b = gpu()?;
+    b.set_kernel_variants(variants).unwrap();
+    let mut gs = Session::with_batch(model(), Box::new(b), batch).unwrap();
+    let mut cs = Session::with_batch(model(), Box::new(CpuBackend::new()), batch).unwrap();
+    let size = cs.image_size().unwrap();
+    let vq = cs.visual_query(&rnd(rng, 3 * size * size, 2.0)).unwrap();
+    gs.set_visual_query(Some(&vq)).unwrap();
+    cs.set_visual_query(Some(&vq)).unwrap();
+    Some((gs, cs))
+}
+
 /// Three sequences side by side on the GPU against the same batch on the CPU: prefill logits,
 /// decode steps (replayed from a CUDA graph at batch 3), the last rows of a multi-token step and
 /// the tokens picked on the device per sequence.
 #[test]
 fn e2e_batched_session_matches_the_cpu() {
-    let p = synthetic::preset("tiny", 128).unwrap();
-    let seed = seed("e2e_batched_session_matches_the_cpu");
-    let mut rng = Rng::new(seed);
-    let model = || synthetic::build(&p, seed, QuantFormat::Int8, true);
-    let Some(b) = gpu() else { return };
-    let mut gs = Session::with_batch(model(), Box::new(b), 3).unwrap();
-    let mut cs = Session::with_batch(model(), Box::new(CpuBackend::new()), 3).unwrap();
-    let size = cs.image_size().unwrap();
-    let vq = cs
-        .visual_query(&rnd(&mut rng, 3 * size * size, 2.0))
-        .unwrap();
-    gs.set_visual_query(Some(&vq)).unwrap();
-    cs.set_visual_query(Some(&vq)).unwrap();
+    let mut rng = Rng::new(seed("e2e_batched_session_matches_the_cpu"));
+    let Some((mut gs, mut cs)) = tiny_batch_sessions(&mut rng, QuantFormat::Int8, 3, "") else {
+        return;
+    };
     let mut token = || 3 + (rng.next_u64() % 4000) as u32;
     let prompt: Vec<u32> = (0..3 * 12).map(|_| token()).collect();
     assert_close(
@@ -1384,21 +1397,12 @@ fn e2e_batched_session_matches_the_cpu() {
 /// the model's results too: a whole forward with them against the CPU.
 #[test]
 fn e2e_kernel_variants_match_the_cpu() {
-    let p = synthetic::preset("tiny", 64).unwrap();
-    let seed = seed("e2e_kernel_variants_match_the_cpu");
-    let mut rng = Rng::new(seed);
-    let model = || synthetic::build(&p, seed, QuantFormat::None, true);
-    let Some(mut b) = gpu() else { return };
-    b.set_kernel_variants("rmsnorm=naive,attention=unfused")
-        .unwrap();
-    let mut gs = Session::with_batch(model(), Box::new(b), 2).unwrap();
-    let mut cs = Session::with_batch(model(), Box::new(CpuBackend::new()), 2).unwrap();
-    let size = cs.image_size().unwrap();
-    let vq = cs
-        .visual_query(&rnd(&mut rng, 3 * size * size, 2.0))
-        .unwrap();
-    gs.set_visual_query(Some(&vq)).unwrap();
-    cs.set_visual_query(Some(&vq)).unwrap();
+    let mut rng = Rng::new(seed("e2e_kernel_variants_match_the_cpu"));
+    let variants = "rmsnorm=naive,attention=unfused";
+    let Some((mut gs, mut cs)) = tiny_batch_sessions(&mut rng, QuantFormat::None, 2, variants)
+    else {
+        return;
+    };
     let prompt: Vec<u32> = (0..2 * 9).map(|i| 3 + i * 37).collect();
     assert_close(
         "variants: prefill logits",
