@@ -21,6 +21,17 @@ pub enum Elem {
     Quant,
 }
 
+/// Rows `start .. start + rows` of a sequence must fit its `cache_rows`.
+pub fn check_positions(start: usize, rows: usize, cache_rows: usize) -> Result<(), String> {
+    if start + rows > cache_rows {
+        return Err(format!(
+            "positions {start}..{} exceed the context of {cache_rows}",
+            start + rows
+        ));
+    }
+    Ok(())
+}
+
 /// Where a tensor lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Storage {
@@ -390,6 +401,7 @@ impl Graph {
     pub fn validate(&self) -> Result<(), String> {
         for (i, op) in self.ops.iter().enumerate() {
             self.check_op(op)
+                .and_then(|()| self.per_sequence(op).map_or(Ok(()), |r| r.map(|_| ())))
                 .map_err(|e| format!("graph '{}', op {i} ({}): {e}", self.name, op.name()))?;
         }
         Ok(())
@@ -499,7 +511,6 @@ impl Graph {
                 n_heads,
                 n_kv_heads,
                 head_dim,
-                batch,
                 ..
             } => {
                 let (t, qd) = rows_cols(*q)?;
@@ -512,7 +523,6 @@ impl Graph {
                 if sh(*k_cache).last() != Some(head_dim) {
                     return Err("cache rows must end in head_dim".into());
                 }
-                self.check_batch(t, *batch, *k_cache, n_kv_heads * head_dim)?;
             }
             Op::AdapterAttention {
                 q,
@@ -520,19 +530,16 @@ impl Graph {
                 v_cache,
                 out,
                 n_heads,
-                n_kv_heads,
                 head_dim,
                 prompt,
-                batch,
                 ..
             } => {
                 same(*q, *out)?;
                 same(*k_cache, *v_cache)?;
-                let (t, qd) = rows_cols(*q)?;
+                let (_, qd) = rows_cols(*q)?;
                 if qd != n_heads * head_dim {
                     return Err("q width disagrees with the head count".into());
                 }
-                self.check_batch(t, *batch, *k_cache, n_kv_heads * head_dim)?;
                 if let Some(p) = prompt {
                     same(p.k, p.v)?;
                     if self.desc(p.gate).numel() != *n_heads {
@@ -626,20 +633,48 @@ impl Graph {
         Ok(())
     }
 
-    /// `rows` tokens split evenly over `batch` sequences, each with its own block of the cache.
-    fn check_batch(
-        &self,
-        rows: usize,
-        batch: usize,
-        cache: TensorId,
-        kv_width: usize,
-    ) -> Result<(), String> {
-        let cache_rows = self.desc(cache).numel() / kv_width.max(1);
-        if batch == 0 || !rows.is_multiple_of(batch) || !cache_rows.is_multiple_of(batch) {
-            return Err(format!(
-                "{rows} rows and {cache_rows} cache rows do not split over {batch} sequences"
-            ));
-        }
-        Ok(())
+    /// Tokens and cache rows of one sequence of a RoPE or attention op: its rows split evenly
+    /// over `batch` sequences, each with its own block of the cache. `None` for other ops.
+    pub fn per_sequence(&self, op: &Op) -> Option<Result<(usize, usize), String>> {
+        let (rows, cache_rows, batch) = match op {
+            Op::RopeKvWrite {
+                k,
+                k_cache,
+                n_kv_heads,
+                head_dim,
+                batch,
+                ..
+            } => {
+                let width = (n_kv_heads * head_dim).max(1);
+                (
+                    self.desc(*k).numel() / width,
+                    self.desc(*k_cache).numel() / width,
+                    *batch,
+                )
+            }
+            Op::AdapterAttention {
+                q,
+                k_cache,
+                n_heads,
+                n_kv_heads,
+                head_dim,
+                batch,
+                ..
+            } => (
+                self.desc(*q).numel() / (n_heads * head_dim).max(1),
+                self.desc(*k_cache).numel() / (n_kv_heads * head_dim).max(1),
+                *batch,
+            ),
+            _ => return None,
+        };
+        Some(
+            if batch == 0 || !rows.is_multiple_of(batch) || !cache_rows.is_multiple_of(batch) {
+                Err(format!(
+                    "{rows} rows and {cache_rows} cache rows do not split over {batch} sequences"
+                ))
+            } else {
+                Ok((rows / batch, cache_rows / batch))
+            },
+        )
     }
 }

@@ -7,7 +7,7 @@ pub mod norm;
 
 use std::collections::HashMap;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 
 use super::{check_program, Backend, HostData, ProgramId};
 use crate::graph::plan::Plan;
@@ -319,6 +319,18 @@ impl CpuBackend {
         Ok(v as usize)
     }
 
+    /// The start position of a RoPE / attention op, checked against each sequence's cache.
+    fn start_position(&self, pid: ProgramId, op: &Op, start_pos: TensorId) -> Result<usize> {
+        let start = self.scalar(pid, start_pos)?;
+        let graph = &self.programs[pid.0].graph;
+        let (rows, cache_rows) = graph
+            .per_sequence(op)
+            .ok_or_else(|| anyhow!("internal error: {} has no positions", op.name()))?
+            .map_err(|e| anyhow!(e))?;
+        crate::graph::check_positions(start, rows, cache_rows).map_err(|e| anyhow!(e))?;
+        Ok(start)
+    }
+
     fn run_op(&mut self, pid: ProgramId, op: &Op) -> Result<()> {
         let shape = |s: &Self, id: TensorId| s.programs[pid.0].graph.tensors[id.0].shape.clone();
         // SAFETY (every `get`/`get_mut` below): distinct tensor ids never alias (see `Raw`),
@@ -405,16 +417,7 @@ impl CpuBackend {
                     interleaved,
                     batch,
                 } => {
-                    let start = self.scalar(pid, *start_pos)?;
-                    let rows = shape(self, *k)[0] / batch;
-                    let kv_width = n_kv_heads * head_dim;
-                    let cache_rows = self.raw(pid, *k_cache).len / (kv_width * batch);
-                    if start + rows > cache_rows {
-                        bail!(
-                            "positions {start}..{} exceed the context of {cache_rows}",
-                            start + rows
-                        );
-                    }
+                    let start = self.start_position(pid, op, *start_pos)?;
                     let args = attention::RopeArgs {
                         start_pos: start,
                         n_heads: *n_heads,
@@ -445,15 +448,7 @@ impl CpuBackend {
                     head_dim,
                     batch,
                 } => {
-                    let start = self.scalar(pid, *start_pos)?;
-                    let rows = self.raw(pid, *q).len / (n_heads * head_dim * batch);
-                    let cache_rows = self.raw(pid, *k_cache).len / (n_kv_heads * head_dim * batch);
-                    if start + rows > cache_rows {
-                        bail!(
-                            "positions {start}..{} exceed the context of {cache_rows}",
-                            start + rows
-                        );
-                    }
+                    let start = self.start_position(pid, op, *start_pos)?;
                     let args = attention::AttentionArgs {
                         start_pos: start,
                         batch: *batch,

@@ -1,7 +1,7 @@
 //! RoPE with the KV-cache write, the gated adapter attention (tensor-core prefill for T > 1,
 //! split-K decode + reduce for T = 1) and the vision tower's bidirectional attention.
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 
 use super::lower::{dim, stride_blocks, Arg, Check, DevElem, Lowerer, Step};
 use crate::graph::{Op, TensorId};
@@ -64,16 +64,12 @@ fn check_heads(n_heads: usize, n_kv_heads: usize, head_dim: usize, max_hd: usize
     Ok(())
 }
 
-/// Rows and cache rows of one sequence of a batch.
-fn per_sequence(rows: usize, cache_rows: usize, batch: usize) -> Result<(usize, usize)> {
-    if batch == 0
-        || batch > 65535
-        || !rows.is_multiple_of(batch)
-        || !cache_rows.is_multiple_of(batch)
-    {
-        bail!("{rows} rows and {cache_rows} cache rows do not split over {batch} sequences");
-    }
-    Ok((rows / batch, cache_rows / batch))
+/// Tokens and cache rows of one sequence of the op's batch (the graph's one definition).
+fn per_sequence(lw: &Lowerer, op: &Op) -> Result<(usize, usize)> {
+    lw.graph
+        .per_sequence(op)
+        .ok_or_else(|| anyhow!("internal error: {} has no sequences", op.name()))?
+        .map_err(|e| anyhow!(e))
 }
 
 pub fn rope_kv_write(lw: &mut Lowerer, op: &Op) -> Result<Vec<Step>> {
@@ -89,7 +85,7 @@ pub fn rope_kv_write(lw: &mut Lowerer, op: &Op) -> Result<Vec<Step>> {
         head_dim,
         theta,
         interleaved,
-        batch,
+        ..
     } = op
     else {
         unreachable!()
@@ -97,7 +93,7 @@ pub fn rope_kv_write(lw: &mut Lowerer, op: &Op) -> Result<Vec<Step>> {
     let (h, kv, hd) = (*n_heads, *n_kv_heads, *head_dim);
     check_heads(h, kv, hd, usize::MAX)?;
     let rows = lw.numel(*k) / (kv * hd);
-    let (t, cache_rows) = per_sequence(rows, lw.numel(*k_cache) / (kv * hd), *batch)?;
+    let (t, cache_rows) = per_sequence(lw, op)?;
     lw.checks.push(Check::Positions {
         start_pos: *start_pos,
         rows: t,
@@ -148,7 +144,7 @@ pub fn adapter_attention(lw: &mut Lowerer, op: &Op) -> Result<Vec<Step>> {
     };
     let (h, kv, hd, nb) = (*n_heads, *n_kv_heads, *head_dim, *batch);
     check_heads(h, kv, hd, MAX_HEAD_DIM)?;
-    let (t, max_seq) = per_sequence(lw.numel(*q) / (h * hd), lw.numel(*k_cache) / (kv * hd), nb)?;
+    let (t, max_seq) = per_sequence(lw, op)?;
     if lw.numel(*v_cache) != lw.numel(*k_cache) {
         bail!("k and v caches differ in size");
     }

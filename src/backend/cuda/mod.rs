@@ -485,13 +485,8 @@ impl CudaBackend {
                     if start < 0 {
                         bail!("negative position {start}");
                     }
-                    let start = start as usize;
-                    if start + rows > *cache_rows {
-                        bail!(
-                            "positions {start}..{} exceed the context of {cache_rows}",
-                            start + rows
-                        );
-                    }
+                    crate::graph::check_positions(start as usize, *rows, *cache_rows)
+                        .map_err(|e| anyhow!(e))?;
                 }
                 Check::TokenIds { ids, vocab } => {
                     if let Some(bad) = ints(ids).iter().find(|&&i| i < 0 || i as usize >= *vocab) {
