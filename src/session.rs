@@ -208,7 +208,7 @@ impl Session {
         let mut per_seq = vec![Vec::new(); self.batch];
         let (mut pos, mut done) = (start_pos, 0);
         for (i, &n) in chunks.iter().enumerate() {
-            let chunk = self.chunk_tokens(tokens, t, done, n);
+            let chunk = chunk_tokens(tokens, t, done, n);
             let (program, out) = self.run_chunk(&chunk, n, pos, head, None)?;
             if all_logits || i + 1 == chunks.len() {
                 let logits = self.backend.read_f32(program, out)?;
@@ -258,14 +258,14 @@ impl Session {
         let chunks = chunk_lengths(t);
         let (mut pos, mut done) = (start_pos, 0);
         for &n in &chunks[..chunks.len() - 1] {
-            let chunk = self.chunk_tokens(tokens, t, done, n);
+            let chunk = chunk_tokens(tokens, t, done, n);
             self.run_chunk(&chunk, n, pos, Head::LastLogits, None)?;
             pos += n;
             done += n;
         }
         let head = Head::Sample { temperature, top_p };
         let n = t - done;
-        let chunk = self.chunk_tokens(tokens, t, done, n);
+        let chunk = chunk_tokens(tokens, t, done, n);
         let (program, out) = self.run_chunk(&chunk, n, pos, head, Some(uniforms))?;
         self.backend
             .read_i32(program, out)?
@@ -274,15 +274,6 @@ impl Session {
                 u32::try_from(token)
                     .map_err(|_| anyhow::anyhow!("the backend sampled token {token}"))
             })
-            .collect()
-    }
-
-    /// Tokens `done .. done + n` of every sequence (each `t` long), sequence-major.
-    fn chunk_tokens(&self, tokens: &[u32], t: usize, done: usize, n: usize) -> Vec<u32> {
-        tokens
-            .chunks(t)
-            .flat_map(|seq| &seq[done..done + n])
-            .copied()
             .collect()
     }
 
@@ -351,6 +342,15 @@ impl Session {
         p.run(self.backend.as_mut())?;
         Ok((p.id, p.graph.outputs[0]))
     }
+}
+
+/// Tokens `done .. done + n` of every sequence (each `t` long), sequence-major.
+fn chunk_tokens(tokens: &[u32], t: usize, done: usize, n: usize) -> Vec<u32> {
+    tokens
+        .chunks(t)
+        .flat_map(|seq| &seq[done..done + n])
+        .copied()
+        .collect()
 }
 
 /// Longest prompt chunk one forward graph takes.
