@@ -377,7 +377,7 @@ pub fn mul_f32(a: u32, b: u32, rnd: Rnd, ftz: bool, sat: bool) -> u32 {
 
 /// `a * b + c` of f32 values with one rounding to nearest even.
 #[inline]
-fn fma32_rn(a: f32, b: f32, c: f32) -> f32 {
+pub(crate) fn fma32_rn(a: f32, b: f32, c: f32) -> f32 {
     if cfg!(target_feature = "fma") {
         a.mul_add(b, c)
     } else {

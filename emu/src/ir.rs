@@ -215,6 +215,8 @@ pub enum Op {
     Cnot,
     Shl,
     Shr,
+    /// Funnel shift: `mods.kind` 0 = `.l`, 1 = `.r`; `mods.sat` = `.clamp` (else `.wrap`).
+    Shf,
     Setp,
     Selp,
     Slct,

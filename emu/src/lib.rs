@@ -55,8 +55,8 @@ pub mod device {
 pub struct Options {
     /// memcheck, initcheck, racecheck, synccheck (`CUDA_EMU_CHECKS=none` turns them off).
     pub checks: bool,
-    /// Seeds the order ready warps run in (`CUDA_EMU_SEED`, default 1); launch `n` of the process
-    /// uses `seed + n`, so every launch gets its own order and a rerun the same ones.
+    /// Seeds the order blocks and ready warps run in (`CUDA_EMU_SEED`, default 1), mixed with the
+    /// kernel's name: the same seed gives every launch of a kernel the same order.
     pub seed: u64,
     /// `CUDA_EMU_PROFILE=FILE`: one JSON line per launch is appended there.
     pub profile: Option<std::path::PathBuf>,

@@ -23,6 +23,9 @@ pub struct Allocation {
     /// One byte per data byte: 1 once written (by the host, a memset, a copy or a kernel).
     pub init: Vec<u8>,
     pub kind: AllocKind,
+    /// Global-memory hazard shadow (empty until a launch with checks touches the allocation):
+    /// per byte, the last kernel write as `launch << 43 | epoch << 11 | thread << 1 | atomic`.
+    pub hazard: Vec<u64>,
 }
 
 impl Allocation {
@@ -73,7 +76,13 @@ impl DeviceMemory {
         let base = self.next;
         self.next = (base + size as u64 + GUARD).div_ceil(ALIGN) * ALIGN;
         self.used += size as u64;
-        self.allocs.push(Allocation { base, data, init, kind });
+        self.allocs.push(Allocation {
+            base,
+            data,
+            init,
+            kind,
+            hazard: Vec::new(),
+        });
         Ok(base)
     }
 

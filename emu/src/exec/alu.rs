@@ -130,6 +130,7 @@ impl<'a> Exec<'a> {
     }
 }
 
+#[inline(always)]
 pub(crate) fn compare(ty: Ty, cmp: Cmp, a: u64, b: u64, ftz: bool) -> bool {
     if ty.is_float() {
         return fl::setp_float(a, b, ty, cmp, ftz);
@@ -300,6 +301,15 @@ fn compute(ins: &Instr, a: u64, b: u64, c: u64, e: u64) -> Option<u64> {
                 0
             } else {
                 (a & mask(bits)) >> s
+            }
+        }
+        Op::Shf => {
+            let n = if mm.sat { (c as u32).min(32) } else { c as u32 & 31 } as u64;
+            let wide = ((b & mask(32)) << 32) | (a & mask(32));
+            if mm.kind == 0 {
+                ((wide << n) >> 32) & mask(32)
+            } else {
+                (wide >> n) & mask(32)
             }
         }
         Op::Selp => if c & 1 != 0 { a } else { b },

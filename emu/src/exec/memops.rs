@@ -13,7 +13,16 @@ impl<'a> Exec<'a> {
             return (space, 0);
         };
         let (sp, a) = match base {
-            AddrBase::Reg(r) => (space, w.regs[*r as usize * 32 + l].wrapping_add(*off as u64)),
+            AddrBase::Reg(r) => {
+                let v = w.regs[*r as usize * 32 + l];
+                // A 32-bit address register (shared / local windows) wraps at 32 bits.
+                let a = if self.kernel.reg_bits[*r as usize] <= 32 {
+                    (v as u32).wrapping_add(*off as u32) as u64
+                } else {
+                    v.wrapping_add(*off as u64)
+                };
+                (space, a)
+            }
             AddrBase::Param(p) => (Space::Param, (*p as i64 + off) as u64),
             AddrBase::Shared(s) => (Space::Shared, (*s as i64 + off) as u64),
             AddrBase::Local(s) => (Space::Local, (*s as i64 + off) as u64),
@@ -92,17 +101,25 @@ impl<'a> Exec<'a> {
                     self.finding("initcheck", ins.line, w, l as u32, Some(addr + first as u64),
                         format!("read of {n} bytes of global memory never written since allocation"));
                 }
+                if self.checks {
+                    self.global_hazard(ins.line, w, l, i, off, n as usize, false, atomic);
+                }
             }
             Space::Shared => {
                 let end = addr + n as u64;
-                if end > self.shared.len() as u64 {
+                if end > self.shared_size as u64 {
                     return Err(self.fault(ins, w, l, addr, CuError::IllegalAddress, format!(
                         "shared read of {n} bytes at offset {addr} beyond the block's {} bytes",
-                        self.shared.len())));
+                        self.shared_size)));
                 }
                 let (s, e) = (addr as usize, end as usize);
                 out.copy_from_slice(&self.shared[s..e]);
                 if self.checks {
+                    if let Some(k) = (s..e).find(|&b| self.pending[b] != 0) {
+                        self.finding("cp.async", ins.line, w, l as u32, Some(k as u64), format!(
+                            "read of shared memory offset {k} while a cp.async into it is in flight \
+                             (no cp.async.wait_group completed it)"));
+                    }
                     if let Some(k) = (s..e).find(|&b| self.shared_init[b] != self.block_serial) {
                         self.finding("initcheck", ins.line, w, l as u32, Some(k as u64),
                             format!("read of shared memory offset {k} that no thread of this block wrote"));
@@ -155,19 +172,26 @@ impl<'a> Exec<'a> {
                     return Err(self.fault(ins, w, l, addr, CuError::IllegalAddress,
                         format!("invalid global write of {n} bytes ({where_})")));
                 };
+                if self.checks {
+                    self.global_hazard(ins.line, w, l, i, off, n as usize, true, atomic);
+                }
                 let a = self.mem.alloc_at_mut(i);
                 a.data[off..off + n as usize].copy_from_slice(data);
                 a.init[off..off + n as usize].fill(1);
             }
             Space::Shared => {
                 let end = addr + n as u64;
-                if end > self.shared.len() as u64 {
+                if end > self.shared_size as u64 {
                     return Err(self.fault(ins, w, l, addr, CuError::IllegalAddress, format!(
                         "shared write of {n} bytes at offset {addr} beyond the block's {} bytes",
-                        self.shared.len())));
+                        self.shared_size)));
                 }
                 let (s, e) = (addr as usize, end as usize);
                 if self.checks {
+                    if let Some(k) = (s..e).find(|&b| self.pending[b] != 0) {
+                        self.finding("cp.async", ins.line, w, l as u32, Some(k as u64), format!(
+                            "write to shared memory offset {k} while a cp.async into it is in flight"));
+                    }
                     self.race_write(ins.line, w, l, s, e, atomic);
                 }
                 self.shared[s..e].copy_from_slice(data);
@@ -190,6 +214,55 @@ impl<'a> Exec<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Global-memory hazards inside one launch: a byte written by one thread and read or
+    /// written by another with no order between them — another block of the grid (blocks have
+    /// none), or the same block between the same two barriers. Atomics do not race each other.
+    #[allow(clippy::too_many_arguments)]
+    fn global_hazard(&mut self, line: u32, w: &Warp, l: usize, alloc: usize, off: usize, n: usize, write: bool, atomic: bool) {
+        let tid = w.index * 32 + l as u32;
+        let launch = self.launch_serial & ((1 << 21) - 1);
+        let stamp = (launch << 43) | ((self.epoch as u64) << 11) | ((tid as u64) << 1) | atomic as u64;
+        let block_start = self.block_start_epoch;
+        let epoch = self.epoch;
+        let a = self.mem.alloc_at_mut(alloc);
+        if a.hazard.len() < a.data.len() {
+            a.hazard.resize(a.data.len(), 0);
+        }
+        let mut conflict = None;
+        for b in off..off + n {
+            let s = a.hazard[b];
+            if s != 0 && s >> 43 == launch {
+                let s_epoch = ((s >> 11) & 0xffff_ffff) as u32;
+                let s_tid = ((s >> 1) & 0x3ff) as u32;
+                let s_atomic = s & 1 == 1;
+                let other_block = s_epoch < block_start;
+                let same_interval = s_epoch == epoch && s_tid != tid;
+                if (other_block || same_interval) && !(atomic && s_atomic) {
+                    conflict = Some((b, other_block, s_tid));
+                    break;
+                }
+            }
+            if write {
+                a.hazard[b] = stamp;
+            }
+        }
+        if let Some((b, other_block, s_tid)) = conflict {
+            let base = a.base;
+            let who = if other_block {
+                "another block of this launch".to_string()
+            } else {
+                let o = self.thread_of_tid(s_tid);
+                format!("thread ({},{},{}) of this block with no barrier between", o[0], o[1], o[2])
+            };
+            let what = if write { "write after write" } else { "read after write" };
+            self.finding("racecheck", line, w, l as u32, Some(base + b as u64), format!(
+                "global memory {what} hazard: the byte was written by {who}; the result depends on scheduling"));
+            // Report each location once.
+            let a = self.mem.alloc_at_mut(alloc);
+            a.hazard[b] = 0;
+        }
     }
 
     fn race_read(&mut self, ins: &Instr, w: &Warp, l: usize, s: usize, e: usize, atomic: bool) {
@@ -323,11 +396,19 @@ impl<'a> Exec<'a> {
         }
     }
 
+    /// A copy that will never land (its thread exited) no longer counts as in flight.
+    pub(crate) fn forget_copy(&mut self, dst: usize, n: usize) {
+        for p in &mut self.pending[dst..dst + n] {
+            *p = p.saturating_sub(1);
+        }
+    }
+
     fn land(&mut self, w: &mut Warp, l: usize, c: AsyncCopy) -> Flow<()> {
         let (s, e) = (c.dst as usize, c.dst as usize + c.data.len());
-        if e > self.shared.len() {
+        if e > self.shared_size {
             return Err(Stop::Fault(CuError::IllegalAddress));
         }
+        self.forget_copy(s, c.data.len());
         if self.checks {
             self.race_write(c.line, w, l, s, e, false);
         }
@@ -432,7 +513,13 @@ impl<'a> Exec<'a> {
                     format!("atomic on {} memory", space_name(space))));
             }
             let mut raw = [0u8; 8];
-            self.read_access(ins, w, l, space, addr, &mut raw[..esz], true)?;
+            // An exchange does not use the old value; every other atomic combines with it.
+            let uses_old = ins.mods.sub != Sub::AtomExch;
+            let checks = self.checks;
+            self.checks = checks && uses_old;
+            let r = self.read_access(ins, w, l, space, addr, &mut raw[..esz], true);
+            self.checks = checks;
+            r?;
             let old = u64::from_le_bytes(raw);
             let b = self.get(w, l, b_op);
             let c = c_op.map(|o| self.get(w, l, o)).unwrap_or(0);
@@ -482,10 +569,10 @@ impl<'a> Exec<'a> {
             }
             self.check_align(ins, w, l, Space::Shared, dst, cp_size as u32)?;
             self.check_align(ins, w, l, Space::Global, src, cp_size as u32)?;
-            if dst as usize + cp_size > self.shared.len() {
+            if dst as usize + cp_size > self.shared_size {
                 return Err(self.fault(ins, w, l, dst, CuError::IllegalAddress, format!(
                     "cp.async destination offset {dst} + {cp_size} beyond the block's {} shared bytes",
-                    self.shared.len())));
+                    self.shared_size)));
             }
             let mut data = vec![0u8; cp_size];
             let mut init = vec![true; cp_size];
@@ -495,6 +582,9 @@ impl<'a> Exec<'a> {
                     return Err(self.fault(ins, w, l, src, CuError::IllegalAddress,
                         format!("invalid cp.async global read of {src_size} bytes ({where_})")));
                 };
+                if self.checks {
+                    self.global_hazard(ins.line, w, l, i, off, src_size, false, false);
+                }
                 let a = self.mem.alloc_at(i);
                 data[..src_size].copy_from_slice(&a.data[off..off + src_size]);
                 for k in 0..src_size {
@@ -502,6 +592,9 @@ impl<'a> Exec<'a> {
                 }
             }
             self.profile.global(false, &[(src, src_size as u32)]);
+            for p in &mut self.pending[dst as usize..dst as usize + cp_size] {
+                *p = p.saturating_add(1);
+            }
             w.uncommitted[l].push(AsyncCopy { dst: dst as u32, data, init, line: ins.line });
         }
         Ok(())

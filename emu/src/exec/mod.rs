@@ -6,11 +6,11 @@
 
 mod alu;
 mod checks;
+mod fast;
 mod memops;
 mod profile;
 mod warpops;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{CuError, CuResult};
 use crate::ir::{Kernel, Op, Operand, Special};
@@ -26,6 +26,8 @@ use profile::Profile;
 pub const SHARED_WINDOW: u64 = 0x1000_0000_0000;
 pub const LOCAL_WINDOW: u64 = 0x2000_0000_0000;
 const WINDOW_SIZE: u64 = 1 << 32;
+/// Backward branches a partial group may take in a row before other ready lanes get a turn.
+const SPIN_YIELD: u32 = 256;
 
 /// Instructions a launch may run before it is stopped as hung (`CUDA_EMU_MAX_STEPS`).
 fn step_budget() -> u64 {
@@ -72,6 +74,8 @@ pub(crate) struct Warp {
     regs: Vec<u64>,
     pc: [u32; 32],
     lane: [Lane; 32],
+    /// Lanes whose state is `Ready`.
+    ready: u32,
     /// Per lane: `.local` memory and which of its bytes were written.
     local: Vec<u8>,
     local_init: Vec<bool>,
@@ -99,15 +103,18 @@ pub(crate) struct Exec<'a> {
     pub params: &'a [u8],
     pub grid: [u32; 3],
     pub block: [u32; 3],
-    pub nthreads: u32,
     pub dynamic_shared: u32,
     pub checks: bool,
     pub ctaid: [u32; 3],
     pub shared: Vec<u8>,
+    /// Bytes of shared memory this launch has (the buffer may be larger).
+    pub shared_size: usize,
     /// Block serial of the block that last wrote each shared byte (initcheck).
     pub shared_init: Vec<u32>,
     pub block_serial: u32,
     pub race: Vec<Race>,
+    /// Per shared byte: `cp.async` copies into it issued and not yet landed.
+    pub pending: Vec<u16>,
     /// Barrier epoch: shared accesses in different epochs are ordered.
     pub epoch: u32,
     pub findings: Vec<Finding>,
@@ -115,9 +122,15 @@ pub(crate) struct Exec<'a> {
     pub profile: Profile,
     pub steps: u64,
     pub bars: [warpops::Bar; 16],
+    /// This launch's number in the process (global hazard stamps).
+    pub launch_serial: u64,
+    /// The barrier epoch the running block started at: stamps from earlier epochs of this
+    /// launch belong to other blocks.
+    pub block_start_epoch: u32,
 }
 
-static LAUNCHES: AtomicU64 = AtomicU64::new(0);
+
+static LAUNCH_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A small deterministic generator for the warp order (SplitMix64).
 struct Rng(u64);
@@ -147,7 +160,6 @@ pub fn launch(
     opts: &Options,
 ) -> CuResult<()> {
     checks::clear_findings();
-    let launch_no = LAUNCHES.fetch_add(1, Ordering::Relaxed);
     check_limits(kernel, p)?;
     if (p.params.len() as u32) < kernel.param_bytes {
         checks::record_launch_finding(
@@ -163,6 +175,11 @@ pub fn launch(
     }
     let nthreads = p.block[0] * p.block[1] * p.block[2];
     let shared_bytes = (kernel.dynamic_shared_offset() + p.dynamic_shared) as usize;
+    // Buffers live on between launches of this thread: registers and local memory are written
+    // before they are read, and the shadows are stamped with serials unique to the process, so
+    // nothing needs clearing.
+    let mut scratch = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    scratch.fit(shared_bytes, opts.checks);
     let mut ex = Exec {
         mem,
         module,
@@ -170,43 +187,45 @@ pub fn launch(
         params: p.params,
         grid: p.grid,
         block: p.block,
-        nthreads,
         dynamic_shared: p.dynamic_shared,
         checks: opts.checks,
         ctaid: [0; 3],
-        shared: vec![0; shared_bytes],
-        shared_init: vec![0; shared_bytes],
+        shared: std::mem::take(&mut scratch.shared),
+        shared_size: shared_bytes,
+        shared_init: std::mem::take(&mut scratch.shared_init),
         block_serial: 0,
-        race: if opts.checks {
-            vec![Race::default(); shared_bytes]
-        } else {
-            Vec::new()
-        },
-        epoch: 1,
+        race: std::mem::take(&mut scratch.race),
+        pending: std::mem::take(&mut scratch.pending),
+        epoch: scratch.epoch,
         findings: Vec::new(),
         failed: false,
         profile: Profile::default(),
         steps: 0,
         bars: Default::default(),
+        launch_serial: LAUNCH_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+        block_start_epoch: 0,
     };
-    let mut rng = Rng(opts.seed.wrapping_add(launch_no.wrapping_mul(0x9E37_79B9)));
-    let nwarps = nthreads.div_ceil(32);
+    // The order depends on the seed and the kernel only, so a seed reproduces a run.
+    let name_hash = kernel
+        .name
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let mut rng = Rng(opts.seed ^ name_hash);
+    let nwarps = nthreads.div_ceil(32) as usize;
     let nregs = kernel.reg_bits.len().max(1);
     let local = kernel.local_bytes as usize;
-    let mut warps: Vec<Warp> = (0..nwarps)
-        .map(|w| Warp {
-            index: w,
-            regs: vec![0; nregs * 32],
-            pc: [0; 32],
-            lane: [Lane::Exited; 32],
-            local: vec![0; local * 32],
-            local_init: vec![false; local * 32],
-            uncommitted: (0..32).map(|_| Vec::new()).collect(),
-            groups: (0..32).map(|_| Default::default()).collect(),
-            sync_gen: 0,
-            red_value: [0; 32],
-        })
-        .collect();
+    let mut warps = std::mem::take(&mut scratch.warps);
+    while warps.len() < nwarps {
+        warps.push(Warp::new(warps.len() as u32));
+    }
+    warps.truncate(nwarps);
+    for w in warps.iter_mut() {
+        if w.regs.len() < nregs * 32 {
+            w.regs.resize(nregs * 32, 0);
+        }
+        w.local.resize(local * 32, 0);
+        w.local_init.resize(local * 32, false);
+    }
     let mut blocks: Vec<[u32; 3]> = Vec::with_capacity((p.grid[0] * p.grid[1] * p.grid[2]) as usize);
     for z in 0..p.grid[2] {
         for y in 0..p.grid[1] {
@@ -219,8 +238,11 @@ pub fn launch(
     let mut result = Ok(());
     for (serial, ctaid) in blocks.into_iter().enumerate() {
         ex.ctaid = ctaid;
-        ex.block_serial = serial as u32 + 1;
+        let _ = serial;
+        scratch.serial = scratch.serial.wrapping_add(1).max(1);
+        ex.block_serial = scratch.serial;
         ex.epoch = ex.epoch.wrapping_add(1);
+        ex.block_start_epoch = ex.epoch;
         ex.bars = Default::default();
         for w in warps.iter_mut() {
             w.reset(nthreads);
@@ -237,6 +259,15 @@ pub fn launch(
     }
     ex.profile.finish(kernel, p, opts);
     checks::publish(std::mem::take(&mut ex.findings));
+    scratch.epoch = ex.epoch.wrapping_add(1);
+    scratch.shared = std::mem::take(&mut ex.shared);
+    scratch.shared_init = std::mem::take(&mut ex.shared_init);
+    scratch.race = std::mem::take(&mut ex.race);
+    // Copies a faulting launch left in flight must not count against the next one.
+    ex.pending.iter_mut().for_each(|p| *p = 0);
+    scratch.pending = std::mem::take(&mut ex.pending);
+    scratch.warps = warps;
+    SCRATCH.with(|s| *s.borrow_mut() = scratch);
     result?;
     if ex.failed {
         return Err(CuError::LaunchFailed);
@@ -294,11 +325,59 @@ fn check_limits(kernel: &Kernel, p: &LaunchParams) -> CuResult<()> {
     Ok(())
 }
 
+/// Per-thread buffers reused by every launch (see [`launch`]).
+#[derive(Default)]
+struct Scratch {
+    warps: Vec<Warp>,
+    shared: Vec<u8>,
+    shared_init: Vec<u32>,
+    race: Vec<Race>,
+    pending: Vec<u16>,
+    /// Last block serial and barrier epoch handed out on this thread.
+    serial: u32,
+    epoch: u32,
+}
+
+impl Scratch {
+    fn fit(&mut self, shared_bytes: usize, checks: bool) {
+        if self.shared.len() < shared_bytes {
+            self.shared.resize(shared_bytes, 0);
+            self.shared_init.resize(shared_bytes, 0);
+        }
+        if checks && self.race.len() < shared_bytes {
+            self.race.resize(shared_bytes, Race::default());
+        }
+        if self.pending.len() < shared_bytes {
+            self.pending.resize(shared_bytes, 0);
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
 impl Warp {
+    fn new(index: u32) -> Warp {
+        Warp {
+            index,
+            regs: Vec::new(),
+            pc: [0; 32],
+            lane: [Lane::Exited; 32],
+            ready: 0,
+            local: Vec::new(),
+            local_init: Vec::new(),
+            uncommitted: (0..32).map(|_| Vec::new()).collect(),
+            groups: (0..32).map(|_| Default::default()).collect(),
+            sync_gen: 0,
+            red_value: [0; 32],
+        }
+    }
+
     fn reset(&mut self, nthreads: u32) {
         for l in 0..32 {
             let tid = self.index * 32 + l as u32;
-            self.lane[l] = if tid < nthreads { Lane::Ready } else { Lane::Exited };
+            self.set_lane(l, if tid < nthreads { Lane::Ready } else { Lane::Exited });
             self.pc[l] = 0;
             self.uncommitted[l].clear();
             self.groups[l].clear();
@@ -311,14 +390,19 @@ impl Warp {
         self.lane.iter().filter(|l| **l != Lane::Exited).count() as u32
     }
 
+    #[inline]
     fn ready_mask(&self) -> u32 {
-        let mut m = 0;
-        for l in 0..32 {
-            if self.lane[l] == Lane::Ready {
-                m |= 1 << l;
-            }
+        self.ready
+    }
+
+    #[inline]
+    pub(crate) fn set_lane(&mut self, l: usize, s: Lane) {
+        self.lane[l] = s;
+        if s == Lane::Ready {
+            self.ready |= 1 << l;
+        } else {
+            self.ready &= !(1 << l);
         }
-        m
     }
 }
 
@@ -348,62 +432,81 @@ impl<'a> Exec<'a> {
 
     /// Runs one warp until no lane is ready (all exited or waiting).
     fn run_warp(&mut self, w: &mut Warp) -> Flow<()> {
+        // (pc, lanes) known to be the next group while the warp stays converged.
+        let mut next: Option<(u32, u32)> = None;
+        let budget = step_budget();
+        let mut spins = 0u32;
+        let mut last_group = 0u32;
         loop {
-            let ready = w.ready_mask();
+            let ready = w.ready;
             if ready == 0 {
                 return Ok(());
             }
-            let mut pc = u32::MAX;
-            for l in 0..32 {
-                if ready & (1 << l) != 0 {
-                    pc = pc.min(w.pc[l]);
+            let (pc, group) = match next {
+                Some((pc, g)) if g == ready => (pc, g),
+                _ => {
+                    // Lowest program counter first, so diverged lanes meet again; but a group
+                    // that keeps looping while other lanes wait yields to them (forward progress
+                    // of diverged threads, as independent thread scheduling guarantees).
+                    let candidates = if spins > SPIN_YIELD && ready & !last_group != 0 {
+                        spins = 0;
+                        ready & !last_group
+                    } else {
+                        ready
+                    };
+                    let mut pc = u32::MAX;
+                    for_lanes(candidates, |l| pc = pc.min(w.pc[l]));
+                    let mut group = 0u32;
+                    for_lanes(candidates, |l| {
+                        if w.pc[l] == pc {
+                            group |= 1 << l;
+                        }
+                    });
+                    (pc, group)
                 }
-            }
-            let mut group = 0u32;
-            for l in 0..32 {
-                if ready & (1 << l) != 0 && w.pc[l] == pc {
-                    group |= 1 << l;
-                }
-            }
+            };
             let Some(ins) = self.kernel.code.get(pc as usize) else {
                 // Falling off the end of the code is a return.
-                for l in 0..32 {
-                    if group & (1 << l) != 0 {
-                        w.lane[l] = Lane::Exited;
-                    }
-                }
+                for_lanes(group, |l| w.set_lane(l, Lane::Exited));
+                next = None;
                 continue;
             };
             self.steps += 1;
-            if self.steps > step_budget() {
+            if self.steps > budget {
                 self.finding("watchdog", ins.line, w, group.trailing_zeros(), None,
-                    format!("more than {} warp instructions: stopped as hung (CUDA_EMU_MAX_STEPS)", step_budget()));
+                    format!("more than {budget} warp instructions: stopped as hung (CUDA_EMU_MAX_STEPS)"));
                 return Err(Stop::Fault(CuError::LaunchTimeout));
             }
-            // Lanes whose guard is false skip the instruction (but still take part in a
-            // collective's convergence: a guarded-off lane does not execute it).
+            // Lanes whose guard is false skip the instruction.
             let mut active = group;
             if let Some((p, neg)) = ins.guard {
-                for l in 0..32 {
-                    if active & (1 << l) != 0 {
-                        let v = w.regs[p as usize * 32 + l] & 1 != 0;
-                        if v == neg {
-                            active &= !(1 << l);
-                        }
+                let base = p as usize * 32;
+                for_lanes(group, |l| {
+                    if (w.regs[base + l] & 1 != 0) == neg {
+                        active &= !(1 << l);
                     }
-                }
+                });
             }
             let skipped = group & !active;
-            for l in 0..32 {
-                if skipped & (1 << l) != 0 {
-                    w.pc[l] += 1;
+            for_lanes(skipped, |l| w.pc[l] = pc + 1);
+            if active != 0 {
+                self.profile.count(active);
+                self.exec(w, pc, active)?;
+            }
+            if let (Op::Bra, Some(Operand::Label(t))) = (ins.op, ins.args.first()) {
+                if *t <= pc && group != ready {
+                    spins += 1;
+                } else {
+                    spins = 0;
                 }
+                last_group = group;
             }
-            if active == 0 {
-                continue;
-            }
-            self.profile.count(active);
-            self.exec(w, pc, active)?;
+            next = match ins.op {
+                // Control flow and waits: find the next group by scanning.
+                Op::Bra | Op::Ret | Op::Exit | Op::BarSync | Op::BarRed | Op::BarArrive
+                | Op::Shfl | Op::Vote | Op::Mma | Op::Ldmatrix | Op::BarWarpSync => None,
+                _ => Some((pc + 1, group)),
+            };
         }
     }
 
@@ -420,9 +523,12 @@ impl<'a> Exec<'a> {
             }
             Op::Ret | Op::Exit => {
                 for_lanes(mask, |l| {
-                    w.lane[l] = Lane::Exited;
-                    w.uncommitted[l].clear();
-                    w.groups[l].clear();
+                    w.set_lane(l, Lane::Exited);
+                    let mut copies = std::mem::take(&mut w.uncommitted[l]);
+                    copies.extend(w.groups[l].drain(..).flatten());
+                    for c in copies {
+                        self.forget_copy(c.dst as usize, c.data.len());
+                    }
                 });
                 return Ok(());
             }
@@ -443,14 +549,22 @@ impl<'a> Exec<'a> {
                 for_lanes(mask, |l| self.set(w, l, d, mask as u64));
             }
             Op::Membar | Op::Nanosleep => {}
-            _ => self.alu(w, ins, mask)?,
+            _ => {
+                if !self.alu_fast(w, ins, mask) {
+                    self.alu(w, ins, mask)?
+                }
+            }
         }
-        for_lanes(mask, |l| w.pc[l] = pc + 1);
+        if mask == u32::MAX {
+            w.pc = [pc + 1; 32];
+        } else {
+            for_lanes(mask, |l| w.pc[l] = pc + 1);
+        }
         Ok(())
     }
 
     /// Reads a source operand for one lane (registers, literals, special registers, addresses).
-    #[inline]
+    #[inline(always)]
     fn get(&self, w: &Warp, l: usize, o: &Operand) -> u64 {
         match o {
             Operand::Reg(r) => w.regs[*r as usize * 32 + l],
@@ -462,18 +576,11 @@ impl<'a> Exec<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn set(&self, w: &mut Warp, l: usize, o: &Operand, v: u64) {
         if let Operand::Reg(r) = o {
-            let bits = self.kernel.reg_bits[*r as usize];
-            let v = if bits >= 64 {
-                v
-            } else if bits == 1 {
-                v & 1
-            } else {
-                v & ((1u64 << bits) - 1)
-            };
-            w.regs[*r as usize * 32 + l] = v;
+            let bits = self.kernel.reg_bits[*r as usize] as u32;
+            w.regs[*r as usize * 32 + l] = v & (u64::MAX >> (64 - bits));
         }
     }
 
@@ -516,7 +623,7 @@ impl<'a> Exec<'a> {
                 return self.steps
             }
             Special::DynamicSmemSize => self.dynamic_shared,
-            Special::TotalSmemSize => self.shared.len() as u32,
+            Special::TotalSmemSize => self.shared_size as u32,
         }) as u64
     }
 

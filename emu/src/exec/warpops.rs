@@ -46,7 +46,7 @@ impl<'a> Exec<'a> {
             return Ok(());
         }
         for_lanes(mask, |l| {
-            w.lane[l] = Lane::Barrier(id);
+            w.set_lane(l, Lane::Barrier(id));
             if let Some(p) = pred_op {
                 w.red_value[l] = (self.get(w, l, p) & 1) as u32;
             }
@@ -93,7 +93,32 @@ impl<'a> Exec<'a> {
                 }
             }
         }
+        let nthreads = self.block[0] * self.block[1] * self.block[2];
         for w in warps.iter_mut() {
+            let mut waiting = 0u32;
+            let mut aligned_line = None;
+            for l in 0..32 {
+                if w.lane[l] == Lane::Barrier(id) {
+                    waiting |= 1 << l;
+                    let ins = &self.kernel.code[w.pc[l] as usize];
+                    if ins.mods.aligned {
+                        aligned_line = Some((ins.line, l));
+                    }
+                }
+            }
+            let existing = if w.index * 32 + 32 <= nthreads {
+                u32::MAX
+            } else {
+                (1u32 << (nthreads - w.index * 32)) - 1
+            };
+            if let (true, Some((line, l))) = (self.checks, aligned_line) {
+                if waiting != 0 && existing & !waiting != 0 {
+                    self.finding("synccheck", line, w, l as u32, None, format!(
+                        "barrier {id} (bar.sync, which is .aligned) reached by {} lanes of warp {} \
+                         while its other {} lanes exited without reaching it",
+                        waiting.count_ones(), w.index, (existing & !waiting).count_ones()));
+                }
+            }
             let mut pc0 = None;
             for l in 0..32 {
                 if w.lane[l] != Lane::Barrier(id) {
@@ -122,7 +147,7 @@ impl<'a> Exec<'a> {
                     let d = ins.args[0].clone();
                     self.set(w, l, &d, v);
                 }
-                w.lane[l] = Lane::Ready;
+                w.set_lane(l, Lane::Ready);
                 w.pc[l] = pc + 1;
             }
         }
@@ -174,7 +199,7 @@ impl<'a> Exec<'a> {
             Op::BarWarpSync => self.get(w, first, &ins.args[0]) as u32,
             _ => u32::MAX,
         };
-        for_lanes(mask, |l| w.lane[l] = Lane::Collective);
+        for_lanes(mask, |l| w.set_lane(l, Lane::Collective));
         let mut arrived = 0u32;
         let mut live = 0u32;
         for l in 0..32 {
@@ -184,6 +209,13 @@ impl<'a> Exec<'a> {
             if w.lane[l] == Lane::Collective && w.pc[l] == pc {
                 arrived |= 1 << l;
             }
+        }
+        if self.checks && matches!(ins.op, Op::Shfl | Op::Vote | Op::BarWarpSync) && mask & !member != 0 {
+            let l = (mask & !member).trailing_zeros();
+            self.finding("synccheck", ins.line, w, l, None, format!(
+                "{} with member mask {member:#010x}, which does not include the executing lane {l}",
+                format!("{:?}", ins.op).to_lowercase()));
+            return Err(Stop::Fault(CuError::LaunchFailed));
         }
         if member & live & !arrived != 0 {
             return Ok(());
@@ -205,7 +237,7 @@ impl<'a> Exec<'a> {
             _ => {}
         }
         for_lanes(part, |l| {
-            w.lane[l] = Lane::Ready;
+            w.set_lane(l, Lane::Ready);
             w.pc[l] = pc + 1;
         });
         Ok(())
@@ -282,22 +314,21 @@ impl<'a> Exec<'a> {
         self.profile.mma += 1;
         let (mm, nn, kk) = ins.mods.shape;
         let (mm, nn, kk) = (mm as usize, nn as usize, kk as usize);
-        let regs = |o: &Operand| -> Vec<Operand> {
-            match o {
-                Operand::Vec(v) => v.clone(),
-                o => vec![o.clone()],
-            }
-        };
-        let (dr, ar, br, cr) = (regs(&ins.args[0]), regs(&ins.args[1]), regs(&ins.args[2]), regs(&ins.args[3]));
-        let elem = |bits: u16, ty: Ty| -> f64 {
-            match ty {
+        let (dr, ar, br, cr) = (
+            parts(&ins.args[0]),
+            parts(&ins.args[1]),
+            parts(&ins.args[2]),
+            parts(&ins.args[3]),
+        );
+        let elem = |bits: u16| -> f64 {
+            match ins.ty2 {
                 Ty::Bf16 => crate::float::bf16_to_f32(bits) as f64,
                 _ => crate::float::f16_to_f32(bits) as f64,
             }
         };
-        let mut a = vec![0f64; mm * kk];
-        let mut b = vec![0f64; kk * nn];
-        let mut c = vec![0f64; mm * nn];
+        let mut a = [0f64; 16 * 16];
+        let mut b = [0f64; 16 * 8];
+        let mut c = [0f64; 16 * 8];
         let f32_acc = ins.ty3 == Ty::F32;
         for l in 0..32usize {
             let (g, t) = (l / 4, l % 4);
@@ -306,14 +337,14 @@ impl<'a> Exec<'a> {
                 for h in 0..2 {
                     let row = g + 8 * (r & 1);
                     let col = 2 * t + h + 8 * (r >> 1);
-                    a[row * kk + col] = elem((v >> (16 * h)) as u16, ins.ty2);
+                    a[row * kk + col] = elem((v >> (16 * h)) as u16);
                 }
             }
             for (r, o) in br.iter().enumerate() {
                 let v = self.get(w, l, o) as u32;
                 for h in 0..2 {
                     let k = 2 * t + h + 8 * r;
-                    b[k * nn + g] = elem((v >> (16 * h)) as u16, ins.ty2);
+                    b[k * nn + g] = elem((v >> (16 * h)) as u16);
                 }
             }
             for (r, o) in cr.iter().enumerate() {
@@ -322,19 +353,21 @@ impl<'a> Exec<'a> {
                     c[(g + 8 * (r >> 1)) * nn + 2 * t + (r & 1)] = f32::from_bits(v as u32) as f64;
                 } else {
                     for h in 0..2 {
-                        c[(g + 8 * r) * nn + 2 * t + h] = crate::float::f16_to_f32((v >> (16 * h)) as u16) as f64;
+                        c[(g + 8 * r) * nn + 2 * t + h] =
+                            crate::float::f16_to_f32((v >> (16 * h)) as u16) as f64;
                     }
                 }
             }
         }
-        let mut d = vec![0f64; mm * nn];
+        // Products of f16 values are exact in f64 and the sums of one tile stay far inside its
+        // precision, so D is the exact result rounded once.
+        let mut d = c;
         for i in 0..mm {
-            for j in 0..nn {
-                let mut s = c[i * nn + j];
-                for k in 0..kk {
-                    s += a[i * kk + k] * b[k * nn + j];
+            for k in 0..kk {
+                let aik = a[i * kk + k];
+                for j in 0..nn {
+                    d[i * nn + j] += aik * b[k * nn + j];
                 }
-                d[i * nn + j] = s;
             }
         }
         let d_f32 = ins.ty == Ty::F32;
@@ -356,9 +389,9 @@ impl<'a> Exec<'a> {
     fn ldmatrix(&mut self, w: &mut Warp, pc: u32, part: u32) -> Flow<()> {
         let ins = &self.kernel.code[pc as usize];
         let num = ins.mods.num.max(1) as usize;
-        let mut rows = vec![[0u8; 16]; 8 * num];
-        let mut acc = Vec::with_capacity(8 * num);
-        for (r, row) in rows.iter_mut().enumerate() {
+        let mut rows = [[0u8; 16]; 32];
+        let mut acc = [(0u64, 0u32); 32];
+        for (r, row) in rows.iter_mut().enumerate().take(8 * num) {
             if part & (1 << r) == 0 {
                 self.finding("synccheck", ins.line, w, r as u32, None, format!(
                     "ldmatrix.x{num}: lane {r}, which supplies a row address, did not execute it"));
@@ -370,13 +403,10 @@ impl<'a> Exec<'a> {
                 return Err(Stop::Fault(CuError::IllegalAddress));
             }
             self.read(ins, w, r, Space::Shared, addr, row)?;
-            acc.push((addr, 16u32));
+            acc[r] = (addr, 16u32);
         }
-        self.profile.shared(&acc);
-        let dst = match &ins.args[0] {
-            Operand::Vec(v) => v.clone(),
-            o => vec![o.clone()],
-        };
+        self.profile.shared(&acc[..8 * num]);
+        let dst = parts(&ins.args[0]);
         let el = |row: &[u8; 16], col: usize| -> u64 { u16::from_le_bytes([row[2 * col], row[2 * col + 1]]) as u64 };
         for_lanes(part, |l| {
             for (i, d) in dst.iter().enumerate().take(num) {
@@ -390,5 +420,13 @@ impl<'a> Exec<'a> {
             }
         });
         Ok(())
+    }
+}
+
+/// The registers of a vector operand (`{a, b, c, d}`), or the one register.
+fn parts(o: &Operand) -> &[Operand] {
+    match o {
+        Operand::Vec(v) => v,
+        o => std::slice::from_ref(o),
     }
 }

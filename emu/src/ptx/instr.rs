@@ -281,6 +281,7 @@ fn base_op(name: &str) -> Option<Op> {
         "cnot" => Op::Cnot,
         "shl" => Op::Shl,
         "shr" => Op::Shr,
+        "shf" => Op::Shf,
         "setp" => Op::Setp,
         "selp" => Op::Selp,
         "slct" => Op::Slct,
@@ -415,6 +416,28 @@ fn opcode_of(opcode: &str, line: u32) -> PResult<Instr> {
                 m.space = sp;
             }
             continue;
+        }
+        if op == Op::Setp && m.cmp.is_none() {
+            if let Some(c) = cmp_of(p) {
+                m.cmp = Some(c);
+                continue;
+            }
+        }
+        if op == Op::Shf {
+            match p {
+                "l" | "r" => {
+                    m.kind = (p == "r") as u8;
+                    continue;
+                }
+                "clamp" | "wrap" => {
+                    m.sat = p == "clamp";
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        if matches!(op, Op::BarSync | Op::BarRed) && head == "bar" {
+            m.aligned = true;
         }
         let ok = match p {
             "rn" => set_rnd(m, Rnd::Rn),
