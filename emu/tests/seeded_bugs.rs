@@ -549,3 +549,31 @@ fn too_many_threads_refused() {
     );
     assert_eq!(r, Err(CuError::InvalidValue), "grid with a zero dimension");
 }
+
+#[test]
+fn global_write_from_every_block_is_a_race() {
+    let mut e = emu!();
+    let mut rng = rng("global_write_from_every_block_is_a_race");
+    let data: Vec<f32> = (0..8).map(|_| rng.f32_in(1.0, 2.0)).collect();
+    let inp = e.upload(&data);
+    let out = e.alloc::<f32>(1);
+    let r = e.launch("global_same_slot", &Launch::new(8, 32), &[Arg::P(inp), Arg::P(out)]);
+    expect_report(&e, r, Some(CuError::LaunchFailed), &["racecheck"], "global_same_slot", true);
+
+    // Blocks shifting one array in place read what a neighbour block writes.
+    let x = e.upload(&(0..512).map(|i| i as f32 + 1.0).collect::<Vec<f32>>());
+    let r = e.launch(
+        "global_shift_in_place",
+        &Launch::new(4, 128),
+        &[Arg::P(x), Arg::I32(512)],
+    );
+    expect_report(&e, r, Some(CuError::LaunchFailed), &["racecheck"], "global_shift_in_place", true);
+
+    // Atomic adds to one slot are no race, and the sum is the host's.
+    let out = e.upload(&[0.0f32]);
+    let r = e.launch("global_atomic_slot", &Launch::new(8, 32), &[Arg::P(inp), Arg::P(out)]);
+    assert!(r.is_ok(), "atomics raced: {r:?} {:?}", cuda_emu::exec::last_findings());
+    let got: Vec<f32> = e.read(out, 1);
+    let want: f32 = data.iter().sum();
+    assert!((got[0] - want).abs() <= 1e-5 * want.abs(), "atomic sum {} vs {want}", got[0]);
+}

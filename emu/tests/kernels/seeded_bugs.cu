@@ -131,3 +131,21 @@ extern "C" __global__ void syncwarp_bad_mask(int* out) {
     __syncwarp(lane == 0 ? 0xfffffffeu : 0xffffffffu);
     out[lane] = lane;
 }
+
+// Every block writes the same output element: which value survives depends on block order.
+extern "C" __global__ void global_same_slot(const float* in, float* out) {
+    if (threadIdx.x == 0) out[0] = in[blockIdx.x];
+}
+
+// In place across blocks: block b reads element b+1, which block b+1 overwrites.
+extern "C" __global__ void global_shift_in_place(float* x, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    float v = i + 1 < n ? x[i + 1] : 0.0f;
+    __syncthreads();
+    if (i + 1 < n) x[i] = v;
+}
+
+// The same with atomics: no race.
+extern "C" __global__ void global_atomic_slot(const float* in, float* out) {
+    if (threadIdx.x == 0) atomicAdd(out, in[blockIdx.x]);
+}
