@@ -99,11 +99,17 @@ impl CuError {
             CuError::MisalignedAddress => "misaligned address",
             CuError::LaunchFailed => "unspecified launch failure",
             CuError::StreamCaptureUnsupported => "operation not permitted when stream is capturing",
-            CuError::StreamCaptureInvalidated => "operation failed due to a previous error during capture",
+            CuError::StreamCaptureInvalidated => {
+                "operation failed due to a previous error during capture"
+            }
             CuError::StreamCaptureUnmatched => "capture was not initiated in this stream",
             CuError::StreamCaptureUnjoined => "capturing stream has unjoined work",
-            CuError::StreamCaptureIsolation => "dependency created on uncaptured work in another stream",
-            CuError::StreamCaptureImplicit => "operation would make the legacy stream depend on a capturing blocking stream",
+            CuError::StreamCaptureIsolation => {
+                "dependency created on uncaptured work in another stream"
+            }
+            CuError::StreamCaptureImplicit => {
+                "operation would make the legacy stream depend on a capturing blocking stream"
+            }
             CuError::NotSupported => "operation not supported",
             CuError::Unknown => "unknown error",
         }

@@ -99,7 +99,11 @@ fn round_f64(x: f64, f: Fmt, d: Dir) -> u64 {
     }
     let ef = ((xb >> 52) & 0x7ff) as i32;
     let frac = xb & ((1u64 << 52) - 1);
-    let (m, e) = if ef == 0 { (frac, -1074) } else { (frac | (1u64 << 52), ef - 1075) };
+    let (m, e) = if ef == 0 {
+        (frac, -1074)
+    } else {
+        (frac | (1u64 << 52), ef - 1075)
+    };
     let top = 63 - m.leading_zeros() as i32;
     let big_e = e + top; // floor(log2 |x|)
     let bias = (1i32 << (f.eb - 1)) - 1;
@@ -326,7 +330,11 @@ fn bf16v(x: u16) -> f64 {
 
 /// Directed or flushed/saturated f32 `a + b` (a, b already flushed when `.ftz`).
 fn add32_slow(a: u32, b: u32, rnd: Rnd, ftz: bool, sat: bool) -> u32 {
-    let (a, b) = if ftz { (ftz_f32(a), ftz_f32(b)) } else { (a, b) };
+    let (a, b) = if ftz {
+        (ftz_f32(a), ftz_f32(b))
+    } else {
+        (a, b)
+    };
     let d = dir(rnd);
     let r = if d == Dir::Rn {
         canon32(f32::from_bits(a) + f32::from_bits(b))
@@ -364,7 +372,11 @@ pub fn mul_f32(a: u32, b: u32, rnd: Rnd, ftz: bool, sat: bool) -> u32 {
     if !ftz && !sat && matches!(rnd, Rnd::None | Rnd::Rn) {
         return canon32(f32::from_bits(a) * f32::from_bits(b));
     }
-    let (a, b) = if ftz { (ftz_f32(a), ftz_f32(b)) } else { (a, b) };
+    let (a, b) = if ftz {
+        (ftz_f32(a), ftz_f32(b))
+    } else {
+        (a, b)
+    };
     let d = dir(rnd);
     let r = if d == Dir::Rn {
         canon32(f32::from_bits(a) * f32::from_bits(b))
@@ -394,12 +406,24 @@ pub(crate) fn fma32_rn(a: f32, b: f32, c: f32) -> f32 {
 #[inline]
 pub fn fma_f32(a: u32, b: u32, c: u32, rnd: Rnd, ftz: bool, sat: bool) -> u32 {
     if !ftz && !sat && matches!(rnd, Rnd::None | Rnd::Rn) {
-        return canon32(fma32_rn(f32::from_bits(a), f32::from_bits(b), f32::from_bits(c)));
+        return canon32(fma32_rn(
+            f32::from_bits(a),
+            f32::from_bits(b),
+            f32::from_bits(c),
+        ));
     }
-    let (a, b, c) = if ftz { (ftz_f32(a), ftz_f32(b), ftz_f32(c)) } else { (a, b, c) };
+    let (a, b, c) = if ftz {
+        (ftz_f32(a), ftz_f32(b), ftz_f32(c))
+    } else {
+        (a, b, c)
+    };
     let d = dir(rnd);
     let r = if d == Dir::Rn {
-        canon32(fma32_rn(f32::from_bits(a), f32::from_bits(b), f32::from_bits(c)))
+        canon32(fma32_rn(
+            f32::from_bits(a),
+            f32::from_bits(b),
+            f32::from_bits(c),
+        ))
     } else {
         let p = f32v(a) * f32v(b);
         let cv = f32v(c);
@@ -440,7 +464,11 @@ fn div32_ieee(a: u32, b: u32, d: Dir) -> u32 {
 /// is infinite); elsewhere the correctly rounded quotient is used (within its 2 ulp).
 /// `.full` is the correctly rounded quotient (within its stated 2 ulp on the full range).
 pub fn div_f32(a: u32, b: u32, rnd: Rnd, approx: bool, full: bool, ftz: bool) -> u32 {
-    let (a, b) = if ftz { (ftz_f32(a), ftz_f32(b)) } else { (a, b) };
+    let (a, b) = if ftz {
+        (ftz_f32(a), ftz_f32(b))
+    } else {
+        (a, b)
+    };
     let r = if approx {
         let bm = b & 0x7FFF_FFFF;
         if (0x7E80_0000..0x7F80_0000).contains(&bm) && bm != 0x7E80_0000 {
@@ -627,23 +655,43 @@ impl Half16 {
         }
     }
     fn add(self, a: u16, b: u16, rnd: Rnd, ftz: bool, sat: bool) -> u16 {
-        let (a, b) = if ftz { (self.ftz(a), self.ftz(b)) } else { (a, b) };
+        let (a, b) = if ftz {
+            (self.ftz(a), self.ftz(b))
+        } else {
+            (a, b)
+        };
         let d = dir(rnd);
         let (x, y) = (self.val(a), self.val(b));
-        let v = if x.is_finite() && y.is_finite() { sum_odd(x, y, d) } else { x + y };
+        let v = if x.is_finite() && y.is_finite() {
+            sum_odd(x, y, d)
+        } else {
+            x + y
+        };
         self.fin(v, d, ftz, sat)
     }
     fn mul(self, a: u16, b: u16, rnd: Rnd, ftz: bool, sat: bool) -> u16 {
-        let (a, b) = if ftz { (self.ftz(a), self.ftz(b)) } else { (a, b) };
+        let (a, b) = if ftz {
+            (self.ftz(a), self.ftz(b))
+        } else {
+            (a, b)
+        };
         let d = dir(rnd);
         self.fin(self.val(a) * self.val(b), d, ftz, sat) // exact product
     }
     fn fma(self, a: u16, b: u16, c: u16, rnd: Rnd, ftz: bool, sat: bool) -> u16 {
-        let (a, b, c) = if ftz { (self.ftz(a), self.ftz(b), self.ftz(c)) } else { (a, b, c) };
+        let (a, b, c) = if ftz {
+            (self.ftz(a), self.ftz(b), self.ftz(c))
+        } else {
+            (a, b, c)
+        };
         let d = dir(rnd);
         let p = self.val(a) * self.val(b);
         let z = self.val(c);
-        let v = if p.is_finite() && z.is_finite() { sum_odd(p, z, d) } else { p + z };
+        let v = if p.is_finite() && z.is_finite() {
+            sum_odd(p, z, d)
+        } else {
+            p + z
+        };
         self.fin(v, d, ftz, sat)
     }
 }
@@ -708,7 +756,16 @@ pub fn f16x2_3<F: Fn(u16, u16, u16) -> u16>(a: u32, b: u32, c: u32, f: F) -> u32
 /// -0.0 is less than +0.0.
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn minmax<T: Copy>(a: T, b: T, x: f64, y: f64, nan: bool, is_max: bool, canon: T, a_neg: bool) -> T {
+fn minmax<T: Copy>(
+    a: T,
+    b: T,
+    x: f64,
+    y: f64,
+    nan: bool,
+    is_max: bool,
+    canon: T,
+    a_neg: bool,
+) -> T {
     let (xn, yn) = (x.is_nan(), y.is_nan());
     if xn || yn {
         if nan || (xn && yn) {
@@ -729,30 +786,64 @@ fn minmax<T: Copy>(a: T, b: T, x: f64, y: f64, nan: bool, is_max: bool, canon: T
 
 /// `min{.ftz}{.NaN}.f32`.
 pub fn min_f32(a: u32, b: u32, ftz: bool, nan: bool) -> u32 {
-    let (a, b) = if ftz { (ftz_f32(a), ftz_f32(b)) } else { (a, b) };
+    let (a, b) = if ftz {
+        (ftz_f32(a), ftz_f32(b))
+    } else {
+        (a, b)
+    };
     minmax(a, b, f32v(a), f32v(b), nan, false, NAN_F32, a >> 31 != 0)
 }
 /// `max{.ftz}{.NaN}.f32`.
 pub fn max_f32(a: u32, b: u32, ftz: bool, nan: bool) -> u32 {
-    let (a, b) = if ftz { (ftz_f32(a), ftz_f32(b)) } else { (a, b) };
+    let (a, b) = if ftz {
+        (ftz_f32(a), ftz_f32(b))
+    } else {
+        (a, b)
+    };
     minmax(a, b, f32v(a), f32v(b), nan, true, NAN_F32, a >> 31 != 0)
 }
 /// `min.f64`.
 pub fn min_f64(a: u64, b: u64) -> u64 {
-    minmax(a, b, f64::from_bits(a), f64::from_bits(b), false, false, NAN_F64, a >> 63 != 0)
+    minmax(
+        a,
+        b,
+        f64::from_bits(a),
+        f64::from_bits(b),
+        false,
+        false,
+        NAN_F64,
+        a >> 63 != 0,
+    )
 }
 /// `max.f64`.
 pub fn max_f64(a: u64, b: u64) -> u64 {
-    minmax(a, b, f64::from_bits(a), f64::from_bits(b), false, true, NAN_F64, a >> 63 != 0)
+    minmax(
+        a,
+        b,
+        f64::from_bits(a),
+        f64::from_bits(b),
+        false,
+        true,
+        NAN_F64,
+        a >> 63 != 0,
+    )
 }
 /// `min{.ftz}{.NaN}.f16`.
 pub fn min_f16(a: u16, b: u16, ftz: bool, nan: bool) -> u16 {
-    let (a, b) = if ftz { (ftz_f16(a), ftz_f16(b)) } else { (a, b) };
+    let (a, b) = if ftz {
+        (ftz_f16(a), ftz_f16(b))
+    } else {
+        (a, b)
+    };
     minmax(a, b, f16v(a), f16v(b), nan, false, NAN_F16, a >> 15 != 0)
 }
 /// `max{.ftz}{.NaN}.f16`.
 pub fn max_f16(a: u16, b: u16, ftz: bool, nan: bool) -> u16 {
-    let (a, b) = if ftz { (ftz_f16(a), ftz_f16(b)) } else { (a, b) };
+    let (a, b) = if ftz {
+        (ftz_f16(a), ftz_f16(b))
+    } else {
+        (a, b)
+    };
     minmax(a, b, f16v(a), f16v(b), nan, true, NAN_F16, a >> 15 != 0)
 }
 /// `min{.NaN}.bf16`.
@@ -890,7 +981,11 @@ pub fn f32_to_f16_rn(x: f32) -> u16 {
     let a = b & 0x7FFF_FFFF;
     if a >= 0x4780_0000 {
         // |x| >= 65536 (or inf / NaN)
-        return if a > 0x7F80_0000 { NAN_F16 } else { sign | 0x7C00 };
+        return if a > 0x7F80_0000 {
+            NAN_F16
+        } else {
+            sign | 0x7C00
+        };
     }
     if a >= 0x3880_0000 {
         // normal f16 range: rebias the exponent (127 - 15), round off 13 bits to nearest even;
@@ -1144,7 +1239,11 @@ pub fn cvt(bits: u64, to: Ty, from: Ty, rnd: Rnd, ftz: bool, sat: bool) -> u64 {
                 return float_out(r, kt, Dir::Rn, false, sat);
             }
             if kt == Kind::F32 && d == Dir::Rn && !sat {
-                let r = if v < 0 { (v as i64) as f32 } else { (v as u64) as f32 };
+                let r = if v < 0 {
+                    (v as i64) as f32
+                } else {
+                    (v as u64) as f32
+                };
                 return r.to_bits() as u64;
             }
             float_out(int_to_odd(v), kt, d, ftz, sat)
@@ -1239,9 +1338,20 @@ mod tests {
             let mant = (r >> 8) as u32 & 0x7F_FFFF;
             match self.below(10) {
                 0 => r as u32,
-                1 => sign | mant,                                          // subnormal
+                1 => sign | mant, // subnormal
                 2 => {
-                    const SP: [u32; 10] = [0, 0x8000_0000, 0x7F80_0000, 0xFF80_0000, 0x7FC0_0000, 0x7F7F_FFFF, 0x0080_0000, 0x0000_0001, 0x3F80_0000, 0x7FA0_0001];
+                    const SP: [u32; 10] = [
+                        0,
+                        0x8000_0000,
+                        0x7F80_0000,
+                        0xFF80_0000,
+                        0x7FC0_0000,
+                        0x7F7F_FFFF,
+                        0x0080_0000,
+                        0x0000_0001,
+                        0x3F80_0000,
+                        0x7FA0_0001,
+                    ];
                     SP[self.below(10) as usize] ^ sign
                 }
                 3 => ((self.below(2000) as i32 - 1000) as f32).to_bits(),
@@ -1249,7 +1359,11 @@ mod tests {
                     Some(n) => {
                         let e = ((n >> 23) & 0xFF) as i32;
                         let e2 = (e + self.below(5) as i32 - 2).clamp(0, 254) as u32;
-                        let m = if self.below(2) == 0 { (n & 0x7F_FFFF) ^ (mant & 0x3F) } else { mant };
+                        let m = if self.below(2) == 0 {
+                            (n & 0x7F_FFFF) ^ (mant & 0x3F)
+                        } else {
+                            mant
+                        };
                         sign | (e2 << 23) | m
                     }
                     None => sign | (((self.below(60) as u32) + 97) << 23) | mant,
@@ -1270,7 +1384,8 @@ mod tests {
             match self.below(4) {
                 0 => self.next() as u16 & 0x83FF, // subnormal
                 1 => {
-                    const SP: [u16; 8] = [0, 0x8000, 0x7C00, 0xFC00, 0x7E00, 0x7BFF, 0x0400, 0x3C00];
+                    const SP: [u16; 8] =
+                        [0, 0x8000, 0x7C00, 0xFC00, 0x7E00, 0x7BFF, 0x0400, 0x3C00];
                     SP[self.below(8) as usize]
                 }
                 _ => self.next() as u16,
@@ -1293,7 +1408,11 @@ mod tests {
         Single::from_bits(x as u128)
     }
     fn ref_post(r: u32, ftz: bool, sat: bool) -> u32 {
-        let r = if ftz && r & 0x7F80_0000 == 0 { r & 0x8000_0000 } else { r };
+        let r = if ftz && r & 0x7F80_0000 == 0 {
+            r & 0x8000_0000
+        } else {
+            r
+        };
         if sat {
             let v = f32::from_bits(r);
             if v.is_nan() || v <= 0.0 {
@@ -1332,16 +1451,48 @@ mod tests {
             let want_add = ref_post(canon_ref32(s(fa).add_r(s(fb), r).value), ftz, sat);
             let want_sub = ref_post(canon_ref32(s(fa).sub_r(s(fb), r).value), ftz, sat);
             let want_mul = ref_post(canon_ref32(s(fa).mul_r(s(fb), r).value), ftz, sat);
-            let want_fma = ref_post(canon_ref32(s(fa).mul_add_r(s(fb), s(fc), r).value), ftz, sat);
-            assert_eq!(add_f32(a, b, rnd, ftz, sat), want_add, "add {a:#x} {b:#x} {rnd:?} ftz={ftz} sat={sat}");
-            assert_eq!(sub_f32(a, b, rnd, ftz, sat), want_sub, "sub {a:#x} {b:#x} {rnd:?} ftz={ftz} sat={sat}");
-            assert_eq!(mul_f32(a, b, rnd, ftz, sat), want_mul, "mul {a:#x} {b:#x} {rnd:?} ftz={ftz} sat={sat}");
-            assert_eq!(fma_f32(a, b, c, rnd, ftz, sat), want_fma, "fma {a:#x} {b:#x} {c:#x} {rnd:?} ftz={ftz} sat={sat}");
+            let want_fma = ref_post(
+                canon_ref32(s(fa).mul_add_r(s(fb), s(fc), r).value),
+                ftz,
+                sat,
+            );
+            assert_eq!(
+                add_f32(a, b, rnd, ftz, sat),
+                want_add,
+                "add {a:#x} {b:#x} {rnd:?} ftz={ftz} sat={sat}"
+            );
+            assert_eq!(
+                sub_f32(a, b, rnd, ftz, sat),
+                want_sub,
+                "sub {a:#x} {b:#x} {rnd:?} ftz={ftz} sat={sat}"
+            );
+            assert_eq!(
+                mul_f32(a, b, rnd, ftz, sat),
+                want_mul,
+                "mul {a:#x} {b:#x} {rnd:?} ftz={ftz} sat={sat}"
+            );
+            assert_eq!(
+                fma_f32(a, b, c, rnd, ftz, sat),
+                want_fma,
+                "fma {a:#x} {b:#x} {c:#x} {rnd:?} ftz={ftz} sat={sat}"
+            );
             if !sat {
                 let want_div = ref_post(canon_ref32(s(fa).div_r(s(fb), r).value), ftz, false);
-                assert_eq!(div_f32(a, b, rnd, false, false, ftz), want_div, "div {a:#x} {b:#x} {rnd:?} ftz={ftz}");
-                let want_rcp = ref_post(canon_ref32(s(0x3F80_0000).div_r(s(fa), r).value), ftz, false);
-                assert_eq!(rcp_f32(a, rnd, false, ftz), want_rcp, "rcp {a:#x} {rnd:?} ftz={ftz}");
+                assert_eq!(
+                    div_f32(a, b, rnd, false, false, ftz),
+                    want_div,
+                    "div {a:#x} {b:#x} {rnd:?} ftz={ftz}"
+                );
+                let want_rcp = ref_post(
+                    canon_ref32(s(0x3F80_0000).div_r(s(fa), r).value),
+                    ftz,
+                    false,
+                );
+                assert_eq!(
+                    rcp_f32(a, rnd, false, ftz),
+                    want_rcp,
+                    "rcp {a:#x} {rnd:?} ftz={ftz}"
+                );
             }
         }
     }
@@ -1352,18 +1503,39 @@ mod tests {
         let a = (1.0f32 + 2f32.powi(-12)).to_bits();
         let up = 2f32.powi(-70).to_bits();
         let dn = (-2f32.powi(-70)).to_bits();
-        assert_eq!(fma_f32(a, a, up, Rnd::Rn, false, false), (1.0f32 + 2f32.powi(-11) + 2f32.powi(-23)).to_bits());
-        assert_eq!(fma_f32(a, a, dn, Rnd::Rn, false, false), (1.0f32 + 2f32.powi(-11)).to_bits());
-        assert_eq!(fma_f32(a, a, 0, Rnd::Rn, false, false), (1.0f32 + 2f32.powi(-11)).to_bits()); // tie → even
-        assert_eq!(fma_f32(a, a, 0, Rnd::Rp, false, false), (1.0f32 + 2f32.powi(-11) + 2f32.powi(-23)).to_bits());
-        assert_eq!(fma_f32(a, a, up, Rnd::Rz, false, false), (1.0f32 + 2f32.powi(-11)).to_bits());
+        assert_eq!(
+            fma_f32(a, a, up, Rnd::Rn, false, false),
+            (1.0f32 + 2f32.powi(-11) + 2f32.powi(-23)).to_bits()
+        );
+        assert_eq!(
+            fma_f32(a, a, dn, Rnd::Rn, false, false),
+            (1.0f32 + 2f32.powi(-11)).to_bits()
+        );
+        assert_eq!(
+            fma_f32(a, a, 0, Rnd::Rn, false, false),
+            (1.0f32 + 2f32.powi(-11)).to_bits()
+        ); // tie → even
+        assert_eq!(
+            fma_f32(a, a, 0, Rnd::Rp, false, false),
+            (1.0f32 + 2f32.powi(-11) + 2f32.powi(-23)).to_bits()
+        );
+        assert_eq!(
+            fma_f32(a, a, up, Rnd::Rz, false, false),
+            (1.0f32 + 2f32.powi(-11)).to_bits()
+        );
         // 1*1 + 2^-60
         let one = 1.0f32.to_bits();
         let t = 2f32.powi(-60).to_bits();
         assert_eq!(fma_f32(one, one, t, Rnd::Rp, false, false), 0x3F80_0001);
         assert_eq!(fma_f32(one, one, t, Rnd::Rn, false, false), one);
-        assert_eq!(fma_f32(one, one, t ^ 0x8000_0000, Rnd::Rm, false, false), 0x3F7F_FFFF);
-        assert_eq!(fma_f32(one, one, t ^ 0x8000_0000, Rnd::Rz, false, false), 0x3F7F_FFFF);
+        assert_eq!(
+            fma_f32(one, one, t ^ 0x8000_0000, Rnd::Rm, false, false),
+            0x3F7F_FFFF
+        );
+        assert_eq!(
+            fma_f32(one, one, t ^ 0x8000_0000, Rnd::Rz, false, false),
+            0x3F7F_FFFF
+        );
     }
 
     #[test]
@@ -1374,8 +1546,14 @@ mod tests {
         assert_eq!(add_f32(one, t, Rnd::Rz, false, false), one);
         assert_eq!(add_f32(one, t, Rnd::Rm, false, false), one);
         assert_eq!(add_f32(one, t, Rnd::Rp, false, false), 0x3F80_0001);
-        assert_eq!(add_f32(one | 1 << 31, t | 1 << 31, Rnd::Rm, false, false), 0xBF80_0001);
-        assert_eq!(add_f32(one | 1 << 31, t | 1 << 31, Rnd::Rp, false, false), 0xBF80_0000);
+        assert_eq!(
+            add_f32(one | 1 << 31, t | 1 << 31, Rnd::Rm, false, false),
+            0xBF80_0001
+        );
+        assert_eq!(
+            add_f32(one | 1 << 31, t | 1 << 31, Rnd::Rp, false, false),
+            0xBF80_0000
+        );
         // exact zero sums: -0 only under .rm
         let x = 3.5f32.to_bits();
         assert_eq!(sub_f32(x, x, Rnd::Rn, false, false), 0);
@@ -1392,27 +1570,45 @@ mod tests {
         assert_eq!(mul_f32(max, two, Rnd::Rz, false, false), max);
         assert_eq!(mul_f32(max, two, Rnd::Rm, false, false), max);
         assert_eq!(mul_f32(max, two, Rnd::Rp, false, false), 0x7F80_0000);
-        assert_eq!(mul_f32(max | 1 << 31, two, Rnd::Rm, false, false), 0xFF80_0000);
-        assert_eq!(mul_f32(max | 1 << 31, two, Rnd::Rp, false, false), max | 1 << 31);
+        assert_eq!(
+            mul_f32(max | 1 << 31, two, Rnd::Rm, false, false),
+            0xFF80_0000
+        );
+        assert_eq!(
+            mul_f32(max | 1 << 31, two, Rnd::Rp, false, false),
+            max | 1 << 31
+        );
         // underflow to the smallest subnormal / zero
         let tiny = 0x0000_0001;
         let half = 0.5f32.to_bits();
         assert_eq!(mul_f32(tiny, half, Rnd::Rn, false, false), 0);
         assert_eq!(mul_f32(tiny, half, Rnd::Rp, false, false), 1);
-        assert_eq!(mul_f32(tiny | 1 << 31, half, Rnd::Rm, false, false), 0x8000_0001);
+        assert_eq!(
+            mul_f32(tiny | 1 << 31, half, Rnd::Rm, false, false),
+            0x8000_0001
+        );
         // ftz: subnormal inputs and results flush to signed zero
         assert_eq!(add_f32(tiny, tiny, Rnd::Rn, true, false), 0);
         assert_eq!(add_f32(tiny, 0, Rnd::Rn, false, false), tiny);
         assert_eq!(mul_f32(0x0080_0000, half, Rnd::Rn, true, false), 0);
-        assert_eq!(mul_f32(0x8080_0000, half, Rnd::Rn, true, false), 0x8000_0000);
-        assert_eq!(mul_f32(0x0080_0000, half, Rnd::Rn, false, false), 0x0040_0000);
+        assert_eq!(
+            mul_f32(0x8080_0000, half, Rnd::Rn, true, false),
+            0x8000_0000
+        );
+        assert_eq!(
+            mul_f32(0x0080_0000, half, Rnd::Rn, false, false),
+            0x0040_0000
+        );
         // sat
         assert_eq!(add_f32(one, one, Rnd::Rn, false, true), one);
         assert_eq!(sub_f32(0, one, Rnd::Rn, false, true), 0);
         assert_eq!(add_f32(0x7F80_0000, 0xFF80_0000, Rnd::Rn, false, true), 0);
         assert_eq!(mul_f32(half, half, Rnd::Rn, false, true), 0.25f32.to_bits());
         // NaN results are canonical
-        assert_eq!(add_f32(0x7F80_0000, 0xFF80_0000, Rnd::Rn, false, false), NAN_F32);
+        assert_eq!(
+            add_f32(0x7F80_0000, 0xFF80_0000, Rnd::Rn, false, false),
+            NAN_F32
+        );
         assert_eq!(mul_f32(0xFFC0_1234, one, Rnd::Rn, false, false), NAN_F32);
         assert_eq!(fma_f32(0, 0x7F80_0000, one, Rnd::Rz, false, false), NAN_F32);
     }
@@ -1423,25 +1619,55 @@ mod tests {
         // div.approx: 2^126 < |b| < 2^128 → 0 (NaN for infinite a)
         let big = 2f32.powi(127).to_bits();
         assert_eq!(div_f32(one, big, Rnd::None, true, false, false), 0);
-        assert_eq!(div_f32(one | 1 << 31, big, Rnd::None, true, false, false), 0x8000_0000);
-        assert_eq!(div_f32(0x7F80_0000, big, Rnd::None, true, false, false), NAN_F32);
-        assert_eq!(div_f32(one, big, Rnd::None, false, true, false), 2f32.powi(-127).to_bits());
-        assert_eq!(div_f32(one, 4.0f32.to_bits(), Rnd::None, true, false, false), 0.25f32.to_bits());
+        assert_eq!(
+            div_f32(one | 1 << 31, big, Rnd::None, true, false, false),
+            0x8000_0000
+        );
+        assert_eq!(
+            div_f32(0x7F80_0000, big, Rnd::None, true, false, false),
+            NAN_F32
+        );
+        assert_eq!(
+            div_f32(one, big, Rnd::None, false, true, false),
+            2f32.powi(-127).to_bits()
+        );
+        assert_eq!(
+            div_f32(one, 4.0f32.to_bits(), Rnd::None, true, false, false),
+            0.25f32.to_bits()
+        );
         assert_eq!(div_f32(one, 0, Rnd::Rn, false, false, false), 0x7F80_0000);
         assert_eq!(div_f32(0, 0, Rnd::Rn, false, false, false), NAN_F32);
-        assert_eq!(div_f32(one, 3.0f32.to_bits(), Rnd::Rz, false, false, false), 0x3EAA_AAAA);
-        assert_eq!(div_f32(one, 3.0f32.to_bits(), Rnd::Rp, false, false, false), 0x3EAA_AAAB);
+        assert_eq!(
+            div_f32(one, 3.0f32.to_bits(), Rnd::Rz, false, false, false),
+            0x3EAA_AAAA
+        );
+        assert_eq!(
+            div_f32(one, 3.0f32.to_bits(), Rnd::Rp, false, false, false),
+            0x3EAA_AAAB
+        );
         assert_eq!(rcp_f32(0x8000_0000, Rnd::Rn, true, false), 0xFF80_0000);
         assert_eq!(rcp_f32(0x7F80_0000, Rnd::Rn, true, false), 0);
         assert_eq!(sqrt_f32(0x8000_0000, Rnd::Rn, false, false), 0x8000_0000);
         assert_eq!(sqrt_f32((-4.0f32).to_bits(), Rnd::Rn, true, false), NAN_F32);
         assert_eq!(sqrt_f32(0x7F80_0000, Rnd::Rz, false, false), 0x7F80_0000);
-        assert_eq!(sqrt_f32(4.0f32.to_bits(), Rnd::Rm, false, false), 2.0f32.to_bits());
-        assert_eq!(sqrt_f32(2.0f32.to_bits(), Rnd::Rz, false, false), 0x3FB5_04F3);
-        assert_eq!(sqrt_f32(2.0f32.to_bits(), Rnd::Rp, false, false), 0x3FB5_04F4);
+        assert_eq!(
+            sqrt_f32(4.0f32.to_bits(), Rnd::Rm, false, false),
+            2.0f32.to_bits()
+        );
+        assert_eq!(
+            sqrt_f32(2.0f32.to_bits(), Rnd::Rz, false, false),
+            0x3FB5_04F3
+        );
+        assert_eq!(
+            sqrt_f32(2.0f32.to_bits(), Rnd::Rp, false, false),
+            0x3FB5_04F4
+        );
         assert_eq!(sqrt_f32(1, Rnd::Rn, false, true), 0);
         assert_eq!(sqrt_f32(1, Rnd::Rn, true, true), 0);
-        assert_eq!(sqrt_f32(1, Rnd::Rn, true, false), (f32v(1).sqrt() as f32).to_bits());
+        assert_eq!(
+            sqrt_f32(1, Rnd::Rn, true, false),
+            (f32v(1).sqrt() as f32).to_bits()
+        );
     }
 
     #[test]
@@ -1457,11 +1683,18 @@ mod tests {
             let x = f32v(a);
             let v = f32v(r);
             let nx = f32::from_bits(r + 1) as f64;
-            let pv = if r == 0 { -1.0 } else { f32::from_bits(r - 1) as f64 };
+            let pv = if r == 0 {
+                -1.0
+            } else {
+                f32::from_bits(r - 1) as f64
+            };
             // r*r, next*next, prev*prev are exact in f64
             match dir(rnd) {
                 Dir::Rz | Dir::Rm => assert!(v * v <= x && nx * nx > x, "sqrt {a:#x} {rnd:?}"),
-                Dir::Rp => assert!(v * v >= x && (pv < 0.0 || pv * pv < x), "sqrt {a:#x} {rnd:?}"),
+                Dir::Rp => assert!(
+                    v * v >= x && (pv < 0.0 || pv * pv < x),
+                    "sqrt {a:#x} {rnd:?}"
+                ),
                 _ => {
                     assert_eq!(r, (x.sqrt() as f32).to_bits());
                     // nearest: |v - sqrt x| <= half ulp ⇔ compare with midpoints
@@ -1482,12 +1715,27 @@ mod tests {
         assert_eq!(add_f64(one, t, Rnd::Rn), one);
         assert_eq!(sub_f64(one, t, Rnd::Rz), 0x3FEF_FFFF_FFFF_FFFF);
         assert_eq!(sub_f64(one, t, Rnd::Rn), one);
-        assert_eq!(mul_f64(f64::MAX.to_bits(), 2.0f64.to_bits(), Rnd::Rz), f64::MAX.to_bits());
+        assert_eq!(
+            mul_f64(f64::MAX.to_bits(), 2.0f64.to_bits(), Rnd::Rz),
+            f64::MAX.to_bits()
+        );
         assert_eq!(fma_f64(one, one, t, Rnd::Rp), one + 1);
-        assert_eq!(div_f64(one, 3.0f64.to_bits(), Rnd::Rz), 0x3FD5_5555_5555_5555);
-        assert_eq!(div_f64(one, 3.0f64.to_bits(), Rnd::Rp), 0x3FD5_5555_5555_5556);
-        assert_eq!(rcp_f64(3.0f64.to_bits(), Rnd::Rm, false), 0x3FD5_5555_5555_5555);
-        assert_eq!(add_f64(0x7FF0_0000_0000_0000, 0xFFF0_0000_0000_0000, Rnd::Rn), NAN_F64);
+        assert_eq!(
+            div_f64(one, 3.0f64.to_bits(), Rnd::Rz),
+            0x3FD5_5555_5555_5555
+        );
+        assert_eq!(
+            div_f64(one, 3.0f64.to_bits(), Rnd::Rp),
+            0x3FD5_5555_5555_5556
+        );
+        assert_eq!(
+            rcp_f64(3.0f64.to_bits(), Rnd::Rm, false),
+            0x3FD5_5555_5555_5555
+        );
+        assert_eq!(
+            add_f64(0x7FF0_0000_0000_0000, 0xFFF0_0000_0000_0000, Rnd::Rn),
+            NAN_F64
+        );
         assert_eq!(rcp_f64(1, Rnd::None, true), 0x7FF0_0000_0000_0000); // ftz: 1/+0
         let mut g = Rng(99);
         for i in 0..100_000u32 {
@@ -1502,11 +1750,18 @@ mod tests {
             // exact check with APFloat products (x is f64, so compare r*r with x exactly)
             let rr = ap64(r.to_bits()).mul_r(ap64(r.to_bits()), Round::TowardZero);
             let nn = ap64(n.to_bits()).mul_r(ap64(n.to_bits()), Round::TowardZero);
-            let le = |p: rustc_apfloat::StatusAnd<Double>| p.value.partial_cmp(&ap64(x.to_bits())).unwrap();
+            let le = |p: rustc_apfloat::StatusAnd<Double>| {
+                p.value.partial_cmp(&ap64(x.to_bits())).unwrap()
+            };
             use std::cmp::Ordering::*;
             match dir(rnd) {
                 Dir::Rz | Dir::Rm => {
-                    assert!(le(rr) != Greater || rr.status.contains(rustc_apfloat::Status::INEXACT) && le(rr) == Equal, "sqrt {x:e} {rnd:?}");
+                    assert!(
+                        le(rr) != Greater
+                            || rr.status.contains(rustc_apfloat::Status::INEXACT)
+                                && le(rr) == Equal,
+                        "sqrt {x:e} {rnd:?}"
+                    );
                     assert!(le(nn) != Less, "sqrt next {x:e} {rnd:?}");
                 }
                 Dir::Rp => {
@@ -1541,10 +1796,26 @@ mod tests {
                     b
                 }
             };
-            assert_eq!(add_f16(a, b, rnd, false, false), c16(h(a).add_r(h(b), r).value), "add16 {a:#x} {b:#x} {rnd:?}");
-            assert_eq!(sub_f16(a, b, rnd, false, false), c16(h(a).sub_r(h(b), r).value), "sub16 {a:#x} {b:#x} {rnd:?}");
-            assert_eq!(mul_f16(a, b, rnd, false, false), c16(h(a).mul_r(h(b), r).value), "mul16 {a:#x} {b:#x} {rnd:?}");
-            assert_eq!(fma_f16(a, b, c, rnd, false, false), c16(h(a).mul_add_r(h(b), h(c), r).value), "fma16 {a:#x} {b:#x} {c:#x} {rnd:?}");
+            assert_eq!(
+                add_f16(a, b, rnd, false, false),
+                c16(h(a).add_r(h(b), r).value),
+                "add16 {a:#x} {b:#x} {rnd:?}"
+            );
+            assert_eq!(
+                sub_f16(a, b, rnd, false, false),
+                c16(h(a).sub_r(h(b), r).value),
+                "sub16 {a:#x} {b:#x} {rnd:?}"
+            );
+            assert_eq!(
+                mul_f16(a, b, rnd, false, false),
+                c16(h(a).mul_r(h(b), r).value),
+                "mul16 {a:#x} {b:#x} {rnd:?}"
+            );
+            assert_eq!(
+                fma_f16(a, b, c, rnd, false, false),
+                c16(h(a).mul_add_r(h(b), h(c), r).value),
+                "fma16 {a:#x} {b:#x} {c:#x} {rnd:?}"
+            );
             let cb = |x: BFloat| {
                 let b = x.to_bits() as u16;
                 if is_nan_bf16(b) {
@@ -1553,10 +1824,26 @@ mod tests {
                     b
                 }
             };
-            assert_eq!(add_bf16(a, b, rnd, false, false), cb(bf(a).add_r(bf(b), r).value), "addbf {a:#x} {b:#x} {rnd:?}");
-            assert_eq!(sub_bf16(a, b, rnd, false, false), cb(bf(a).sub_r(bf(b), r).value), "subbf {a:#x} {b:#x} {rnd:?}");
-            assert_eq!(mul_bf16(a, b, rnd, false, false), cb(bf(a).mul_r(bf(b), r).value), "mulbf {a:#x} {b:#x} {rnd:?}");
-            assert_eq!(fma_bf16(a, b, c, rnd, false, false), cb(bf(a).mul_add_r(bf(b), bf(c), r).value), "fmabf {a:#x} {b:#x} {c:#x} {rnd:?}");
+            assert_eq!(
+                add_bf16(a, b, rnd, false, false),
+                cb(bf(a).add_r(bf(b), r).value),
+                "addbf {a:#x} {b:#x} {rnd:?}"
+            );
+            assert_eq!(
+                sub_bf16(a, b, rnd, false, false),
+                cb(bf(a).sub_r(bf(b), r).value),
+                "subbf {a:#x} {b:#x} {rnd:?}"
+            );
+            assert_eq!(
+                mul_bf16(a, b, rnd, false, false),
+                cb(bf(a).mul_r(bf(b), r).value),
+                "mulbf {a:#x} {b:#x} {rnd:?}"
+            );
+            assert_eq!(
+                fma_bf16(a, b, c, rnd, false, false),
+                cb(bf(a).mul_add_r(bf(b), bf(c), r).value),
+                "fmabf {a:#x} {b:#x} {c:#x} {rnd:?}"
+            );
         }
     }
 
@@ -1571,7 +1858,11 @@ mod tests {
             let rnd = MODES[(i % 5) as usize];
             let want = bf(a).mul_add_r(bf(b), bf(c), rd(rnd)).value.to_bits() as u16;
             let want = if is_nan_bf16(want) { NAN_BF16 } else { want };
-            assert_eq!(fma_bf16(a, b, c, rnd, false, false), want, "fmabf {a:#x} {b:#x} {c:#x} {rnd:?}");
+            assert_eq!(
+                fma_bf16(a, b, c, rnd, false, false),
+                want,
+                "fmabf {a:#x} {b:#x} {c:#x} {rnd:?}"
+            );
         }
         // 1.0078125 (1 + 2^-7) * (1 + 2^-8 ...) style hand case: (1+2^-4)^2 = 1 + 2^-3 + 2^-8,
         // a bf16 midpoint; + tiny decides.
@@ -1592,16 +1883,28 @@ mod tests {
         assert_eq!(sub_f16(0x3C00, 0x4000, Rnd::Rn, false, true), 0);
         assert_eq!(add_f16(0x7C00, 0xFC00, Rnd::Rn, false, true), 0);
         assert_eq!(add_f16(0x7C00, 0xFC00, Rnd::Rn, false, false), NAN_F16);
-        assert_eq!(fma_f16(0x3800, 0x3800, 0x3400, Rnd::Rn, false, true), 0x3800);
+        assert_eq!(
+            fma_f16(0x3800, 0x3800, 0x3400, Rnd::Rn, false, true),
+            0x3800
+        );
         // 65504 + 16 = 65520 ties to even → inf; .rz keeps max
         assert_eq!(add_f16(0x7BFF, 0x4C00, Rnd::Rn, false, false), 0x7C00);
         assert_eq!(add_f16(0x7BFF, 0x4C00, Rnd::Rz, false, false), 0x7BFF);
         // lanes: element 0 in the low half
         let a = 0x4000_3C00u32; // [1.0, 2.0]
         let b = 0x4200_3C00u32; // [1.0, 3.0]
-        assert_eq!(f16x2(a, b, |x, y| add_f16(x, y, Rnd::Rn, false, false)), 0x4500_4000);
-        assert_eq!(f16x2_3(a, b, a, |x, y, z| fma_f16(x, y, z, Rnd::Rn, false, false)), 0x4800_4000);
-        assert_eq!(f16x2(0x0000_3C00, 0x0000_0000, |x, y| min_f16(x, y, false, false)), 0);
+        assert_eq!(
+            f16x2(a, b, |x, y| add_f16(x, y, Rnd::Rn, false, false)),
+            0x4500_4000
+        );
+        assert_eq!(
+            f16x2_3(a, b, a, |x, y, z| fma_f16(x, y, z, Rnd::Rn, false, false)),
+            0x4800_4000
+        );
+        assert_eq!(
+            f16x2(0x0000_3C00, 0x0000_0000, |x, y| min_f16(x, y, false, false)),
+            0
+        );
     }
 
     // ---- min / max / abs / neg / copysign ----
@@ -1621,7 +1924,10 @@ mod tests {
         assert_eq!(max_f32(0, 0x8000_0000, false, false), 0);
         assert_eq!(max_f32(0x8000_0000, 0, false, false), 0);
         assert_eq!(min_f32(one, 2.0f32.to_bits(), false, false), one);
-        assert_eq!(max_f32(one, 2.0f32.to_bits(), false, false), 2.0f32.to_bits());
+        assert_eq!(
+            max_f32(one, 2.0f32.to_bits(), false, false),
+            2.0f32.to_bits()
+        );
         assert_eq!(min_f32(0xFF80_0000, one, false, false), 0xFF80_0000);
         // ftz: subnormals are zeros
         assert_eq!(min_f32(0x0000_0001, 0, false, false), 0);
@@ -1633,7 +1939,10 @@ mod tests {
         assert_eq!(max_f64(NAN_F64 ^ 5, 0xFFF8_0000_0000_0000), NAN_F64);
         assert_eq!(min_f64(0, 1 << 63), 1 << 63);
         assert_eq!(max_f64(1 << 63, 0), 0);
-        assert_eq!(max_f64(1.5f64.to_bits(), (-3.0f64).to_bits()), 1.5f64.to_bits());
+        assert_eq!(
+            max_f64(1.5f64.to_bits(), (-3.0f64).to_bits()),
+            1.5f64.to_bits()
+        );
         // f16
         assert_eq!(min_f16(0x7E00, 0x3C00, false, false), 0x3C00);
         assert_eq!(max_f16(0x7E00, 0x7E01, false, false), NAN_F16);
@@ -1658,7 +1967,10 @@ mod tests {
         let p3 = 3.0f32.to_bits();
         assert_eq!(copysign_f32(m2, p3), (-3.0f32).to_bits());
         assert_eq!(copysign_f32(p3, m2), 2.0f32.to_bits());
-        assert_eq!(copysign_f64((-1.0f64).to_bits(), 5.0f64.to_bits()), (-5.0f64).to_bits());
+        assert_eq!(
+            copysign_f64((-1.0f64).to_bits(), 5.0f64.to_bits()),
+            (-5.0f64).to_bits()
+        );
         assert_eq!(copysign_f64(1.0f64.to_bits(), NAN_F64 | 1 << 63), NAN_F64);
     }
 
@@ -1670,14 +1982,36 @@ mod tests {
         let two = 2.0f32.to_bits() as u64;
         let nan = NAN_F32 as u64;
         use Cmp::*;
-        let all = [Eq, Ne, Lt, Le, Gt, Ge, Equ, Neu, Ltu, Leu, Gtu, Geu, Num, Nan];
+        let all = [
+            Eq, Ne, Lt, Le, Gt, Ge, Equ, Neu, Ltu, Leu, Gtu, Geu, Num, Nan,
+        ];
         for &c in &all {
             let unord = matches!(c, Equ | Neu | Ltu | Leu | Gtu | Geu | Nan);
-            assert_eq!(setp_float(nan, one, Ty::F32, c, false), unord, "{c:?} nan,1");
-            assert_eq!(setp_float(one, nan, Ty::F32, c, false), unord, "{c:?} 1,nan");
-            assert_eq!(setp_float(0x7E00, 0x3C00, Ty::F16, c, false), unord, "{c:?} f16");
-            assert_eq!(setp_float(0x7FC0, 0x3F80, Ty::Bf16, c, false), unord, "{c:?} bf16");
-            assert_eq!(setp_float(NAN_F64, 0, Ty::F64, c, false), unord, "{c:?} f64");
+            assert_eq!(
+                setp_float(nan, one, Ty::F32, c, false),
+                unord,
+                "{c:?} nan,1"
+            );
+            assert_eq!(
+                setp_float(one, nan, Ty::F32, c, false),
+                unord,
+                "{c:?} 1,nan"
+            );
+            assert_eq!(
+                setp_float(0x7E00, 0x3C00, Ty::F16, c, false),
+                unord,
+                "{c:?} f16"
+            );
+            assert_eq!(
+                setp_float(0x7FC0, 0x3F80, Ty::Bf16, c, false),
+                unord,
+                "{c:?} bf16"
+            );
+            assert_eq!(
+                setp_float(NAN_F64, 0, Ty::F64, c, false),
+                unord,
+                "{c:?} f64"
+            );
         }
         let t = |c, a, b| setp_float(a, b, Ty::F32, c, false);
         assert!(t(Lt, one, two) && t(Le, one, two) && !t(Gt, one, two) && !t(Ge, one, two));
@@ -1688,7 +2022,13 @@ mod tests {
         assert!(!setp_float(1, 0, Ty::F32, Eq, false));
         assert!(setp_float(1, 0, Ty::F32, Eq, true));
         assert!(setp_float(0x8001, 0, Ty::F16, Eq, true));
-        assert!(setp_float(1.0f64.to_bits(), 0.5f64.to_bits(), Ty::F64, Gt, false));
+        assert!(setp_float(
+            1.0f64.to_bits(),
+            0.5f64.to_bits(),
+            Ty::F64,
+            Gt,
+            false
+        ));
     }
 
     // ---- cvt ----
@@ -1724,7 +2064,13 @@ mod tests {
             (-(2f32.powi(-30)), 0x8000, 0x8000, 0x8001, 0x8000),
             (2f32.powi(-30), 0x0000, 0x0000, 0x0000, 0x0001),
             (-0.0, 0x8000, 0x8000, 0x8000, 0x8000),
-            (2f32.powi(-14) - 2f32.powi(-26), 0x0400, 0x03FF, 0x03FF, 0x0400), // rounds up into normal
+            (
+                2f32.powi(-14) - 2f32.powi(-26),
+                0x0400,
+                0x03FF,
+                0x03FF,
+                0x0400,
+            ), // rounds up into normal
         ];
         for &(x, rn, rz, rm, rp) in table {
             assert_eq!(c(x, None), rn, "{x:e} default");
@@ -1737,9 +2083,15 @@ mod tests {
         // NaN → canonical
         for n in [0x7FC0_0000u32, 0xFFC0_0000, 0x7F80_0001, 0x7FFF_FFFF] {
             for r in [None, Rn, Rz, Rm, Rp] {
-                assert_eq!(cvt(n as u64, Ty::F16, Ty::F32, r, false, false), NAN_F16 as u64);
+                assert_eq!(
+                    cvt(n as u64, Ty::F16, Ty::F32, r, false, false),
+                    NAN_F16 as u64
+                );
             }
-            assert_eq!(cvt(n as u64, Ty::Bf16, Ty::F32, Rn, false, false), NAN_BF16 as u64);
+            assert_eq!(
+                cvt(n as u64, Ty::Bf16, Ty::F32, Rn, false, false),
+                NAN_BF16 as u64
+            );
         }
         // ftz flushes the f32 input; sat clamps
         assert_eq!(cvt(1, Ty::F16, Ty::F32, Rp, false, false), 1);
@@ -1759,31 +2111,69 @@ mod tests {
             let r = rd(rnd);
             if !is_nan32(a) {
                 let want: Half = s(a).convert_r(r, &mut false).value;
-                assert_eq!(cvt(a as u64, Ty::F16, Ty::F32, rnd, false, false), want.to_bits() as u64, "f16<-f32 {a:#x} {rnd:?}");
+                assert_eq!(
+                    cvt(a as u64, Ty::F16, Ty::F32, rnd, false, false),
+                    want.to_bits() as u64,
+                    "f16<-f32 {a:#x} {rnd:?}"
+                );
                 if matches!(rnd, Rnd::None | Rnd::Rn) {
-                    assert_eq!(f32_to_f16_rn(f32::from_bits(a)) as u64, want.to_bits() as u64);
+                    assert_eq!(
+                        f32_to_f16_rn(f32::from_bits(a)) as u64,
+                        want.to_bits() as u64
+                    );
                     let wb: BFloat = s(a).convert_r(r, &mut false).value;
-                    assert_eq!(f32_to_bf16_rn(f32::from_bits(a)) as u64, wb.to_bits() as u64, "bf16 rn {a:#x}");
+                    assert_eq!(
+                        f32_to_bf16_rn(f32::from_bits(a)) as u64,
+                        wb.to_bits() as u64,
+                        "bf16 rn {a:#x}"
+                    );
                 }
                 let wb: BFloat = s(a).convert_r(r, &mut false).value;
-                assert_eq!(cvt(a as u64, Ty::Bf16, Ty::F32, rnd, false, false), wb.to_bits() as u64, "bf16<-f32 {a:#x} {rnd:?}");
+                assert_eq!(
+                    cvt(a as u64, Ty::Bf16, Ty::F32, rnd, false, false),
+                    wb.to_bits() as u64,
+                    "bf16<-f32 {a:#x} {rnd:?}"
+                );
                 let wd: Double = s(a).convert_r(r, &mut false).value;
-                assert_eq!(cvt(a as u64, Ty::F64, Ty::F32, rnd, false, false), wd.to_bits() as u64);
+                assert_eq!(
+                    cvt(a as u64, Ty::F64, Ty::F32, rnd, false, false),
+                    wd.to_bits() as u64
+                );
             }
             let d = g.next();
             if !is_nan64(d) {
                 let want: Single = ap64(d).convert_r(r, &mut false).value;
-                assert_eq!(cvt(d, Ty::F32, Ty::F64, rnd, false, false), want.to_bits() as u64, "f32<-f64 {d:#x} {rnd:?}");
+                assert_eq!(
+                    cvt(d, Ty::F32, Ty::F64, rnd, false, false),
+                    want.to_bits() as u64,
+                    "f32<-f64 {d:#x} {rnd:?}"
+                );
                 let wh: Half = ap64(d).convert_r(r, &mut false).value;
-                assert_eq!(cvt(d, Ty::F16, Ty::F64, rnd, false, false), wh.to_bits() as u64, "f16<-f64 {d:#x} {rnd:?}");
+                assert_eq!(
+                    cvt(d, Ty::F16, Ty::F64, rnd, false, false),
+                    wh.to_bits() as u64,
+                    "f16<-f64 {d:#x} {rnd:?}"
+                );
                 let wb: BFloat = ap64(d).convert_r(r, &mut false).value;
-                assert_eq!(cvt(d, Ty::Bf16, Ty::F64, rnd, false, false), wb.to_bits() as u64, "bf16<-f64 {d:#x} {rnd:?}");
+                assert_eq!(
+                    cvt(d, Ty::Bf16, Ty::F64, rnd, false, false),
+                    wb.to_bits() as u64,
+                    "bf16<-f64 {d:#x} {rnd:?}"
+                );
                 // narrow exponents too
                 let d2 = (d & 0x800F_FFFF_FFFF_FFFF) | ((0x3FF - 160 + g.below(320)) << 52);
                 let want: Single = ap64(d2).convert_r(r, &mut false).value;
-                assert_eq!(cvt(d2, Ty::F32, Ty::F64, rnd, false, false), want.to_bits() as u64, "f32<-f64 {d2:#x} {rnd:?}");
+                assert_eq!(
+                    cvt(d2, Ty::F32, Ty::F64, rnd, false, false),
+                    want.to_bits() as u64,
+                    "f32<-f64 {d2:#x} {rnd:?}"
+                );
                 let wh: Half = ap64(d2).convert_r(r, &mut false).value;
-                assert_eq!(cvt(d2, Ty::F16, Ty::F64, rnd, false, false), wh.to_bits() as u64, "f16<-f64 {d2:#x} {rnd:?}");
+                assert_eq!(
+                    cvt(d2, Ty::F16, Ty::F64, rnd, false, false),
+                    wh.to_bits() as u64,
+                    "f16<-f64 {d2:#x} {rnd:?}"
+                );
             }
         }
     }
@@ -1804,10 +2194,20 @@ mod tests {
             let v = half::f16::from_bits(h as u16).to_f32();
             let n = half::f16::from_bits(h as u16 + 1).to_f32();
             let mid = ((v as f64 + n as f64) / 2.0) as f32; // exact in f32
-            for m in [mid.to_bits() - 1, mid.to_bits(), mid.to_bits() + 1, v.to_bits()] {
+            for m in [
+                mid.to_bits() - 1,
+                mid.to_bits(),
+                mid.to_bits() + 1,
+                v.to_bits(),
+            ] {
                 for sgn in [0, 0x8000_0000] {
                     let f = f32::from_bits(m | sgn);
-                    assert_eq!(f32_to_f16_rn(f), round_f64(f as f64, F16, Dir::Rn) as u16, "{:#x}", m | sgn);
+                    assert_eq!(
+                        f32_to_f16_rn(f),
+                        round_f64(f as f64, F16, Dir::Rn) as u16,
+                        "{:#x}",
+                        m | sgn
+                    );
                 }
             }
         }
@@ -1820,42 +2220,102 @@ mod tests {
             if is_nan16(h) {
                 assert_eq!(w, NAN_F32);
                 assert_eq!(f16_to_f32(h).to_bits(), NAN_F32);
-                assert_eq!(cvt(h as u64, Ty::F64, Ty::F16, Rnd::None, false, false), NAN_F64);
+                assert_eq!(
+                    cvt(h as u64, Ty::F64, Ty::F16, Rnd::None, false, false),
+                    NAN_F64
+                );
             } else {
                 assert_eq!(w, half::f16::from_bits(h).to_f32().to_bits(), "{h:#x}");
                 assert_eq!(f16_to_f32(h).to_bits(), w);
-                assert_eq!(cvt(h as u64, Ty::F64, Ty::F16, Rnd::None, false, false), half::f16::from_bits(h).to_f64().to_bits());
+                assert_eq!(
+                    cvt(h as u64, Ty::F64, Ty::F16, Rnd::None, false, false),
+                    half::f16::from_bits(h).to_f64().to_bits()
+                );
                 // round trip
-                assert_eq!(cvt(w as u64, Ty::F16, Ty::F32, Rnd::Rn, false, false), h as u64);
+                assert_eq!(
+                    cvt(w as u64, Ty::F16, Ty::F32, Rnd::Rn, false, false),
+                    h as u64
+                );
             }
             let wb = cvt(h as u64, Ty::F32, Ty::Bf16, Rnd::None, false, false) as u32;
             if is_nan_bf16(h) {
                 assert_eq!(wb, NAN_F32);
             } else {
                 assert_eq!(wb, (h as u32) << 16);
-                assert_eq!(cvt(wb as u64, Ty::Bf16, Ty::F32, Rnd::Rn, false, false), h as u64);
+                assert_eq!(
+                    cvt(wb as u64, Ty::Bf16, Ty::F32, Rnd::Rn, false, false),
+                    h as u64
+                );
             }
         }
-        assert_eq!(cvt(1, Ty::F64, Ty::F32, Rnd::None, false, false), f64::from(f32::from_bits(1)).to_bits());
+        assert_eq!(
+            cvt(1, Ty::F64, Ty::F32, Rnd::None, false, false),
+            f64::from(f32::from_bits(1)).to_bits()
+        );
         assert_eq!(cvt(1, Ty::F64, Ty::F32, Rnd::None, true, false), 0);
         // f32.f32 with ftz flushes; same type with integer rounding
-        assert_eq!(cvt(0x8000_0001, Ty::F32, Ty::F32, Rnd::None, true, false), 0x8000_0000);
-        assert_eq!(cvt(f32b(2.5), Ty::F32, Ty::F32, Rnd::Rni, false, false), f32b(2.0));
-        assert_eq!(cvt(f32b(3.5), Ty::F32, Ty::F32, Rnd::Rni, false, false), f32b(4.0));
-        assert_eq!(cvt(f32b(-2.5), Ty::F32, Ty::F32, Rnd::Rzi, false, false), f32b(-2.0));
-        assert_eq!(cvt(f32b(-2.5), Ty::F32, Ty::F32, Rnd::Rmi, false, false), f32b(-3.0));
-        assert_eq!(cvt(f32b(2.1), Ty::F32, Ty::F32, Rnd::Rpi, false, false), f32b(3.0));
-        assert_eq!(cvt(f32b(-0.5), Ty::F32, Ty::F32, Rnd::Rpi, false, false), f32b(-0.0));
-        assert_eq!(cvt(2.5f64.to_bits(), Ty::F64, Ty::F64, Rnd::Rni, false, false), 2.0f64.to_bits());
-        assert_eq!(cvt(0x3E00, Ty::F16, Ty::F16, Rnd::Rni, false, false), 0x4000); // 1.5 → 2
-        assert_eq!(cvt(NAN_F32 as u64 ^ 7, Ty::F32, Ty::F32, Rnd::Rni, false, false), NAN_F32 as u64);
+        assert_eq!(
+            cvt(0x8000_0001, Ty::F32, Ty::F32, Rnd::None, true, false),
+            0x8000_0000
+        );
+        assert_eq!(
+            cvt(f32b(2.5), Ty::F32, Ty::F32, Rnd::Rni, false, false),
+            f32b(2.0)
+        );
+        assert_eq!(
+            cvt(f32b(3.5), Ty::F32, Ty::F32, Rnd::Rni, false, false),
+            f32b(4.0)
+        );
+        assert_eq!(
+            cvt(f32b(-2.5), Ty::F32, Ty::F32, Rnd::Rzi, false, false),
+            f32b(-2.0)
+        );
+        assert_eq!(
+            cvt(f32b(-2.5), Ty::F32, Ty::F32, Rnd::Rmi, false, false),
+            f32b(-3.0)
+        );
+        assert_eq!(
+            cvt(f32b(2.1), Ty::F32, Ty::F32, Rnd::Rpi, false, false),
+            f32b(3.0)
+        );
+        assert_eq!(
+            cvt(f32b(-0.5), Ty::F32, Ty::F32, Rnd::Rpi, false, false),
+            f32b(-0.0)
+        );
+        assert_eq!(
+            cvt(2.5f64.to_bits(), Ty::F64, Ty::F64, Rnd::Rni, false, false),
+            2.0f64.to_bits()
+        );
+        assert_eq!(
+            cvt(0x3E00, Ty::F16, Ty::F16, Rnd::Rni, false, false),
+            0x4000
+        ); // 1.5 → 2
+        assert_eq!(
+            cvt(NAN_F32 as u64 ^ 7, Ty::F32, Ty::F32, Rnd::Rni, false, false),
+            NAN_F32 as u64
+        );
         // tf32: cvt.rna.tf32.f32 keeps 10 mantissa bits, ties away
         let x = 0x3F80_1000u32; // 1 + 2^-11: a tie for tf32
-        assert_eq!(cvt(x as u64, Ty::Tf32, Ty::F32, Rnd::Rna, false, false), 0x3F80_2000);
-        assert_eq!(cvt(x as u64, Ty::Tf32, Ty::F32, Rnd::Rn, false, false), 0x3F80_0000);
-        assert_eq!(cvt(0x3F80_0FFF, Ty::Tf32, Ty::F32, Rnd::Rna, false, false), 0x3F80_0000);
-        assert_eq!(cvt(0x7F7F_FFFF, Ty::Tf32, Ty::F32, Rnd::Rna, false, false), 0x7F80_0000);
-        assert_eq!(cvt(0x7F7F_FFFF, Ty::Tf32, Ty::F32, Rnd::Rz, false, false), 0x7F7F_E000);
+        assert_eq!(
+            cvt(x as u64, Ty::Tf32, Ty::F32, Rnd::Rna, false, false),
+            0x3F80_2000
+        );
+        assert_eq!(
+            cvt(x as u64, Ty::Tf32, Ty::F32, Rnd::Rn, false, false),
+            0x3F80_0000
+        );
+        assert_eq!(
+            cvt(0x3F80_0FFF, Ty::Tf32, Ty::F32, Rnd::Rna, false, false),
+            0x3F80_0000
+        );
+        assert_eq!(
+            cvt(0x7F7F_FFFF, Ty::Tf32, Ty::F32, Rnd::Rna, false, false),
+            0x7F80_0000
+        );
+        assert_eq!(
+            cvt(0x7F7F_FFFF, Ty::Tf32, Ty::F32, Rnd::Rz, false, false),
+            0x7F7F_E000
+        );
     }
 
     #[test]
@@ -1901,13 +2361,25 @@ mod tests {
         assert_eq!(cvt(1, Ty::S32, Ty::F32, Rpi, false, false), 1);
         assert_eq!(cvt(1, Ty::S32, Ty::F32, Rpi, true, false), 0);
         // other sources
-        assert_eq!(cvt(2.5e9f64.to_bits(), Ty::U32, Ty::F64, Rzi, false, false), 2_500_000_000);
-        assert_eq!(cvt(2.5e9f64.to_bits(), Ty::S32, Ty::F64, Rzi, false, false), i32::MAX as u64);
-        assert_eq!(cvt((-1.5f64).to_bits(), Ty::S64, Ty::F64, Rni, false, false), (-2i64) as u64);
+        assert_eq!(
+            cvt(2.5e9f64.to_bits(), Ty::U32, Ty::F64, Rzi, false, false),
+            2_500_000_000
+        );
+        assert_eq!(
+            cvt(2.5e9f64.to_bits(), Ty::S32, Ty::F64, Rzi, false, false),
+            i32::MAX as u64
+        );
+        assert_eq!(
+            cvt((-1.5f64).to_bits(), Ty::S64, Ty::F64, Rni, false, false),
+            (-2i64) as u64
+        );
         assert_eq!(cvt(0x7BFF, Ty::U16, Ty::F16, Rzi, false, false), 65504);
-        assert_eq!(cvt(0xFC00, Ty::S16, Ty::F16, Rzi, false, false), (-32768i64) as u64);
+        assert_eq!(
+            cvt(0xFC00, Ty::S16, Ty::F16, Rzi, false, false),
+            (-32768i64) as u64
+        );
         assert_eq!(cvt(0x3FC0, Ty::S32, Ty::Bf16, Rni, false, false), 2); // 1.5 → 2
-        // random f64 → i64/u64 against APFloat (saturating, NaN → 0)
+                                                                          // random f64 → i64/u64 against APFloat (saturating, NaN → 0)
         let mut g = Rng(8);
         for i in 0..100_000u32 {
             let d = (g.next() & 0x800F_FFFF_FFFF_FFFF) | ((0x3FF + g.below(70)) << 52);
@@ -1917,7 +2389,11 @@ mod tests {
             assert_eq!(got, want, "{d:#x} {rnd:?}");
             let got = cvt(d, Ty::U32, Ty::F64, rnd, false, false);
             let v = f64::from_bits(d);
-            let want = if v < 0.0 { ap64(d).to_i128_r(64, rd(rnd), &mut false).value.max(0) as u64 } else { ap64(d).to_u128_r(32, rd(rnd), &mut false).value as u64 };
+            let want = if v < 0.0 {
+                ap64(d).to_i128_r(64, rd(rnd), &mut false).value.max(0) as u64
+            } else {
+                ap64(d).to_u128_r(32, rd(rnd), &mut false).value as u64
+            };
             assert_eq!(got, want, "u32 {d:#x} {rnd:?}");
         }
     }
@@ -1944,9 +2420,18 @@ mod tests {
         assert_eq!(c(0xFF, Ty::F32, Ty::S8, Rn), f32b(-1.0)); // the source width decides
         assert_eq!(c(0xFF, Ty::F32, Ty::U8, Rn), f32b(255.0));
         assert_eq!(c(0x1_0000_0005, Ty::F32, Ty::U32, Rn), f32b(5.0));
-        assert_eq!(c(i64::MIN, Ty::F64, Ty::S64, Rn), (-(2f64.powi(63))).to_bits());
-        assert_eq!(c((1i64 << 53) + 1, Ty::F64, Ty::S64, Rn), 2f64.powi(53).to_bits());
-        assert_eq!(c((1i64 << 53) + 1, Ty::F64, Ty::S64, Rp), (2f64.powi(53) + 2.0).to_bits());
+        assert_eq!(
+            c(i64::MIN, Ty::F64, Ty::S64, Rn),
+            (-(2f64.powi(63))).to_bits()
+        );
+        assert_eq!(
+            c((1i64 << 53) + 1, Ty::F64, Ty::S64, Rn),
+            2f64.powi(53).to_bits()
+        );
+        assert_eq!(
+            c((1i64 << 53) + 1, Ty::F64, Ty::S64, Rp),
+            (2f64.powi(53) + 2.0).to_bits()
+        );
         assert_eq!(c(65504, Ty::F16, Ty::S32, Rn), 0x7BFF);
         assert_eq!(c(65520, Ty::F16, Ty::S32, Rn), 0x7C00);
         assert_eq!(c(65520, Ty::F16, Ty::S32, Rz), 0x7BFF);
@@ -1964,15 +2449,47 @@ mod tests {
             let rnd = MODES[(i % 5) as usize];
             let r = rd(rnd);
             let bits = |x: u128| x as u64;
-            assert_eq!(c(v, Ty::F32, Ty::S64, rnd), bits(Single::from_i128_r(v as i128, r).value.to_bits()), "f32<-s64 {v} {rnd:?}");
-            assert_eq!(c(v, Ty::F32, Ty::U64, rnd), bits(Single::from_u128_r(v as u64 as u128, r).value.to_bits()), "f32<-u64 {v} {rnd:?}");
-            assert_eq!(c(v, Ty::F64, Ty::S64, rnd), bits(Double::from_i128_r(v as i128, r).value.to_bits()), "f64<-s64 {v} {rnd:?}");
-            assert_eq!(c(v, Ty::F64, Ty::U64, rnd), bits(Double::from_u128_r(v as u64 as u128, r).value.to_bits()), "f64<-u64 {v} {rnd:?}");
-            assert_eq!(c(v, Ty::F16, Ty::S64, rnd), bits(Half::from_i128_r(v as i128, r).value.to_bits()), "f16<-s64 {v} {rnd:?}");
-            assert_eq!(c(v, Ty::Bf16, Ty::U64, rnd), bits(BFloat::from_u128_r(v as u64 as u128, r).value.to_bits()), "bf16<-u64 {v} {rnd:?}");
+            assert_eq!(
+                c(v, Ty::F32, Ty::S64, rnd),
+                bits(Single::from_i128_r(v as i128, r).value.to_bits()),
+                "f32<-s64 {v} {rnd:?}"
+            );
+            assert_eq!(
+                c(v, Ty::F32, Ty::U64, rnd),
+                bits(Single::from_u128_r(v as u64 as u128, r).value.to_bits()),
+                "f32<-u64 {v} {rnd:?}"
+            );
+            assert_eq!(
+                c(v, Ty::F64, Ty::S64, rnd),
+                bits(Double::from_i128_r(v as i128, r).value.to_bits()),
+                "f64<-s64 {v} {rnd:?}"
+            );
+            assert_eq!(
+                c(v, Ty::F64, Ty::U64, rnd),
+                bits(Double::from_u128_r(v as u64 as u128, r).value.to_bits()),
+                "f64<-u64 {v} {rnd:?}"
+            );
+            assert_eq!(
+                c(v, Ty::F16, Ty::S64, rnd),
+                bits(Half::from_i128_r(v as i128, r).value.to_bits()),
+                "f16<-s64 {v} {rnd:?}"
+            );
+            assert_eq!(
+                c(v, Ty::Bf16, Ty::U64, rnd),
+                bits(BFloat::from_u128_r(v as u64 as u128, r).value.to_bits()),
+                "bf16<-u64 {v} {rnd:?}"
+            );
             let w = v as i32;
-            assert_eq!(c(v, Ty::F32, Ty::S32, rnd), bits(Single::from_i128_r(w as i128, r).value.to_bits()), "f32<-s32 {w} {rnd:?}");
-            assert_eq!(c(v, Ty::F16, Ty::S16, rnd), bits(Half::from_i128_r((v as i16) as i128, r).value.to_bits()), "f16<-s16 {rnd:?}");
+            assert_eq!(
+                c(v, Ty::F32, Ty::S32, rnd),
+                bits(Single::from_i128_r(w as i128, r).value.to_bits()),
+                "f32<-s32 {w} {rnd:?}"
+            );
+            assert_eq!(
+                c(v, Ty::F16, Ty::S16, rnd),
+                bits(Half::from_i128_r((v as i16) as i128, r).value.to_bits()),
+                "f16<-s16 {rnd:?}"
+            );
         }
     }
 
@@ -2006,7 +2523,11 @@ mod tests {
     fn ulp_err32(got: u32, exact: f64) -> f64 {
         let g = f32::from_bits(got) as f64;
         let e32 = exact as f32;
-        let ulp = if e32 == 0.0 { f32::from_bits(1) as f64 } else { ((f32::from_bits(e32.abs().to_bits() + 1) as f64) - (e32.abs() as f64)).abs() };
+        let ulp = if e32 == 0.0 {
+            f32::from_bits(1) as f64
+        } else {
+            ((f32::from_bits(e32.abs().to_bits() + 1) as f64) - (e32.abs() as f64)).abs()
+        };
         (g - exact).abs() / ulp
     }
 
@@ -2018,33 +2539,58 @@ mod tests {
             let x = ((g.next() >> 11) as f64 / (1u64 << 53) as f64) * 253.0 - 126.0;
             let xb = (x as f32).to_bits();
             let xf = f32::from_bits(xb) as f64;
-            assert!(ulp_err32(ex2_approx_f32(xb, false), xf.exp2()) <= 2.0, "ex2 {xf}");
+            assert!(
+                ulp_err32(ex2_approx_f32(xb, false), xf.exp2()) <= 2.0,
+                "ex2 {xf}"
+            );
             // lg2 over positive normals
             let y = g.f32(None) & 0x7FFF_FFFF;
             if !is_nan32(y) && y != 0x7F80_0000 && y != 0 {
                 let yf = f32v(y);
                 let got = f32v(lg2_approx_f32(y, false));
-                assert!((got - yf.log2()).abs() <= 2f64.powi(-22).max(yf.log2().abs() * 2f64.powi(-22)), "lg2 {yf:e}");
-                assert!(ulp_err32(rsqrt_approx_f32(y, false), 1.0 / yf.sqrt()) <= 2.0, "rsqrt {yf:e}");
-                assert!(ulp_err32(sqrt_f32(y, Rnd::None, true, false), yf.sqrt()) <= 1.0, "sqrt {yf:e}");
+                assert!(
+                    (got - yf.log2()).abs() <= 2f64.powi(-22).max(yf.log2().abs() * 2f64.powi(-22)),
+                    "lg2 {yf:e}"
+                );
+                assert!(
+                    ulp_err32(rsqrt_approx_f32(y, false), 1.0 / yf.sqrt()) <= 2.0,
+                    "rsqrt {yf:e}"
+                );
+                assert!(
+                    ulp_err32(sqrt_f32(y, Rnd::None, true, false), yf.sqrt()) <= 1.0,
+                    "sqrt {yf:e}"
+                );
                 if 1.0 / yf < f32::MAX as f64 {
-                    assert!(ulp_err32(rcp_f32(y, Rnd::None, true, false), 1.0 / yf) <= 1.0, "rcp {yf:e}");
+                    assert!(
+                        ulp_err32(rcp_f32(y, Rnd::None, true, false), 1.0 / yf) <= 1.0,
+                        "rcp {yf:e}"
+                    );
                 } else {
                     assert_eq!(rcp_f32(y, Rnd::None, true, false), 0x7F80_0000);
                 }
             }
             // sin/cos on [-pi, pi]: absolute error 2^-20.9 stated
-            let t = ((g.next() >> 11) as f64 / (1u64 << 53) as f64) * 2.0 * std::f64::consts::PI - std::f64::consts::PI;
+            let t = ((g.next() >> 11) as f64 / (1u64 << 53) as f64) * 2.0 * std::f64::consts::PI
+                - std::f64::consts::PI;
             let tb = (t as f32).to_bits();
             let tf = f32v(tb);
-            assert!((f32v(sin_approx_f32(tb, false)) - tf.sin()).abs() <= 2f64.powi(-20), "sin {tf}");
-            assert!((f32v(cos_approx_f32(tb, false)) - tf.cos()).abs() <= 2f64.powi(-20), "cos {tf}");
+            assert!(
+                (f32v(sin_approx_f32(tb, false)) - tf.sin()).abs() <= 2f64.powi(-20),
+                "sin {tf}"
+            );
+            assert!(
+                (f32v(cos_approx_f32(tb, false)) - tf.cos()).abs() <= 2f64.powi(-20),
+                "cos {tf}"
+            );
             // tanh: relative error 2^-11 stated
             let u = t * 3.0;
             let ub = (u as f32).to_bits();
             let uf = f32v(ub);
             let th = f32v(tanh_approx_f32(ub));
-            assert!((th - uf.tanh()).abs() <= uf.tanh().abs() * 2f64.powi(-11) + 1e-30, "tanh {uf}");
+            assert!(
+                (th - uf.tanh()).abs() <= uf.tanh().abs() * 2f64.powi(-11) + 1e-30,
+                "tanh {uf}"
+            );
             // f16 variants against f64, within 1 f16 ulp
             let hb = g.f16();
             if !is_nan16(hb) {
@@ -2052,10 +2598,17 @@ mod tests {
                 let e = hx.exp2();
                 let got = f16v(ex2_approx_f16(hb));
                 if e.is_finite() && e < 65504.0 {
-                    assert!((got - e).abs() <= (e * 2f64.powi(-10)).max(2f64.powi(-24)), "ex2.f16 {hx}");
+                    assert!(
+                        (got - e).abs() <= (e * 2f64.powi(-10)).max(2f64.powi(-24)),
+                        "ex2.f16 {hx}"
+                    );
                 }
                 let th = f16v(tanh_approx_f16(hb));
-                assert!((th - hx.tanh()).abs() <= (hx.tanh().abs() * 2f64.powi(-10)).max(2f64.powi(-24)), "tanh.f16 {hx}");
+                assert!(
+                    (th - hx.tanh()).abs()
+                        <= (hx.tanh().abs() * 2f64.powi(-10)).max(2f64.powi(-24)),
+                    "tanh.f16 {hx}"
+                );
             }
         }
     }

@@ -75,7 +75,11 @@ impl Options {
         let profile = std::env::var_os("CUDA_EMU_PROFILE")
             .filter(|s| !s.is_empty())
             .map(std::path::PathBuf::from);
-        Options { checks, seed, profile }
+        Options {
+            checks,
+            seed,
+            profile,
+        }
     }
 
     /// The process-wide options (read once).

@@ -47,10 +47,17 @@ pub fn load_image(mem: &mut DeviceMemory, image: &[u8]) -> Result<LoadedModule, 
         ));
     }
     let end = image.iter().position(|&b| b == 0).unwrap_or(image.len());
-    let text = std::str::from_utf8(&image[..end])
-        .map_err(|e| (CuError::InvalidImage, format!("the image is neither PTX text nor a known binary ({e})")))?;
+    let text = std::str::from_utf8(&image[..end]).map_err(|e| {
+        (
+            CuError::InvalidImage,
+            format!("the image is neither PTX text nor a known binary ({e})"),
+        )
+    })?;
     if !text.contains(".version") {
-        return Err((CuError::InvalidImage, "the image is not PTX text (no .version)".into()));
+        return Err((
+            CuError::InvalidImage,
+            "the image is not PTX text (no .version)".into(),
+        ));
     }
     let module = parse_cached(text).map_err(|e| {
         (

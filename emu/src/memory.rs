@@ -144,7 +144,12 @@ impl DeviceMemory {
         };
         match i.map(|i| &self.allocs[i]) {
             Some(a) if addr < a.end() => {
-                format!("inside allocation {:#x}+{} at offset {}", a.base, a.data.len(), addr - a.base)
+                format!(
+                    "inside allocation {:#x}+{} at offset {}",
+                    a.base,
+                    a.data.len(),
+                    addr - a.base
+                )
             }
             Some(a) => format!(
                 "{} bytes past the end of allocation {:#x}+{}",
@@ -160,7 +165,9 @@ impl DeviceMemory {
         if src.is_empty() {
             return Ok(());
         }
-        let (i, off) = self.slot(dst, src.len() as u64).ok_or(CuError::InvalidValue)?;
+        let (i, off) = self
+            .slot(dst, src.len() as u64)
+            .ok_or(CuError::InvalidValue)?;
         let a = &mut self.allocs[i];
         a.data[off..off + src.len()].copy_from_slice(src);
         a.init[off..off + src.len()].fill(1);
@@ -171,18 +178,22 @@ impl DeviceMemory {
         if dst.is_empty() {
             return Ok(());
         }
-        let (i, off) = self.slot(src, dst.len() as u64).ok_or(CuError::InvalidValue)?;
+        let (i, off) = self
+            .slot(src, dst.len() as u64)
+            .ok_or(CuError::InvalidValue)?;
         dst.copy_from_slice(&self.allocs[i].data[off..off + dst.len()]);
         Ok(())
     }
 
     /// `cuMemsetD8/D16/D32`: `count` elements of `pattern` (1, 2 or 4 bytes, little-endian).
     pub fn memset(&mut self, dst: u64, pattern: &[u8], count: usize) -> CuResult<()> {
-        let bytes = count.checked_mul(pattern.len()).ok_or(CuError::InvalidValue)?;
+        let bytes = count
+            .checked_mul(pattern.len())
+            .ok_or(CuError::InvalidValue)?;
         if bytes == 0 {
             return Ok(());
         }
-        if dst % pattern.len() as u64 != 0 {
+        if !dst.is_multiple_of(pattern.len() as u64) {
             return Err(CuError::InvalidValue);
         }
         let (i, off) = self.slot(dst, bytes as u64).ok_or(CuError::InvalidValue)?;

@@ -1,3 +1,5 @@
+// Lane-by-lane comparisons read clearest as index loops.
+#![allow(clippy::needless_range_loop)]
 //! Atomics (tests/kernels/atomics.cu): atom add/min/max/and/or/xor/exch/cas on global and shared,
 //! 32 and 64 bits, f32/f64 add, and red forms, against host folds. Values returned by atomics
 //! (tickets, exchanged-out values) must form the permutations a serial order implies.
@@ -18,7 +20,9 @@ fn atomics_are_not_races() {
 }
 
 fn atomics_test(name: &str, checks: bool) {
-    let Some(mut e) = Emu::new("atomics") else { return };
+    let Some(mut e) = Emu::new("atomics") else {
+        return;
+    };
     e.assert_ptx_has("red.global.add.u32");
     e.assert_ptx_has("red.shared.add.u32");
     e.assert_ptx_has("atom.global.cas.b64");
@@ -29,12 +33,35 @@ fn atomics_test(name: &str, checks: bool) {
     let v32: Vec<u32> = (0..n).map(|_| rng.int_u32()).collect();
     let v64: Vec<u64> = (0..n).map(|_| rng.int_u64()).collect();
     // Multiples of 1/8 with small numerators: every partial sum is exact, in any order.
-    let vf: Vec<f32> = (0..n).map(|_| rng.range_i64(-64, 64) as f32 / 8.0).collect();
-    let vd: Vec<f64> = (0..n).map(|_| rng.range_i64(-1 << 20, 1 << 20) as f64 / 1024.0).collect();
-    let g0: Vec<u32> = vec![0, 0, i32::MAX as u32, i32::MIN as u32, u32::MAX, 0, u32::MAX, 0, 0, 0, 0xdead_beef, 0, 0];
+    let vf: Vec<f32> = (0..n)
+        .map(|_| rng.range_i64(-64, 64) as f32 / 8.0)
+        .collect();
+    let vd: Vec<f64> = (0..n)
+        .map(|_| rng.range_i64(-1 << 20, 1 << 20) as f64 / 1024.0)
+        .collect();
+    let g0: Vec<u32> = vec![
+        0,
+        0,
+        i32::MAX as u32,
+        i32::MIN as u32,
+        u32::MAX,
+        0,
+        u32::MAX,
+        0,
+        0,
+        0,
+        0xdead_beef,
+        0,
+        0,
+    ];
     let g640: Vec<u64> = vec![0, i64::MAX as u64, 0, 0, 0xdead, 0];
     let (p32, p64, pf, pd) = (e.upload(&v32), e.upload(&v64), e.upload(&vf), e.upload(&vd));
-    let (g, g64, gf, gd) = (e.upload(&g0), e.upload(&g640), e.upload(&[0.0f32, 0.0]), e.upload(&[0.0f64]));
+    let (g, g64, gf, gd) = (
+        e.upload(&g0),
+        e.upload(&g640),
+        e.upload(&[0.0f32, 0.0]),
+        e.upload(&[0.0f64]),
+    );
     let tickets = e.alloc::<u32>(n);
     let exch_old = e.alloc::<u32>(n);
     let exch64_old = e.alloc::<u64>(n);
@@ -43,10 +70,22 @@ fn atomics_test(name: &str, checks: bool) {
     let sf = e.alloc::<f32>(blocks);
     let stickets = e.alloc::<u32>(n);
     let args = [
-            Arg::P(p32), Arg::P(p64), Arg::P(pf), Arg::P(pd), Arg::P(g), Arg::P(g64), Arg::P(gf), Arg::P(gd),
-            Arg::P(tickets), Arg::P(exch_old), Arg::P(exch64_old), Arg::P(sres), Arg::P(sres64), Arg::P(sf),
-            Arg::P(stickets),
-        ];
+        Arg::P(p32),
+        Arg::P(p64),
+        Arg::P(pf),
+        Arg::P(pd),
+        Arg::P(g),
+        Arg::P(g64),
+        Arg::P(gf),
+        Arg::P(gd),
+        Arg::P(tickets),
+        Arg::P(exch_old),
+        Arg::P(exch64_old),
+        Arg::P(sres),
+        Arg::P(sres64),
+        Arg::P(sf),
+        Arg::P(stickets),
+    ];
     let l = Launch::new(blocks as u32, bs as u32).checks(checks);
     if checks {
         e.run("atomics", &l, &args);
@@ -73,7 +112,18 @@ fn atomics_test(name: &str, checks: bool) {
     };
     let gw = e.read::<u32>(g, 13);
     let want = fold32(&v32, &g0);
-    let names = ["ticket", "add (result unused)", "min.s32", "max.s32", "min.u32", "max.u32", "and", "or", "xor", "cas loop"];
+    let names = [
+        "ticket",
+        "add (result unused)",
+        "min.s32",
+        "max.s32",
+        "min.u32",
+        "max.u32",
+        "and",
+        "or",
+        "xor",
+        "cas loop",
+    ];
     assert_eq!(gw[0], n as u32, "global ticket counter");
     for k in 1..10 {
         assert_eq!(gw[k], want[k], "global atom {}", names[k]);
@@ -84,7 +134,11 @@ fn atomics_test(name: &str, checks: bool) {
 
     let mut t = e.read::<u32>(tickets, n);
     t.sort();
-    assert_eq!(t, (0..n as u32).collect::<Vec<_>>(), "atomicAdd(&c, 1) tickets must be a permutation of 0..n");
+    assert_eq!(
+        t,
+        (0..n as u32).collect::<Vec<_>>(),
+        "atomicAdd(&c, 1) tickets must be a permutation of 0..n"
+    );
 
     let mut ex = e.read::<u32>(exch_old, n);
     ex.push(gw[10]);
@@ -97,9 +151,17 @@ fn atomics_test(name: &str, checks: bool) {
     let gw64 = e.read::<u64>(g64, 6);
     let sum64 = v64.iter().fold(0u64, |a, &y| a.wrapping_add(y));
     assert_eq!(gw64[0], sum64, "atom.global.add.u64");
-    assert_eq!(gw64[1], v64.iter().map(|&y| y as i64).min().unwrap().min(i64::MAX) as u64, "atom.global.min.s64");
+    assert_eq!(
+        gw64[1],
+        v64.iter().map(|&y| y as i64).min().unwrap() as u64,
+        "atom.global.min.s64"
+    );
     assert_eq!(gw64[2], *v64.iter().max().unwrap(), "atom.global.max.u64");
-    assert_eq!(gw64[3], v64.iter().fold(0u64, |a, &y| a.wrapping_add(y >> 8)), "atom.global.cas.b64 loop");
+    assert_eq!(
+        gw64[3],
+        v64.iter().fold(0u64, |a, &y| a.wrapping_add(y >> 8)),
+        "atom.global.cas.b64 loop"
+    );
     assert_eq!(gw64[5], sum64, "red.global.add.u64");
     let mut ex = e.read::<u64>(exch64_old, n);
     ex.push(gw64[4]);
@@ -121,7 +183,18 @@ fn atomics_test(name: &str, checks: bool) {
     let s64 = e.read::<u64>(sres64, blocks * 3);
     let sfv = e.read::<f32>(sf, blocks);
     let st = e.read::<u32>(stickets, n);
-    let s0: Vec<u32> = vec![0, 0, i32::MAX as u32, i32::MIN as u32, u32::MAX, 0, u32::MAX, 0, 0, 0];
+    let s0: Vec<u32> = vec![
+        0,
+        0,
+        i32::MAX as u32,
+        i32::MIN as u32,
+        u32::MAX,
+        0,
+        u32::MAX,
+        0,
+        0,
+        0,
+    ];
     for b in 0..blocks {
         let vals = &v32[b * bs..(b + 1) * bs];
         let want = fold32(vals, &s0);
@@ -130,15 +203,43 @@ fn atomics_test(name: &str, checks: bool) {
         for k in 1..10 {
             assert_eq!(got[k], want[k], "block {b}: shared atom {}", names[k]);
         }
-        assert!(got[10] < bs as u32, "block {b}: shared exch holds a thread index, got {:#x}", got[10]);
-        assert_eq!(got[11], vals.iter().fold(0u32, |a, &x| a.wrapping_add(x)), "block {b}: red.shared.add.u32");
+        assert!(
+            got[10] < bs as u32,
+            "block {b}: shared exch holds a thread index, got {:#x}",
+            got[10]
+        );
+        assert_eq!(
+            got[11],
+            vals.iter().fold(0u32, |a, &x| a.wrapping_add(x)),
+            "block {b}: red.shared.add.u32"
+        );
         let y = &v64[b * bs..(b + 1) * bs];
-        assert_eq!(s64[b * 3], y.iter().fold(0u64, |a, &v| a.wrapping_add(v)), "block {b}: atom.shared.add.u64");
-        assert_eq!(s64[b * 3 + 1], y.iter().map(|&v| v as i64).min().unwrap() as u64, "block {b}: atom.shared.min.s64");
-        assert_eq!(s64[b * 3 + 2], *y.iter().max().unwrap(), "block {b}: atom.shared.max.u64");
-        assert_eq!(sfv[b], vf[b * bs..(b + 1) * bs].iter().sum::<f32>(), "block {b}: atom.shared.add.f32");
+        assert_eq!(
+            s64[b * 3],
+            y.iter().fold(0u64, |a, &v| a.wrapping_add(v)),
+            "block {b}: atom.shared.add.u64"
+        );
+        assert_eq!(
+            s64[b * 3 + 1],
+            y.iter().map(|&v| v as i64).min().unwrap() as u64,
+            "block {b}: atom.shared.min.s64"
+        );
+        assert_eq!(
+            s64[b * 3 + 2],
+            *y.iter().max().unwrap(),
+            "block {b}: atom.shared.max.u64"
+        );
+        assert_eq!(
+            sfv[b],
+            vf[b * bs..(b + 1) * bs].iter().sum::<f32>(),
+            "block {b}: atom.shared.add.f32"
+        );
         let mut tk = st[b * bs..(b + 1) * bs].to_vec();
         tk.sort();
-        assert_eq!(tk, (0..bs as u32).collect::<Vec<_>>(), "block {b}: shared tickets");
+        assert_eq!(
+            tk,
+            (0..bs as u32).collect::<Vec<_>>(),
+            "block {b}: shared tickets"
+        );
     }
 }

@@ -1,3 +1,5 @@
+// Lane-by-lane comparisons read clearest as index loops.
+#![allow(clippy::needless_range_loop)]
 //! cp.async (tests/kernels/cp_async.cu): .ca 4/8/16 and .cg 16 bytes, src-size zero fill,
 //! commit_group / wait_group N / wait_all, and that the data is not visible before the wait.
 

@@ -1,3 +1,5 @@
+// Lane-by-lane comparisons read clearest as index loops.
+#![allow(clippy::needless_range_loop)]
 //! The exported driver API, called directly (the exports are in the rlib), plus a C program that
 //! `dlopen`s the built cdylib.
 //!

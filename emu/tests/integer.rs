@@ -1,3 +1,5 @@
+// Lane-by-lane comparisons read clearest as index loops.
+#![allow(clippy::needless_range_loop)]
 //! Integer and logic instructions (tests/kernels/integer.cu, int_extra.cu), bit-exact against
 //! host references written from the PTX ISA pseudo-code.
 
@@ -39,7 +41,11 @@ fn bfe(a: u32, b: u32, c: u32, signed: bool) -> Option<u32> {
     };
     let mut d = 0u32;
     for i in 0..=msb {
-        let bit = if i < len && pos + i <= msb { (a >> (pos + i)) & 1 } else { sbit };
+        let bit = if i < len && pos + i <= msb {
+            (a >> (pos + i)) & 1
+        } else {
+            sbit
+        };
         d |= bit << i;
     }
     Some(d)
@@ -65,7 +71,7 @@ fn inputs(rng: &mut Rng, n: usize) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
     for _ in 0..n {
         let x = rng.int_u32();
         let mut y = match rng.below(6) {
-            0 => x,                     // equal: setp eq/le/ge edges
+            0 => x, // equal: setp eq/le/ge edges
             1 => x.wrapping_neg(),
             _ => rng.int_u32(),
         };
@@ -90,23 +96,76 @@ fn inputs(rng: &mut Rng, n: usize) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
 
 #[test]
 fn int32_instructions() {
-    let Some(mut e) = Emu::new("integer") else { return };
+    let Some(mut e) = Emu::new("integer") else {
+        return;
+    };
     let mut rng = rng("int32_instructions");
     let n = 5000;
     let (a, b, c) = inputs(&mut rng, n);
     let (pa, pb, pc) = (e.upload(&a), e.upload(&b), e.upload(&c));
     let k = 48;
     let out = e.alloc::<u32>(k * n);
-    e.run("int32_ops", &Launch::new((n as u32).div_ceil(BLOCK), BLOCK), &[Arg::P(pa), Arg::P(pb), Arg::P(pc), Arg::P(out), Arg::I32(n as i32)]);
+    e.run(
+        "int32_ops",
+        &Launch::new((n as u32).div_ceil(BLOCK), BLOCK),
+        &[
+            Arg::P(pa),
+            Arg::P(pb),
+            Arg::P(pc),
+            Arg::P(out),
+            Arg::I32(n as i32),
+        ],
+    );
     let got = e.read::<u32>(out, k * n);
     let names = [
-        "add.u32", "sub.u32", "mul.lo.u32", "mul.hi.u32", "mul.hi.s32", "mul.wide.u32 lo", "mul.wide.u32 hi",
-        "mul.wide.s32 lo", "mul.wide.s32 hi", "mad.lo.u32", "mad.hi.s32", "div.u32", "rem.u32", "div.s32",
-        "rem.s32", "min.s32", "max.s32", "min.u32", "max.u32", "shl.b32", "shr.u32", "shr.s32", "and.b32",
-        "or.b32", "xor.b32", "not.b32", "selp.b32", "prmt.b32", "bfe.u32", "bfe.s32", "bfi.b32", "popc.b32",
-        "clz.b32", "brev.b32", "setp (bits)", "add.sat.s32", "sub.sat.s32", "abs.s32", "neg.s32",
-        "lop3.b32 0x96", "lop3.b32 0xE8", "mul24.lo.u32", "mad24.lo.s32", "selp.s32", "cnot.b32",
-        "mad.hi.u32", "mul.lo.s32", "sad.u32",
+        "add.u32",
+        "sub.u32",
+        "mul.lo.u32",
+        "mul.hi.u32",
+        "mul.hi.s32",
+        "mul.wide.u32 lo",
+        "mul.wide.u32 hi",
+        "mul.wide.s32 lo",
+        "mul.wide.s32 hi",
+        "mad.lo.u32",
+        "mad.hi.s32",
+        "div.u32",
+        "rem.u32",
+        "div.s32",
+        "rem.s32",
+        "min.s32",
+        "max.s32",
+        "min.u32",
+        "max.u32",
+        "shl.b32",
+        "shr.u32",
+        "shr.s32",
+        "and.b32",
+        "or.b32",
+        "xor.b32",
+        "not.b32",
+        "selp.b32",
+        "prmt.b32",
+        "bfe.u32",
+        "bfe.s32",
+        "bfi.b32",
+        "popc.b32",
+        "clz.b32",
+        "brev.b32",
+        "setp (bits)",
+        "add.sat.s32",
+        "sub.sat.s32",
+        "abs.s32",
+        "neg.s32",
+        "lop3.b32 0x96",
+        "lop3.b32 0xE8",
+        "mul24.lo.u32",
+        "mad24.lo.s32",
+        "selp.s32",
+        "cnot.b32",
+        "mad.hi.u32",
+        "mul.lo.s32",
+        "sad.u32",
     ];
     for i in 0..n {
         let (x, y, z) = (a[i], b[i], c[i]);
@@ -117,8 +176,21 @@ fn int32_instructions() {
         let q = z & 1 != 0;
         let lt = xs < ys;
         let setp = [
-            xs == ys, xs != ys, xs < ys, xs <= ys, xs > ys, xs >= ys, x <= y, x > y, x != y, x == y, x < y, x >= y,
-            lt && q, lt || q, lt ^ !q,
+            xs == ys,
+            xs != ys,
+            xs < ys,
+            xs <= ys,
+            xs > ys,
+            xs >= ys,
+            x <= y,
+            x > y,
+            x != y,
+            x == y,
+            x < y,
+            x >= y,
+            lt && q,
+            lt || q,
+            lt ^ !q,
         ]
         .iter()
         .enumerate()
@@ -171,12 +243,16 @@ fn int32_instructions() {
             Some(((x & 3) == 0) as u32),
             Some(((wu >> 32) as u32).wrapping_add(z)),
             Some(xs.wrapping_mul(ys) as u32),
-            Some((if x > y { x - y } else { y - x }).wrapping_add(z)),
+            Some(x.abs_diff(y).wrapping_add(z)),
         ];
         for (kk, w) in want.iter().enumerate() {
             if let Some(w) = w {
                 let g = got[kk * n + i];
-                assert_eq!(g, *w, "{}(a={x:#010x}, b={y:#010x}, c={z:#010x}): got {g:#010x}, want {w:#010x}", names[kk]);
+                assert_eq!(
+                    g, *w,
+                    "{}(a={x:#010x}, b={y:#010x}, c={z:#010x}): got {g:#010x}, want {w:#010x}",
+                    names[kk]
+                );
             }
         }
     }
@@ -184,7 +260,9 @@ fn int32_instructions() {
 
 #[test]
 fn int64_instructions() {
-    let Some(mut e) = Emu::new("integer") else { return };
+    let Some(mut e) = Emu::new("integer") else {
+        return;
+    };
     let mut rng = rng("int64_instructions");
     let n = 3000;
     let mut a = Vec::new();
@@ -202,11 +280,35 @@ fn int64_instructions() {
     }
     let (pa, pb, pc) = (e.upload(&a), e.upload(&b), e.upload(&c));
     let out = e.alloc::<u64>(16 * n);
-    e.run("int64_ops", &Launch::new((n as u32).div_ceil(BLOCK), BLOCK), &[Arg::P(pa), Arg::P(pb), Arg::P(pc), Arg::P(out), Arg::I32(n as i32)]);
+    e.run(
+        "int64_ops",
+        &Launch::new((n as u32).div_ceil(BLOCK), BLOCK),
+        &[
+            Arg::P(pa),
+            Arg::P(pb),
+            Arg::P(pc),
+            Arg::P(out),
+            Arg::I32(n as i32),
+        ],
+    );
     let got = e.read::<u64>(out, 16 * n);
     let names = [
-        "add.u64", "sub.u64", "mul.lo.u64", "mul.hi.u64", "mul.hi.s64", "div.u64", "rem.u64", "div.s64", "rem.s64",
-        "min.s64", "max.u64", "shl.b64", "shr.u64", "shr.s64", "popc.b64 | clz.b64 << 32", "brev.b64",
+        "add.u64",
+        "sub.u64",
+        "mul.lo.u64",
+        "mul.hi.u64",
+        "mul.hi.s64",
+        "div.u64",
+        "rem.u64",
+        "div.s64",
+        "rem.s64",
+        "min.s64",
+        "max.u64",
+        "shl.b64",
+        "shr.u64",
+        "shr.s64",
+        "popc.b64 | clz.b64 << 32",
+        "brev.b64",
     ];
     for i in 0..n {
         let (x, y) = (a[i], b[i]);
@@ -232,22 +334,46 @@ fn int64_instructions() {
         ];
         for (k, w) in want.iter().enumerate() {
             let g = got[k * n + i];
-            assert_eq!(g, *w, "{}(a={x:#018x}, b={y:#018x}, shift {sh}): got {g:#018x}, want {w:#018x}", names[k]);
+            assert_eq!(
+                g, *w,
+                "{}(a={x:#018x}, b={y:#018x}, shift {sh}): got {g:#018x}, want {w:#018x}",
+                names[k]
+            );
         }
     }
 }
 
 #[test]
 fn funnel_shifts() {
-    let Some(mut e) = Emu::new("int_shf") else { return };
+    let Some(mut e) = Emu::new("int_shf") else {
+        return;
+    };
     let mut rng = rng("funnel_shifts");
     let n = 3000;
     let a: Vec<u32> = (0..n).map(|_| rng.int_u32()).collect();
     let b: Vec<u32> = (0..n).map(|_| rng.int_u32()).collect();
-    let c: Vec<u32> = (0..n).map(|_| if rng.bool() { rng.below(70) as u32 } else { rng.next_u32() }).collect();
+    let c: Vec<u32> = (0..n)
+        .map(|_| {
+            if rng.bool() {
+                rng.below(70) as u32
+            } else {
+                rng.next_u32()
+            }
+        })
+        .collect();
     let (pa, pb, pc) = (e.upload(&a), e.upload(&b), e.upload(&c));
     let out = e.alloc::<u32>(4 * n);
-    e.run("int_shf", &Launch::new((n as u32).div_ceil(BLOCK), BLOCK), &[Arg::P(pa), Arg::P(pb), Arg::P(pc), Arg::P(out), Arg::I32(n as i32)]);
+    e.run(
+        "int_shf",
+        &Launch::new((n as u32).div_ceil(BLOCK), BLOCK),
+        &[
+            Arg::P(pa),
+            Arg::P(pb),
+            Arg::P(pc),
+            Arg::P(out),
+            Arg::I32(n as i32),
+        ],
+    );
     let got = e.read::<u32>(out, 4 * n);
     for i in 0..n {
         let (x, y, z) = (a[i], b[i], c[i]);
@@ -263,31 +389,72 @@ fn funnel_shifts() {
         ];
         for (k, (op, w)) in want.iter().enumerate() {
             let g = got[k * n + i];
-            assert_eq!(g, *w, "{op}(a={x:#010x}, b={y:#010x}, c={z}): got {g:#010x}, want {w:#010x}");
+            assert_eq!(
+                g, *w,
+                "{op}(a={x:#010x}, b={y:#010x}, c={z}): got {g:#010x}, want {w:#010x}"
+            );
         }
     }
 }
 
 #[test]
 fn prmt_modes() {
-    let Some(mut e) = Emu::new("int_extra") else { return };
+    let Some(mut e) = Emu::new("int_extra") else {
+        return;
+    };
     let mut rng = rng("prmt_modes");
     let n = 3000;
     let a: Vec<u32> = (0..n).map(|_| rng.int_u32()).collect();
     let b: Vec<u32> = (0..n).map(|_| rng.int_u32()).collect();
-    let c: Vec<u32> = (0..n).map(|_| if rng.bool() { rng.below(70) as u32 } else { rng.next_u32() }).collect();
+    let c: Vec<u32> = (0..n)
+        .map(|_| {
+            if rng.bool() {
+                rng.below(70) as u32
+            } else {
+                rng.next_u32()
+            }
+        })
+        .collect();
     let (pa, pb, pc) = (e.upload(&a), e.upload(&b), e.upload(&c));
     let out = e.alloc::<u32>(11 * n);
-    e.run("int_extra", &Launch::new((n as u32).div_ceil(BLOCK), BLOCK), &[Arg::P(pa), Arg::P(pb), Arg::P(pc), Arg::P(out), Arg::I32(n as i32)]);
+    e.run(
+        "int_extra",
+        &Launch::new((n as u32).div_ceil(BLOCK), BLOCK),
+        &[
+            Arg::P(pa),
+            Arg::P(pb),
+            Arg::P(pc),
+            Arg::P(out),
+            Arg::I32(n as i32),
+        ],
+    );
     let got = e.read::<u32>(out, 11 * n);
     // Byte-index tables (d.b3 d.b2 d.b1 d.b0) of the prmt modes, by c[1:0].
     let tables: [(&str, [[u8; 4]; 4]); 6] = [
-        ("f4e", [[3, 2, 1, 0], [4, 3, 2, 1], [5, 4, 3, 2], [6, 5, 4, 3]]),
-        ("b4e", [[5, 6, 7, 0], [6, 7, 0, 1], [7, 0, 1, 2], [0, 1, 2, 3]]),
-        ("rc8", [[0, 0, 0, 0], [1, 1, 1, 1], [2, 2, 2, 2], [3, 3, 3, 3]]),
-        ("ecl", [[3, 2, 1, 0], [3, 2, 1, 1], [3, 2, 2, 2], [3, 3, 3, 3]]),
-        ("ecr", [[0, 0, 0, 0], [1, 1, 1, 0], [2, 2, 1, 0], [3, 2, 1, 0]]),
-        ("rc16", [[1, 0, 1, 0], [3, 2, 3, 2], [1, 0, 1, 0], [3, 2, 3, 2]]),
+        (
+            "f4e",
+            [[3, 2, 1, 0], [4, 3, 2, 1], [5, 4, 3, 2], [6, 5, 4, 3]],
+        ),
+        (
+            "b4e",
+            [[5, 6, 7, 0], [6, 7, 0, 1], [7, 0, 1, 2], [0, 1, 2, 3]],
+        ),
+        (
+            "rc8",
+            [[0, 0, 0, 0], [1, 1, 1, 1], [2, 2, 2, 2], [3, 3, 3, 3]],
+        ),
+        (
+            "ecl",
+            [[3, 2, 1, 0], [3, 2, 1, 1], [3, 2, 2, 2], [3, 3, 3, 3]],
+        ),
+        (
+            "ecr",
+            [[0, 0, 0, 0], [1, 1, 1, 0], [2, 2, 1, 0], [3, 2, 1, 0]],
+        ),
+        (
+            "rc16",
+            [[1, 0, 1, 0], [3, 2, 3, 2], [1, 0, 1, 0], [3, 2, 3, 2]],
+        ),
     ];
     for i in 0..n {
         let (x, y, z) = (a[i], b[i], c[i]);
@@ -301,24 +468,40 @@ fn prmt_modes() {
             let g = got[(4 + k) * n + i];
             assert_eq!(g, w, "prmt.b32.{mode}(a={x:#010x}, b={y:#010x}, c={z:#x}): got {g:#010x}, want {w:#010x}");
         }
-
     }
 }
 
 #[test]
 fn setp_unsigned_comparison_names() {
-    let Some(mut e) = Emu::new("int_setp") else { return };
+    let Some(mut e) = Emu::new("int_setp") else {
+        return;
+    };
     let mut rng = rng("setp_unsigned_comparison_names");
     let n = 2000;
     let a: Vec<u32> = (0..n).map(|_| rng.int_u32()).collect();
-    let b: Vec<u32> = (0..n).map(|i| if rng.below(4) == 0 { a[i] } else { rng.int_u32() }).collect();
+    let b: Vec<u32> = (0..n)
+        .map(|i| {
+            if rng.below(4) == 0 {
+                a[i]
+            } else {
+                rng.int_u32()
+            }
+        })
+        .collect();
     let (pa, pb) = (e.upload(&a), e.upload(&b));
     let out = e.alloc::<u32>(n);
-    e.run("int_setp", &Launch::new((n as u32).div_ceil(BLOCK), BLOCK), &[Arg::P(pa), Arg::P(pb), Arg::P(out), Arg::I32(n as i32)]);
+    e.run(
+        "int_setp",
+        &Launch::new((n as u32).div_ceil(BLOCK), BLOCK),
+        &[Arg::P(pa), Arg::P(pb), Arg::P(out), Arg::I32(n as i32)],
+    );
     let got = e.read::<u32>(out, n);
     for i in 0..n {
         let (x, y) = (a[i], b[i]);
-        let w = (x < y) as u32 | ((x <= y) as u32) << 1 | ((x > y) as u32) << 2 | ((x >= y) as u32) << 3;
+        let w = (x < y) as u32
+            | ((x <= y) as u32) << 1
+            | ((x > y) as u32) << 2
+            | ((x >= y) as u32) << 3;
         assert_eq!(got[i], w, "setp.lo/ls/hi/hs.u32({x:#x}, {y:#x}) bits");
     }
 }

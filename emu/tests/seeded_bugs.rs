@@ -1,3 +1,5 @@
+// Lane-by-lane comparisons read clearest as index loops.
+#![allow(clippy::needless_range_loop)]
 //! Seeded-bug kernels (tests/kernels/seeded_bugs.cu): each bug must be reported with the right
 //! launch error and a finding naming the check, the kernel and the PTX line; with
 //! `Options { checks: false }` the sanitizer-only ones (racecheck, initcheck) must not report.
@@ -382,11 +384,30 @@ fn use_after_free_is_illegal_address() {
     let p = e.alloc::<f32>(32);
     e.mem.free(p).unwrap();
     let r = e.launch("store_to", &Launch::new(1, 32), &[Arg::P(p)]);
-    let f = expect_report(&e, r, Some(CuError::IllegalAddress), &["memcheck"], "store_to", true);
-    assert!(e.ptx_line(f.line).starts_with("st.global"), "line {}: {}", f.line, e.ptx_line(f.line));
+    let f = expect_report(
+        &e,
+        r,
+        Some(CuError::IllegalAddress),
+        &["memcheck"],
+        "store_to",
+        true,
+    );
+    assert!(
+        e.ptx_line(f.line).starts_with("st.global"),
+        "line {}: {}",
+        f.line,
+        e.ptx_line(f.line)
+    );
     // A null pointer too.
     let r = e.launch("store_to", &Launch::new(1, 32), &[Arg::P(0)]);
-    expect_report(&e, r, Some(CuError::IllegalAddress), &["memcheck"], "store_to", true);
+    expect_report(
+        &e,
+        r,
+        Some(CuError::IllegalAddress),
+        &["memcheck"],
+        "store_to",
+        true,
+    );
 }
 
 #[test]
@@ -406,9 +427,21 @@ fn local_array_out_of_bounds_is_illegal_address() {
     idx[7] = 1 << 20;
     let pi = e.upload(&idx);
     let r = e.launch("local_oob", &Launch::new(1, 32), &[Arg::P(pi), Arg::P(out)]);
-    let f = expect_report(&e, r, Some(CuError::IllegalAddress), &["memcheck"], "local_oob", true);
+    let f = expect_report(
+        &e,
+        r,
+        Some(CuError::IllegalAddress),
+        &["memcheck"],
+        "local_oob",
+        true,
+    );
     assert_eq!(f.thread, [7, 0, 0]);
-    assert!(e.ptx_line(f.line).contains(".local"), "line {}: {}", f.line, e.ptx_line(f.line));
+    assert!(
+        e.ptx_line(f.line).contains(".local"),
+        "line {}: {}",
+        f.line,
+        e.ptx_line(f.line)
+    );
 }
 
 #[test]
@@ -417,7 +450,12 @@ fn syncwarp_mask_without_own_lane_is_synccheck() {
     let out = e.alloc::<i32>(32);
     let r = e.launch("syncwarp_bad_mask", &Launch::new(1, 32), &[Arg::P(out)]);
     let f = expect_report(&e, r, None, &["synccheck"], "syncwarp_bad_mask", true);
-    assert!(e.ptx_line(f.line).starts_with("bar.warp.sync"), "line {}: {}", f.line, e.ptx_line(f.line));
+    assert!(
+        e.ptx_line(f.line).starts_with("bar.warp.sync"),
+        "line {}: {}",
+        f.line,
+        e.ptx_line(f.line)
+    );
     assert_eq!(f.thread, [0, 0, 0]);
 }
 
@@ -427,7 +465,14 @@ fn barrier_deadlock_is_reported() {
     let mut e = emu!();
     let out = e.alloc::<f32>(64);
     let r = e.launch("barrier_deadlock", &Launch::new(1, 64), &[Arg::P(out)]);
-    expect_report(&e, r, Some(CuError::LaunchFailed), &["synccheck", "deadlock"], "barrier_deadlock", false);
+    expect_report(
+        &e,
+        r,
+        Some(CuError::LaunchFailed),
+        &["synccheck", "deadlock"],
+        "barrier_deadlock",
+        false,
+    );
 }
 
 #[test]
@@ -499,7 +544,7 @@ fn dynamic_shared_limits() {
     e.run(
         "dyn_smem",
         &Launch::new(1, 128).dyn_smem(48 * 1024),
-        &[Arg::P(out), Arg::I32(words as i32)],
+        &[Arg::P(out), Arg::I32(words)],
     );
 }
 
@@ -557,8 +602,19 @@ fn global_write_from_every_block_is_a_race() {
     let data: Vec<f32> = (0..8).map(|_| rng.f32_in(1.0, 2.0)).collect();
     let inp = e.upload(&data);
     let out = e.alloc::<f32>(1);
-    let r = e.launch("global_same_slot", &Launch::new(8, 32), &[Arg::P(inp), Arg::P(out)]);
-    expect_report(&e, r, Some(CuError::LaunchFailed), &["racecheck"], "global_same_slot", true);
+    let r = e.launch(
+        "global_same_slot",
+        &Launch::new(8, 32),
+        &[Arg::P(inp), Arg::P(out)],
+    );
+    expect_report(
+        &e,
+        r,
+        Some(CuError::LaunchFailed),
+        &["racecheck"],
+        "global_same_slot",
+        true,
+    );
 
     // Blocks shifting one array in place read what a neighbour block writes.
     let x = e.upload(&(0..512).map(|i| i as f32 + 1.0).collect::<Vec<f32>>());
@@ -567,13 +623,32 @@ fn global_write_from_every_block_is_a_race() {
         &Launch::new(4, 128),
         &[Arg::P(x), Arg::I32(512)],
     );
-    expect_report(&e, r, Some(CuError::LaunchFailed), &["racecheck"], "global_shift_in_place", true);
+    expect_report(
+        &e,
+        r,
+        Some(CuError::LaunchFailed),
+        &["racecheck"],
+        "global_shift_in_place",
+        true,
+    );
 
     // Atomic adds to one slot are no race, and the sum is the host's.
     let out = e.upload(&[0.0f32]);
-    let r = e.launch("global_atomic_slot", &Launch::new(8, 32), &[Arg::P(inp), Arg::P(out)]);
-    assert!(r.is_ok(), "atomics raced: {r:?} {:?}", cuda_emu::exec::last_findings());
+    let r = e.launch(
+        "global_atomic_slot",
+        &Launch::new(8, 32),
+        &[Arg::P(inp), Arg::P(out)],
+    );
+    assert!(
+        r.is_ok(),
+        "atomics raced: {r:?} {:?}",
+        cuda_emu::exec::last_findings()
+    );
     let got: Vec<f32> = e.read(out, 1);
     let want: f32 = data.iter().sum();
-    assert!((got[0] - want).abs() <= 1e-5 * want.abs(), "atomic sum {} vs {want}", got[0]);
+    assert!(
+        (got[0] - want).abs() <= 1e-5 * want.abs(),
+        "atomic sum {} vs {want}",
+        got[0]
+    );
 }

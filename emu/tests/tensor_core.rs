@@ -1,3 +1,5 @@
+// Lane-by-lane comparisons read clearest as index loops.
+#![allow(clippy::needless_range_loop)]
 //! Tensor cores (tests/kernels/tensor_core.cu): `mma.sync.aligned.m16n8k16.row.col` with f32 and
 //! f16 accumulators against a host matmul, `ldmatrix` .x1/.x2/.x4 (.trans) against the fragment
 //! layout the PTX ISA states, and ldmatrix feeding mma.

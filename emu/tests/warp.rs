@@ -1,3 +1,5 @@
+// Lane-by-lane comparisons read clearest as index loops.
+#![allow(clippy::needless_range_loop)]
 //! Warp-level behaviour (tests/kernels/warp.cu): shfl idx/up/down/bfly with widths and partial
 //! masks, votes, divergence and reconvergence, independent thread scheduling, special registers
 //! with a 3-D grid and block.
@@ -242,7 +244,11 @@ fn independent_thread_scheduling() {
                 assert_eq!(r, Ok(()), "checks off: {}", fmt_findings(&findings()));
             }
             let got = e.read::<i32>(out, 2);
-            assert_eq!(got[0], 1, "waiter lane {waiter} never saw lane {setter}'s flag ({} spins)", got[1]);
+            assert_eq!(
+                got[0], 1,
+                "waiter lane {waiter} never saw lane {setter}'s flag ({} spins)",
+                got[1]
+            );
             assert!(got[1] < 1_000_000, "spun to the bound");
         }
     }

@@ -43,10 +43,26 @@ impl<'a> Exec<'a> {
         while m != 0 {
             let l = m.trailing_zeros() as usize;
             m &= m - 1;
-            let a = if nsrc >= 1 { self.get(w, l, &ins.args[1]) } else { 0 };
-            let b = if nsrc >= 2 { self.get(w, l, &ins.args[2]) } else { 0 };
-            let c = if nsrc >= 3 { self.get(w, l, &ins.args[3]) } else { 0 };
-            let e = if nsrc >= 4 { self.get(w, l, &ins.args[4]) } else { 0 };
+            let a = if nsrc >= 1 {
+                self.get(w, l, &ins.args[1])
+            } else {
+                0
+            };
+            let b = if nsrc >= 2 {
+                self.get(w, l, &ins.args[2])
+            } else {
+                0
+            };
+            let c = if nsrc >= 3 {
+                self.get(w, l, &ins.args[3])
+            } else {
+                0
+            };
+            let e = if nsrc >= 4 {
+                self.get(w, l, &ins.args[4])
+            } else {
+                0
+            };
             let v = match compute(ins, a, b, c, e) {
                 Some(v) => v,
                 None => {
@@ -56,7 +72,10 @@ impl<'a> Exec<'a> {
                         w,
                         l as u32,
                         None,
-                        format!("instruction {:?} with type {:?} is not emulated", ins.op, ins.ty),
+                        format!(
+                            "instruction {:?} with type {:?} is not emulated",
+                            ins.op, ins.ty
+                        ),
                     );
                     return Err(Stop::Fault(CuError::LaunchFailed));
                 }
@@ -142,10 +161,34 @@ pub(crate) fn compare(ty: Ty, cmp: Cmp, a: u64, b: u64, ftz: bool) -> bool {
     match cmp {
         Cmp::Eq => ua == ub,
         Cmp::Ne => ua != ub,
-        Cmp::Lt => if signed { sa < sb } else { ua < ub },
-        Cmp::Le => if signed { sa <= sb } else { ua <= ub },
-        Cmp::Gt => if signed { sa > sb } else { ua > ub },
-        Cmp::Ge => if signed { sa >= sb } else { ua >= ub },
+        Cmp::Lt => {
+            if signed {
+                sa < sb
+            } else {
+                ua < ub
+            }
+        }
+        Cmp::Le => {
+            if signed {
+                sa <= sb
+            } else {
+                ua <= ub
+            }
+        }
+        Cmp::Gt => {
+            if signed {
+                sa > sb
+            } else {
+                ua > ub
+            }
+        }
+        Cmp::Ge => {
+            if signed {
+                sa >= sb
+            } else {
+                ua >= ub
+            }
+        }
         Cmp::Lo => ua < ub,
         Cmp::Ls => ua <= ub,
         Cmp::Hi => ua > ub,
@@ -173,18 +216,60 @@ fn compute(ins: &Instr, a: u64, b: u64, c: u64, e: u64) -> Option<u64> {
         Op::Add | Op::Sub => {
             let neg = ins.op == Op::Sub;
             match ty {
-                Ty::F32 => (if neg { fl::sub_f32(a as u32, b as u32, r, ftz, sat) } else { fl::add_f32(a as u32, b as u32, r, ftz, sat) }) as u64,
-                Ty::F64 => if neg { fl::sub_f64(a, b, rnd_or(r)) } else { fl::add_f64(a, b, rnd_or(r)) },
-                Ty::F16 => (if neg { fl::sub_f16(a as u16, b as u16, r, ftz, sat) } else { fl::add_f16(a as u16, b as u16, r, ftz, sat) }) as u64,
-                Ty::Bf16 => (if neg { fl::sub_bf16(a as u16, b as u16, r, ftz, sat) } else { fl::add_bf16(a as u16, b as u16, r, ftz, sat) }) as u64,
-                Ty::F16x2 => fl::f16x2(a as u32, b as u32, |x, y| if neg { fl::sub_f16(x, y, r, ftz, sat) } else { fl::add_f16(x, y, r, ftz, sat) }) as u64,
-                Ty::Bf16x2 => fl::f16x2(a as u32, b as u32, |x, y| if neg { fl::sub_bf16(x, y, r, ftz, sat) } else { fl::add_bf16(x, y, r, ftz, sat) }) as u64,
+                Ty::F32 => {
+                    (if neg {
+                        fl::sub_f32(a as u32, b as u32, r, ftz, sat)
+                    } else {
+                        fl::add_f32(a as u32, b as u32, r, ftz, sat)
+                    }) as u64
+                }
+                Ty::F64 => {
+                    if neg {
+                        fl::sub_f64(a, b, rnd_or(r))
+                    } else {
+                        fl::add_f64(a, b, rnd_or(r))
+                    }
+                }
+                Ty::F16 => {
+                    (if neg {
+                        fl::sub_f16(a as u16, b as u16, r, ftz, sat)
+                    } else {
+                        fl::add_f16(a as u16, b as u16, r, ftz, sat)
+                    }) as u64
+                }
+                Ty::Bf16 => {
+                    (if neg {
+                        fl::sub_bf16(a as u16, b as u16, r, ftz, sat)
+                    } else {
+                        fl::add_bf16(a as u16, b as u16, r, ftz, sat)
+                    }) as u64
+                }
+                Ty::F16x2 => fl::f16x2(a as u32, b as u32, |x, y| {
+                    if neg {
+                        fl::sub_f16(x, y, r, ftz, sat)
+                    } else {
+                        fl::add_f16(x, y, r, ftz, sat)
+                    }
+                }) as u64,
+                Ty::Bf16x2 => fl::f16x2(a as u32, b as u32, |x, y| {
+                    if neg {
+                        fl::sub_bf16(x, y, r, ftz, sat)
+                    } else {
+                        fl::add_bf16(x, y, r, ftz, sat)
+                    }
+                }) as u64,
                 _ if sat && ty == Ty::S32 => {
                     let (x, y) = (a as u32 as i32 as i64, b as u32 as i32 as i64);
                     let v = if neg { x - y } else { x + y };
                     v.clamp(i32::MIN as i64, i32::MAX as i64) as u64 & mask(32)
                 }
-                _ => (if neg { a.wrapping_sub(b) } else { a.wrapping_add(b) }) & mask(bits),
+                _ => {
+                    (if neg {
+                        a.wrapping_sub(b)
+                    } else {
+                        a.wrapping_add(b)
+                    }) & mask(bits)
+                }
             }
         }
         Op::Mul => match ty {
@@ -192,8 +277,12 @@ fn compute(ins: &Instr, a: u64, b: u64, c: u64, e: u64) -> Option<u64> {
             Ty::F64 => fl::mul_f64(a, b, rnd_or(r)),
             Ty::F16 => fl::mul_f16(a as u16, b as u16, r, ftz, sat) as u64,
             Ty::Bf16 => fl::mul_bf16(a as u16, b as u16, r, ftz, sat) as u64,
-            Ty::F16x2 => fl::f16x2(a as u32, b as u32, |x, y| fl::mul_f16(x, y, r, ftz, sat)) as u64,
-            Ty::Bf16x2 => fl::f16x2(a as u32, b as u32, |x, y| fl::mul_bf16(x, y, r, ftz, sat)) as u64,
+            Ty::F16x2 => {
+                fl::f16x2(a as u32, b as u32, |x, y| fl::mul_f16(x, y, r, ftz, sat)) as u64
+            }
+            Ty::Bf16x2 => {
+                fl::f16x2(a as u32, b as u32, |x, y| fl::mul_bf16(x, y, r, ftz, sat)) as u64
+            }
             _ => int_mul(ty, mm.hi, mm.wide, a, b),
         },
         Op::Mad => match ty {
@@ -215,8 +304,12 @@ fn compute(ins: &Instr, a: u64, b: u64, c: u64, e: u64) -> Option<u64> {
             Ty::F64 => fl::fma_f64(a, b, c, rnd_or(r)),
             Ty::F16 => fl::fma_f16(a as u16, b as u16, c as u16, r, ftz, sat) as u64,
             Ty::Bf16 => fl::fma_bf16(a as u16, b as u16, c as u16, r, ftz, sat) as u64,
-            Ty::F16x2 => fl::f16x2_3(a as u32, b as u32, c as u32, |x, y, z| fl::fma_f16(x, y, z, r, ftz, sat)) as u64,
-            Ty::Bf16x2 => fl::f16x2_3(a as u32, b as u32, c as u32, |x, y, z| fl::fma_bf16(x, y, z, r, ftz, sat)) as u64,
+            Ty::F16x2 => fl::f16x2_3(a as u32, b as u32, c as u32, |x, y, z| {
+                fl::fma_f16(x, y, z, r, ftz, sat)
+            }) as u64,
+            Ty::Bf16x2 => fl::f16x2_3(a as u32, b as u32, c as u32, |x, y, z| {
+                fl::fma_bf16(x, y, z, r, ftz, sat)
+            }) as u64,
             _ => return None,
         },
         Op::Mul24 | Op::Mad24 => {
@@ -227,7 +320,11 @@ fn compute(ins: &Instr, a: u64, b: u64, c: u64, e: u64) -> Option<u64> {
             };
             let p = (x as i128 * y as i128) as u64;
             let p = if mm.hi { p >> 16 } else { p };
-            let p = if ins.op == Op::Mad24 { p.wrapping_add(c) } else { p };
+            let p = if ins.op == Op::Mad24 {
+                p.wrapping_add(c)
+            } else {
+                p
+            };
             p & mask(32)
         }
         Op::Div => match ty {
@@ -235,20 +332,32 @@ fn compute(ins: &Instr, a: u64, b: u64, c: u64, e: u64) -> Option<u64> {
             Ty::F64 => fl::div_f64(a, b, rnd_or(r)),
             _ if ty.is_signed() => {
                 let (x, y) = (sx(a, bits), sx(b, bits));
-                if y == 0 { mask(bits) } else { x.wrapping_div(y) as u64 & mask(bits) }
+                if y == 0 {
+                    mask(bits)
+                } else {
+                    x.wrapping_div(y) as u64 & mask(bits)
+                }
             }
             _ => {
                 let (x, y) = (a & mask(bits), b & mask(bits));
-                if y == 0 { mask(bits) } else { x / y }
+                x.checked_div(y).unwrap_or(mask(bits))
             }
         },
         Op::Rem => {
             if ty.is_signed() {
                 let (x, y) = (sx(a, bits), sx(b, bits));
-                if y == 0 { a & mask(bits) } else { x.wrapping_rem(y) as u64 & mask(bits) }
+                if y == 0 {
+                    a & mask(bits)
+                } else {
+                    x.wrapping_rem(y) as u64 & mask(bits)
+                }
             } else {
                 let (x, y) = (a & mask(bits), b & mask(bits));
-                if y == 0 { x } else { x % y }
+                if y == 0 {
+                    x
+                } else {
+                    x % y
+                }
             }
         }
         Op::Abs => match ty {
@@ -268,18 +377,52 @@ fn compute(ins: &Instr, a: u64, b: u64, c: u64, e: u64) -> Option<u64> {
         Op::Min | Op::Max => {
             let max = ins.op == Op::Max;
             match ty {
-                Ty::F32 => (if max { fl::max_f32(a as u32, b as u32, ftz, mm.nan) } else { fl::min_f32(a as u32, b as u32, ftz, mm.nan) }) as u64,
-                Ty::F64 => if max { fl::max_f64(a, b) } else { fl::min_f64(a, b) },
-                Ty::F16 => (if max { fl::max_f16(a as u16, b as u16, ftz, mm.nan) } else { fl::min_f16(a as u16, b as u16, ftz, mm.nan) }) as u64,
-                Ty::Bf16 => (if max { fl::max_bf16(a as u16, b as u16, mm.nan) } else { fl::min_bf16(a as u16, b as u16, mm.nan) }) as u64,
-                Ty::F16x2 => fl::f16x2(a as u32, b as u32, |x, y| if max { fl::max_f16(x, y, ftz, mm.nan) } else { fl::min_f16(x, y, ftz, mm.nan) }) as u64,
+                Ty::F32 => {
+                    (if max {
+                        fl::max_f32(a as u32, b as u32, ftz, mm.nan)
+                    } else {
+                        fl::min_f32(a as u32, b as u32, ftz, mm.nan)
+                    }) as u64
+                }
+                Ty::F64 => {
+                    if max {
+                        fl::max_f64(a, b)
+                    } else {
+                        fl::min_f64(a, b)
+                    }
+                }
+                Ty::F16 => {
+                    (if max {
+                        fl::max_f16(a as u16, b as u16, ftz, mm.nan)
+                    } else {
+                        fl::min_f16(a as u16, b as u16, ftz, mm.nan)
+                    }) as u64
+                }
+                Ty::Bf16 => {
+                    (if max {
+                        fl::max_bf16(a as u16, b as u16, mm.nan)
+                    } else {
+                        fl::min_bf16(a as u16, b as u16, mm.nan)
+                    }) as u64
+                }
+                Ty::F16x2 => fl::f16x2(a as u32, b as u32, |x, y| {
+                    if max {
+                        fl::max_f16(x, y, ftz, mm.nan)
+                    } else {
+                        fl::min_f16(x, y, ftz, mm.nan)
+                    }
+                }) as u64,
                 _ if ty.is_signed() => {
                     let (x, y) = (sx(a, bits), sx(b, bits));
                     (if max { x.max(y) } else { x.min(y) }) as u64 & mask(bits)
                 }
                 _ => {
                     let (x, y) = (a & mask(bits), b & mask(bits));
-                    if max { x.max(y) } else { x.min(y) }
+                    if max {
+                        x.max(y)
+                    } else {
+                        x.min(y)
+                    }
                 }
             }
         }
@@ -290,7 +433,11 @@ fn compute(ins: &Instr, a: u64, b: u64, c: u64, e: u64) -> Option<u64> {
         Op::Cnot => ((a & mask(bits)) == 0) as u64,
         Op::Shl => {
             let s = b & 0xffff_ffff;
-            if s >= bits as u64 { 0 } else { (a << s) & mask(bits) }
+            if s >= bits as u64 {
+                0
+            } else {
+                (a << s) & mask(bits)
+            }
         }
         Op::Shr => {
             let s = (b & 0xffff_ffff).min(bits as u64);
@@ -304,7 +451,11 @@ fn compute(ins: &Instr, a: u64, b: u64, c: u64, e: u64) -> Option<u64> {
             }
         }
         Op::Shf => {
-            let n = if mm.sat { (c as u32).min(32) } else { c as u32 & 31 } as u64;
+            let n = if mm.sat {
+                (c as u32).min(32)
+            } else {
+                c as u32 & 31
+            } as u64;
             let wide = ((b & mask(32)) << 32) | (a & mask(32));
             if mm.kind == 0 {
                 ((wide << n) >> 32) & mask(32)
@@ -312,7 +463,13 @@ fn compute(ins: &Instr, a: u64, b: u64, c: u64, e: u64) -> Option<u64> {
                 (wide >> n) & mask(32)
             }
         }
-        Op::Selp => if c & 1 != 0 { a } else { b },
+        Op::Selp => {
+            if c & 1 != 0 {
+                a
+            } else {
+                b
+            }
+        }
         Op::Slct => {
             let take_a = if ins.ty2 == Ty::F32 {
                 let f = f32::from_bits(c as u32);
@@ -321,7 +478,11 @@ fn compute(ins: &Instr, a: u64, b: u64, c: u64, e: u64) -> Option<u64> {
             } else {
                 (c as u32 as i32) >= 0
             };
-            if take_a { a } else { b }
+            if take_a {
+                a
+            } else {
+                b
+            }
         }
         Op::Cvt => cvt(ins, a, b),
         Op::Cvta => {
@@ -331,7 +492,11 @@ fn compute(ins: &Instr, a: u64, b: u64, c: u64, e: u64) -> Option<u64> {
                 Space::Local => super::LOCAL_WINDOW,
                 _ => 0,
             };
-            let v = if mm.to { a.wrapping_sub(window) } else { a.wrapping_add(window) };
+            let v = if mm.to {
+                a.wrapping_sub(window)
+            } else {
+                a.wrapping_add(window)
+            };
             v & mask(bits)
         }
         Op::Prmt => prmt(a as u32, b as u32, c as u32, mm.prmt_mode) as u64,
@@ -390,7 +555,10 @@ fn compute(ins: &Instr, a: u64, b: u64, c: u64, e: u64) -> Option<u64> {
         Op::Testp => {
             let (f, sub) = match ty {
                 Ty::F64 => (f64::from_bits(a), f64::from_bits(a).is_subnormal()),
-                _ => (f32::from_bits(a as u32) as f64, f32::from_bits(a as u32).is_subnormal()),
+                _ => (
+                    f32::from_bits(a as u32) as f64,
+                    f32::from_bits(a as u32).is_subnormal(),
+                ),
             };
             (match mm.kind {
                 0 => f.is_finite(),
@@ -414,7 +582,11 @@ fn compute(ins: &Instr, a: u64, b: u64, c: u64, e: u64) -> Option<u64> {
             let signed_b = ins.ty2.is_signed();
             let byte = |v: u64, i: u32, s: bool| -> i64 {
                 let x = (v >> (8 * i)) & 0xff;
-                if s { x as u8 as i8 as i64 } else { x as i64 }
+                if s {
+                    x as u8 as i8 as i64
+                } else {
+                    x as i64
+                }
             };
             let mut acc = c as u32 as i32 as i64;
             if ins.op == Op::Dp4a {
@@ -450,7 +622,11 @@ fn cvt(ins: &Instr, a: u64, b: u64) -> u64 {
     let m = &ins.mods;
     if ins.ty == Ty::F16x2 || ins.ty == Ty::Bf16x2 {
         // cvt.rn.f16x2.f32 d, a, b: a goes to the upper half, b to the lower.
-        let el = if ins.ty == Ty::F16x2 { Ty::F16 } else { Ty::Bf16 };
+        let el = if ins.ty == Ty::F16x2 {
+            Ty::F16
+        } else {
+            Ty::Bf16
+        };
         let hi = fl::cvt(a, el, ins.ty2, m.rnd, m.ftz, m.sat) & 0xffff;
         let lo = fl::cvt(b, el, ins.ty2, m.rnd, m.ftz, m.sat) & 0xffff;
         return (hi << 16) | lo;
@@ -476,11 +652,11 @@ fn prmt(a: u32, b: u32, c: u32, mode: Option<u8>) -> u32 {
         Some(md) => {
             let s = c & 3;
             let sel: [u32; 4] = match md {
-                1 => [s, s + 1, s + 2, s + 3],     // f4e
-                2 => [s, s + 7, s + 6, s + 5],     // b4e
-                3 => [s, s, s, s],                 // rc8
-                4 => [s, s.max(1), s.max(2), 3],   // ecl
-                5 => [0, s.min(1), s.min(2), s],   // ecr
+                1 => [s, s + 1, s + 2, s + 3],   // f4e
+                2 => [s, s + 7, s + 6, s + 5],   // b4e
+                3 => [s, s, s, s],               // rc8
+                4 => [s, s.max(1), s.max(2), 3], // ecl
+                5 => [0, s.min(1), s.min(2), s], // ecr
                 _ => [(s & 1) * 2, (s & 1) * 2 + 1, (s & 1) * 2, (s & 1) * 2 + 1], // rc16
             };
             for (k, &i) in sel.iter().enumerate() {
@@ -504,7 +680,11 @@ fn bfe(ty: Ty, a: u64, b: u64, c: u64) -> u64 {
     };
     let mut d = 0u64;
     for i in 0..=msb {
-        let bit = if i < len && pos + i <= msb { (a >> (pos + i)) & 1 } else { sbit };
+        let bit = if i < len && pos + i <= msb {
+            (a >> (pos + i)) & 1
+        } else {
+            sbit
+        };
         d |= bit << i;
     }
     d

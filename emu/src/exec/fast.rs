@@ -10,7 +10,6 @@ use crate::ir::{Cmp, Instr, Op, Operand, Rnd, Space, Sub, Ty};
 type Lanes = [u64; 32];
 
 impl<'a> Exec<'a> {
-
     #[inline(always)]
     fn store(&self, w: &mut Warp, d: &Operand, mask: u32, out: &Lanes) -> bool {
         match d {
@@ -109,7 +108,9 @@ impl<'a> Exec<'a> {
             (Op::Cvt, Ty::F16) if ins.ty2 == Ty::F32 && plain => {
                 map1!(|a| fl::cvt(a, Ty::F16, Ty::F32, Rnd::Rn, false, false))
             }
-            (Op::Cvt, Ty::S64) if ins.ty2 == Ty::S32 && plain => map1!(|a| a as u32 as i32 as i64 as u64),
+            (Op::Cvt, Ty::S64) if ins.ty2 == Ty::S32 && plain => {
+                map1!(|a| a as u32 as i32 as i64 as u64)
+            }
             (Op::Cvt, Ty::U64) if ins.ty2 == Ty::U32 && plain => map1!(|a| a & 0xffff_ffff),
             (Op::Cvt, Ty::U32 | Ty::S32) if matches!(ins.ty2, Ty::U64 | Ty::S64) && plain => {
                 map1!(|a| a & 0xffff_ffff)
@@ -170,14 +171,24 @@ impl<'a> Exec<'a> {
             (Op::Xor, _) => map2!(|a, b| a ^ b),
             (Op::Shl, Ty::B32 | Ty::B64) => map2!(|a, b| {
                 let s = b & 0xffff_ffff;
-                if s >= bits as u64 { 0 } else { a << s }
+                if s >= bits as u64 {
+                    0
+                } else {
+                    a << s
+                }
             }),
             (Op::Shr, Ty::U32 | Ty::B32 | Ty::U64 | Ty::B64) => map2!(|a, b| {
                 let s = b & 0xffff_ffff;
                 let a = a & (u64::MAX >> (64 - bits));
-                if s >= bits as u64 { 0 } else { a >> s }
+                if s >= bits as u64 {
+                    0
+                } else {
+                    a >> s
+                }
             }),
-            (Op::Shr, Ty::S32) => map2!(|a, b| ((a as u32 as i32) >> (b & 0xffff_ffff).min(31)) as u32 as u64),
+            (Op::Shr, Ty::S32) => {
+                map2!(|a, b| ((a as u32 as i32) >> (b & 0xffff_ffff).min(31)) as u32 as u64)
+            }
             (Op::Shr, Ty::S64) => map2!(|a, b| ((a as i64) >> (b & 0xffff_ffff).min(63)) as u64),
             (Op::Selp, _) => {
                 let a = src!(1);

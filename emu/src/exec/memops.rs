@@ -39,13 +39,29 @@ impl<'a> Exec<'a> {
         }
     }
 
-    fn fault(&mut self, ins: &Instr, w: &Warp, l: usize, addr: u64, err: CuError, msg: String) -> Stop {
+    fn fault(
+        &mut self,
+        ins: &Instr,
+        w: &Warp,
+        l: usize,
+        addr: u64,
+        err: CuError,
+        msg: String,
+    ) -> Stop {
         self.finding("memcheck", ins.line, w, l as u32, Some(addr), msg);
         Stop::Fault(err)
     }
 
-    fn check_align(&mut self, ins: &Instr, w: &Warp, l: usize, space: Space, addr: u64, n: u32) -> Flow<()> {
-        if n > 1 && addr % n as u64 != 0 {
+    fn check_align(
+        &mut self,
+        ins: &Instr,
+        w: &Warp,
+        l: usize,
+        space: Space,
+        addr: u64,
+        n: u32,
+    ) -> Flow<()> {
+        if n > 1 && !addr.is_multiple_of(n as u64) {
             let e = self.fault(
                 ins,
                 w,
@@ -91,15 +107,32 @@ impl<'a> Exec<'a> {
             Space::Global | Space::Const | Space::Generic => {
                 let Some((i, off)) = self.mem.slot(addr, n as u64) else {
                     let where_ = self.mem.describe(addr);
-                    return Err(self.fault(ins, w, l, addr, CuError::IllegalAddress,
-                        format!("invalid global read of {n} bytes ({where_})")));
+                    return Err(self.fault(
+                        ins,
+                        w,
+                        l,
+                        addr,
+                        CuError::IllegalAddress,
+                        format!("invalid global read of {n} bytes ({where_})"),
+                    ));
                 };
                 let a = self.mem.alloc_at(i);
                 out.copy_from_slice(&a.data[off..off + n as usize]);
-                if self.checks && a.init[off..off + n as usize].iter().any(|&b| b == 0) {
-                    let first = a.init[off..off + n as usize].iter().position(|&b| b == 0).unwrap();
-                    self.finding("initcheck", ins.line, w, l as u32, Some(addr + first as u64),
-                        format!("read of {n} bytes of global memory never written since allocation"));
+                if self.checks && a.init[off..off + n as usize].contains(&0) {
+                    let first = a.init[off..off + n as usize]
+                        .iter()
+                        .position(|&b| b == 0)
+                        .unwrap();
+                    self.finding(
+                        "initcheck",
+                        ins.line,
+                        w,
+                        l as u32,
+                        Some(addr + first as u64),
+                        format!(
+                            "read of {n} bytes of global memory never written since allocation"
+                        ),
+                    );
                 }
                 if self.checks {
                     self.global_hazard(ins.line, w, l, i, off, n as usize, false, atomic);
@@ -108,9 +141,17 @@ impl<'a> Exec<'a> {
             Space::Shared => {
                 let end = addr + n as u64;
                 if end > self.shared_size as u64 {
-                    return Err(self.fault(ins, w, l, addr, CuError::IllegalAddress, format!(
-                        "shared read of {n} bytes at offset {addr} beyond the block's {} bytes",
-                        self.shared_size)));
+                    return Err(self.fault(
+                        ins,
+                        w,
+                        l,
+                        addr,
+                        CuError::IllegalAddress,
+                        format!(
+                            "shared read of {n} bytes at offset {addr} beyond the block's {} bytes",
+                            self.shared_size
+                        ),
+                    ));
                 }
                 let (s, e) = (addr as usize, end as usize);
                 out.copy_from_slice(&self.shared[s..e]);
@@ -136,15 +177,30 @@ impl<'a> Exec<'a> {
                 let base = l * size as usize + addr as usize;
                 out.copy_from_slice(&w.local[base..base + n as usize]);
                 if self.checks && w.local_init[base..base + n as usize].iter().any(|b| !b) {
-                    self.finding("initcheck", ins.line, w, l as u32, Some(addr),
-                        "read of local memory never written by this thread".into());
+                    self.finding(
+                        "initcheck",
+                        ins.line,
+                        w,
+                        l as u32,
+                        Some(addr),
+                        "read of local memory never written by this thread".into(),
+                    );
                 }
             }
             Space::Param => {
                 let end = addr as usize + n as usize;
                 if end > self.params.len() {
-                    return Err(self.fault(ins, w, l, addr, CuError::IllegalAddress, format!(
-                        "parameter read at offset {addr} beyond the {} parameter bytes", self.params.len())));
+                    return Err(self.fault(
+                        ins,
+                        w,
+                        l,
+                        addr,
+                        CuError::IllegalAddress,
+                        format!(
+                            "parameter read at offset {addr} beyond the {} parameter bytes",
+                            self.params.len()
+                        ),
+                    ));
                 }
                 out.copy_from_slice(&self.params[addr as usize..end]);
             }
@@ -153,6 +209,7 @@ impl<'a> Exec<'a> {
     }
 
     /// Writes `data` for lane `l`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn write(
         &mut self,
         ins: &Instr,
@@ -169,8 +226,14 @@ impl<'a> Exec<'a> {
             Space::Global | Space::Const | Space::Generic => {
                 let Some((i, off)) = self.mem.slot(addr, n as u64) else {
                     let where_ = self.mem.describe(addr);
-                    return Err(self.fault(ins, w, l, addr, CuError::IllegalAddress,
-                        format!("invalid global write of {n} bytes ({where_})")));
+                    return Err(self.fault(
+                        ins,
+                        w,
+                        l,
+                        addr,
+                        CuError::IllegalAddress,
+                        format!("invalid global write of {n} bytes ({where_})"),
+                    ));
                 };
                 if self.checks {
                     self.global_hazard(ins.line, w, l, i, off, n as usize, true, atomic);
@@ -182,9 +245,16 @@ impl<'a> Exec<'a> {
             Space::Shared => {
                 let end = addr + n as u64;
                 if end > self.shared_size as u64 {
-                    return Err(self.fault(ins, w, l, addr, CuError::IllegalAddress, format!(
+                    return Err(self.fault(
+                        ins,
+                        w,
+                        l,
+                        addr,
+                        CuError::IllegalAddress,
+                        format!(
                         "shared write of {n} bytes at offset {addr} beyond the block's {} bytes",
-                        self.shared_size)));
+                        self.shared_size),
+                    ));
                 }
                 let (s, e) = (addr as usize, end as usize);
                 if self.checks {
@@ -209,8 +279,14 @@ impl<'a> Exec<'a> {
                 w.local_init[base..base + n as usize].fill(true);
             }
             Space::Param => {
-                return Err(self.fault(ins, w, l, addr, CuError::IllegalAddress,
-                    "write to kernel parameter space".into()));
+                return Err(self.fault(
+                    ins,
+                    w,
+                    l,
+                    addr,
+                    CuError::IllegalAddress,
+                    "write to kernel parameter space".into(),
+                ));
             }
         }
         Ok(())
@@ -220,10 +296,21 @@ impl<'a> Exec<'a> {
     /// written by another with no order between them — another block of the grid (blocks have
     /// none), or the same block between the same two barriers. Atomics do not race each other.
     #[allow(clippy::too_many_arguments)]
-    fn global_hazard(&mut self, line: u32, w: &Warp, l: usize, alloc: usize, off: usize, n: usize, write: bool, atomic: bool) {
+    fn global_hazard(
+        &mut self,
+        line: u32,
+        w: &Warp,
+        l: usize,
+        alloc: usize,
+        off: usize,
+        n: usize,
+        write: bool,
+        atomic: bool,
+    ) {
         let tid = w.index * 32 + l as u32;
         let launch = self.launch_serial & ((1 << 21) - 1);
-        let stamp = (launch << 43) | ((self.epoch as u64) << 11) | ((tid as u64) << 1) | atomic as u64;
+        let stamp =
+            (launch << 43) | ((self.epoch as u64) << 11) | ((tid as u64) << 1) | atomic as u64;
         let block_start = self.block_start_epoch;
         let epoch = self.epoch;
         let a = self.mem.alloc_at_mut(alloc);
@@ -254,9 +341,16 @@ impl<'a> Exec<'a> {
                 "another block of this launch".to_string()
             } else {
                 let o = self.thread_of_tid(s_tid);
-                format!("thread ({},{},{}) of this block with no barrier between", o[0], o[1], o[2])
+                format!(
+                    "thread ({},{},{}) of this block with no barrier between",
+                    o[0], o[1], o[2]
+                )
             };
-            let what = if write { "write after write" } else { "read after write" };
+            let what = if write {
+                "write after write"
+            } else {
+                "read after write"
+            };
             self.finding("racecheck", line, w, l as u32, Some(base + b as u64), format!(
                 "global memory {what} hazard: the byte was written by {who}; the result depends on scheduling"));
             // Report each location once.
@@ -271,7 +365,8 @@ impl<'a> Exec<'a> {
         let epoch = self.epoch;
         for b in s..e {
             let r = self.race[b];
-            if r.w_epoch == epoch && !ordered(tid, gen, r.w_tid, r.w_gen) && !(atomic && r.w_atomic) {
+            if r.w_epoch == epoch && !ordered(tid, gen, r.w_tid, r.w_gen) && !(atomic && r.w_atomic)
+            {
                 let other = r.w_tid;
                 self.race_finding(ins.line, w, l, b, "read", other);
                 // One finding per access is enough.
@@ -301,13 +396,23 @@ impl<'a> Exec<'a> {
         }
     }
 
-    pub(crate) fn race_write(&mut self, line: u32, w: &Warp, l: usize, s: usize, e: usize, atomic: bool) {
+    pub(crate) fn race_write(
+        &mut self,
+        line: u32,
+        w: &Warp,
+        l: usize,
+        s: usize,
+        e: usize,
+        atomic: bool,
+    ) {
         let tid = (w.index * 32 + l as u32) as u16;
         let gen = w.sync_gen as u16;
         let epoch = self.epoch;
         for b in s..e {
             let r = self.race[b];
-            let waw = r.w_epoch == epoch && !ordered(tid, gen, r.w_tid, r.w_gen) && !(atomic && r.w_atomic);
+            let waw = r.w_epoch == epoch
+                && !ordered(tid, gen, r.w_tid, r.w_gen)
+                && !(atomic && r.w_atomic);
             let reads_ordered = if r.r_many {
                 !r.r_many_warps && r.r_tid / 32 == tid / 32 && r.r_gen != gen
             } else {
@@ -316,7 +421,18 @@ impl<'a> Exec<'a> {
             let war = r.r_epoch == epoch && !reads_ordered;
             if waw || war {
                 let other = if waw { r.w_tid } else { r.r_tid };
-                self.race_finding(line, w, l, b, if waw { "write after write" } else { "write after read" }, other);
+                self.race_finding(
+                    line,
+                    w,
+                    l,
+                    b,
+                    if waw {
+                        "write after write"
+                    } else {
+                        "write after read"
+                    },
+                    other,
+                );
                 let c = &mut self.race[b];
                 c.w_epoch = 0;
                 c.r_epoch = 0;
@@ -500,7 +616,12 @@ impl<'a> Exec<'a> {
         let (dst, addr_op, b_op, c_op) = if is_red {
             (None, &ins.args[0], &ins.args[1], None)
         } else {
-            (Some(&ins.args[0]), &ins.args[1], &ins.args[2], ins.args.get(3))
+            (
+                Some(&ins.args[0]),
+                &ins.args[1],
+                &ins.args[2],
+                ins.args.get(3),
+            )
         };
         let esz = ins.ty.bytes() as usize;
         let mut m = mask;
@@ -509,8 +630,14 @@ impl<'a> Exec<'a> {
             m &= m - 1;
             let (space, addr) = self.address(w, l, ins.mods.space, addr_op);
             if !matches!(space, Space::Global | Space::Shared) {
-                return Err(self.fault(ins, w, l, addr, CuError::IllegalAddress,
-                    format!("atomic on {} memory", space_name(space))));
+                return Err(self.fault(
+                    ins,
+                    w,
+                    l,
+                    addr,
+                    CuError::IllegalAddress,
+                    format!("atomic on {} memory", space_name(space)),
+                ));
             }
             let mut raw = [0u8; 8];
             // An exchange does not use the old value; every other atomic combines with it.
@@ -540,8 +667,14 @@ impl<'a> Exec<'a> {
     fn cp_async(&mut self, w: &mut Warp, ins: &Instr, mask: u32) -> Flow<()> {
         let cp_size = self.get(w, 0, &ins.args[2]) as usize;
         if !matches!(cp_size, 4 | 8 | 16) || (ins.mods.cg && cp_size != 16) {
-            self.finding("memcheck", ins.line, w, mask.trailing_zeros(), None,
-                format!("cp.async with copy size {cp_size} (4, 8 or 16; .cg needs 16)"));
+            self.finding(
+                "memcheck",
+                ins.line,
+                w,
+                mask.trailing_zeros(),
+                None,
+                format!("cp.async with copy size {cp_size} (4, 8 or 16; .cg needs 16)"),
+            );
             return Err(Stop::Fault(CuError::LaunchFailed));
         }
         let mut m = mask;
@@ -553,19 +686,35 @@ impl<'a> Exec<'a> {
             let src_size = match ins.args.get(3) {
                 Some(o @ Operand::Reg(r)) if self.kernel.reg_bits[*r as usize] == 1 => {
                     // ignore-src predicate: true → nothing is read
-                    if self.get(w, l, o) & 1 == 1 { 0 } else { cp_size }
+                    if self.get(w, l, o) & 1 == 1 {
+                        0
+                    } else {
+                        cp_size
+                    }
                 }
                 Some(o) => self.get(w, l, o) as usize,
                 None => cp_size,
             };
             if src_size > cp_size {
-                self.finding("memcheck", ins.line, w, l as u32, Some(src),
-                    format!("cp.async source size {src_size} larger than the copy size {cp_size}"));
+                self.finding(
+                    "memcheck",
+                    ins.line,
+                    w,
+                    l as u32,
+                    Some(src),
+                    format!("cp.async source size {src_size} larger than the copy size {cp_size}"),
+                );
                 return Err(Stop::Fault(CuError::LaunchFailed));
             }
             if dsp != Space::Shared || !matches!(ssp, Space::Global) {
-                return Err(self.fault(ins, w, l, src, CuError::IllegalAddress,
-                    "cp.async needs a shared destination and a global source".into()));
+                return Err(self.fault(
+                    ins,
+                    w,
+                    l,
+                    src,
+                    CuError::IllegalAddress,
+                    "cp.async needs a shared destination and a global source".into(),
+                ));
             }
             self.check_align(ins, w, l, Space::Shared, dst, cp_size as u32)?;
             self.check_align(ins, w, l, Space::Global, src, cp_size as u32)?;
@@ -579,23 +728,34 @@ impl<'a> Exec<'a> {
             if src_size > 0 {
                 let Some((i, off)) = self.mem.slot(src, src_size as u64) else {
                     let where_ = self.mem.describe(src);
-                    return Err(self.fault(ins, w, l, src, CuError::IllegalAddress,
-                        format!("invalid cp.async global read of {src_size} bytes ({where_})")));
+                    return Err(self.fault(
+                        ins,
+                        w,
+                        l,
+                        src,
+                        CuError::IllegalAddress,
+                        format!("invalid cp.async global read of {src_size} bytes ({where_})"),
+                    ));
                 };
                 if self.checks {
                     self.global_hazard(ins.line, w, l, i, off, src_size, false, false);
                 }
                 let a = self.mem.alloc_at(i);
                 data[..src_size].copy_from_slice(&a.data[off..off + src_size]);
-                for k in 0..src_size {
-                    init[k] = a.init[off + k] != 0;
+                for (dst, &written) in init.iter_mut().zip(&a.init[off..off + src_size]) {
+                    *dst = written != 0;
                 }
             }
             self.profile.global(false, &[(src, src_size as u32)]);
             for p in &mut self.pending[dst as usize..dst as usize + cp_size] {
                 *p = p.saturating_add(1);
             }
-            w.uncommitted[l].push(AsyncCopy { dst: dst as u32, data, init, line: ins.line });
+            w.uncommitted[l].push(AsyncCopy {
+                dst: dst as u32,
+                data,
+                init,
+                line: ins.line,
+            });
         }
         Ok(())
     }
@@ -614,14 +774,20 @@ fn space_name(s: Space) -> &'static str {
 /// The value an atomic leaves in memory.
 fn atomic_result(op: Sub, ty: Ty, old: u64, b: u64, c: u64) -> u64 {
     let bits = ty.bits();
-    let mask = if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 };
+    let mask = if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    };
     let sx = |v: u64| -> i64 { ((v << (64 - bits)) as i64) >> (64 - bits) };
     let r = match (op, ty) {
         (Sub::AtomAdd, Ty::F32) => {
             crate::float::add_f32(old as u32, b as u32, crate::ir::Rnd::Rn, true, false) as u64
         }
         (Sub::AtomAdd, Ty::F64) => (f64::from_bits(old) + f64::from_bits(b)).to_bits(),
-        (Sub::AtomAdd, Ty::F16) => crate::float::add_f16(old as u16, b as u16, crate::ir::Rnd::Rn, false, false) as u64,
+        (Sub::AtomAdd, Ty::F16) => {
+            crate::float::add_f16(old as u16, b as u16, crate::ir::Rnd::Rn, false, false) as u64
+        }
         (Sub::AtomAdd, Ty::F16x2) => crate::float::f16x2(old as u32, b as u32, |x, y| {
             crate::float::add_f16(x, y, crate::ir::Rnd::Rn, false, false)
         }) as u64,

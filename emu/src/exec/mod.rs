@@ -11,15 +11,14 @@ mod memops;
 mod profile;
 mod warpops;
 
-
 use crate::error::{CuError, CuResult};
 use crate::ir::{Kernel, Op, Operand, Special};
 use crate::loader::LoadedModule;
 use crate::memory::DeviceMemory;
 use crate::{device, Options};
 
-pub use checks::{Finding, last_findings};
 use checks::Race;
+pub use checks::{last_findings, Finding};
 use profile::Profile;
 
 /// Generic addresses of the shared and local windows (cvta); device memory lies far above.
@@ -129,7 +128,6 @@ pub(crate) struct Exec<'a> {
     pub block_start_epoch: u32,
 }
 
-
 static LAUNCH_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A small deterministic generator for the warp order (SplitMix64).
@@ -206,10 +204,9 @@ pub fn launch(
         block_start_epoch: 0,
     };
     // The order depends on the seed and the kernel only, so a seed reproduces a run.
-    let name_hash = kernel
-        .name
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let name_hash = kernel.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
     let mut rng = Rng(opts.seed ^ name_hash);
     let nwarps = nthreads.div_ceil(32) as usize;
     let nregs = kernel.reg_bits.len().max(1);
@@ -226,7 +223,8 @@ pub fn launch(
         w.local.resize(local * 32, 0);
         w.local_init.resize(local * 32, false);
     }
-    let mut blocks: Vec<[u32; 3]> = Vec::with_capacity((p.grid[0] * p.grid[1] * p.grid[2]) as usize);
+    let mut blocks: Vec<[u32; 3]> =
+        Vec::with_capacity((p.grid[0] * p.grid[1] * p.grid[2]) as usize);
     for z in 0..p.grid[2] {
         for y in 0..p.grid[1] {
             for x in 0..p.grid[0] {
@@ -282,7 +280,10 @@ fn check_limits(kernel: &Kernel, p: &LaunchParams) -> CuResult<()> {
     };
     let threads = p.block[0] as u64 * p.block[1] as u64 * p.block[2] as u64;
     if threads == 0 || p.grid.contains(&0) {
-        return refuse(format!("empty launch: grid {:?} block {:?}", p.grid, p.block));
+        return refuse(format!(
+            "empty launch: grid {:?} block {:?}",
+            p.grid, p.block
+        ));
     }
     for i in 0..3 {
         if p.block[i] > device::MAX_BLOCK_DIM[i] || p.grid[i] > device::MAX_GRID_DIM[i] {
@@ -305,14 +306,20 @@ fn check_limits(kernel: &Kernel, p: &LaunchParams) -> CuResult<()> {
     }
     if let Some(r) = kernel.reqntid {
         if r != p.block {
-            return refuse(format!("block {:?}, the kernel requires {:?} (.reqntid)", p.block, r));
+            return refuse(format!(
+                "block {:?}, the kernel requires {:?} (.reqntid)",
+                p.block, r
+            ));
         }
     }
     let total = kernel.dynamic_shared_offset() as u64 + p.dynamic_shared as u64;
     if total > device::SHARED_PER_BLOCK_OPTIN as u64 {
         return refuse(format!(
             "{} bytes of shared memory ({} static + {} dynamic), over the device's maximum of {}",
-            total, kernel.static_shared, p.dynamic_shared, device::SHARED_PER_BLOCK_OPTIN
+            total,
+            kernel.static_shared,
+            p.dynamic_shared,
+            device::SHARED_PER_BLOCK_OPTIN
         ));
     }
     if total > device::SHARED_PER_BLOCK as u64 && p.dynamic_shared > p.max_dynamic_shared {
@@ -377,7 +384,14 @@ impl Warp {
     fn reset(&mut self, nthreads: u32) {
         for l in 0..32 {
             let tid = self.index * 32 + l as u32;
-            self.set_lane(l, if tid < nthreads { Lane::Ready } else { Lane::Exited });
+            self.set_lane(
+                l,
+                if tid < nthreads {
+                    Lane::Ready
+                } else {
+                    Lane::Exited
+                },
+            );
             self.pc[l] = 0;
             self.uncommitted[l].clear();
             self.groups[l].clear();
@@ -503,8 +517,17 @@ impl<'a> Exec<'a> {
             }
             next = match ins.op {
                 // Control flow and waits: find the next group by scanning.
-                Op::Bra | Op::Ret | Op::Exit | Op::BarSync | Op::BarRed | Op::BarArrive
-                | Op::Shfl | Op::Vote | Op::Mma | Op::Ldmatrix | Op::BarWarpSync => None,
+                Op::Bra
+                | Op::Ret
+                | Op::Exit
+                | Op::BarSync
+                | Op::BarRed
+                | Op::BarArrive
+                | Op::Shfl
+                | Op::Vote
+                | Op::Mma
+                | Op::Ldmatrix
+                | Op::BarWarpSync => None,
                 _ => Some((pc + 1, group)),
             };
         }
@@ -533,15 +556,29 @@ impl<'a> Exec<'a> {
                 return Ok(());
             }
             Op::Trap => {
-                self.finding("trap", ins.line, w, mask.trailing_zeros(), None, "trap instruction".into());
+                self.finding(
+                    "trap",
+                    ins.line,
+                    w,
+                    mask.trailing_zeros(),
+                    None,
+                    "trap instruction".into(),
+                );
                 return Err(Stop::Fault(CuError::LaunchFailed));
             }
             Op::BarSync | Op::BarRed | Op::BarArrive => return self.bar_arrive(w, pc, mask),
             Op::Shfl | Op::Vote | Op::Mma | Op::Ldmatrix | Op::BarWarpSync => {
                 return self.collective(w, pc, mask)
             }
-            Op::Ld | Op::St | Op::Atom | Op::Red | Op::CpAsync | Op::CpAsyncCommit
-            | Op::CpAsyncWait | Op::CpAsyncWaitAll | Op::Prefetch => {
+            Op::Ld
+            | Op::St
+            | Op::Atom
+            | Op::Red
+            | Op::CpAsync
+            | Op::CpAsyncCommit
+            | Op::CpAsyncWait
+            | Op::CpAsyncWaitAll
+            | Op::Prefetch => {
                 self.memop(w, ins, mask)?;
             }
             Op::Activemask => {
@@ -619,9 +656,7 @@ impl<'a> Exec<'a> {
             Special::LaneMaskLe => ((1u64 << (l + 1)) - 1) as u32,
             Special::LaneMaskGt => !(((1u64 << (l + 1)) - 1) as u32),
             Special::LaneMaskGe => !((1u32 << l) - 1),
-            Special::Clock | Special::Clock64 | Special::GlobalTimer => {
-                return self.steps
-            }
+            Special::Clock | Special::Clock64 | Special::GlobalTimer => return self.steps,
             Special::DynamicSmemSize => self.dynamic_shared,
             Special::TotalSmemSize => self.shared_size as u32,
         }) as u64
@@ -632,7 +667,15 @@ impl<'a> Exec<'a> {
         self.thread_xyz(w.index * 32 + l)
     }
 
-    fn finding(&mut self, check: &'static str, line: u32, w: &Warp, lane: u32, address: Option<u64>, message: String) {
+    fn finding(
+        &mut self,
+        check: &'static str,
+        line: u32,
+        w: &Warp,
+        lane: u32,
+        address: Option<u64>,
+        message: String,
+    ) {
         let thread = self.thread_of(w, lane.min(31));
         self.failed = true;
         checks::record(

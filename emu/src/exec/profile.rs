@@ -84,7 +84,8 @@ impl Profile {
         let Some(path) = &opts.profile else { return };
         let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
         let requests = self.global_load_requests + self.global_store_requests;
-        let line = format!(
+        let line =
+            format!(
             "{{\"kernel\":\"{}\",\"grid\":[{},{},{}],\"block\":[{},{},{}],\"dynamic_shared\":{},\
              \"thread_instructions\":{},\"warp_instructions\":{},\"global_load_requests\":{},\
              \"global_store_requests\":{},\"global_bytes\":{},\"global_sectors\":{},\
@@ -104,11 +105,18 @@ impl Profile {
             ratio(self.shared_wavefronts, self.shared_requests),
             self.mma,
         );
-        match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
             Ok(mut f) => {
                 let _ = f.write_all(line.as_bytes());
             }
-            Err(e) => crate::report(&format!("profile: cannot append to {}: {e}", path.display())),
+            Err(e) => crate::report(&format!(
+                "profile: cannot append to {}: {e}",
+                path.display()
+            )),
         }
     }
 }

@@ -21,21 +21,38 @@ impl<'a> Exec<'a> {
         let (id_op, count_op, pred_op) = match ins.op {
             Op::BarRed => {
                 let n = ins.args.len();
-                (&ins.args[1], if n == 4 { Some(&ins.args[2]) } else { None }, Some(&ins.args[n - 1]))
+                (
+                    &ins.args[1],
+                    if n == 4 { Some(&ins.args[2]) } else { None },
+                    Some(&ins.args[n - 1]),
+                )
             }
             _ => (&ins.args[0], ins.args.get(1), None),
         };
         let first = mask.trailing_zeros() as usize;
         let id = self.get(w, first, id_op) as u32;
         if id > 15 {
-            self.finding("synccheck", ins.line, w, first as u32, None, format!("barrier id {id} (0..15)"));
+            self.finding(
+                "synccheck",
+                ins.line,
+                w,
+                first as u32,
+                None,
+                format!("barrier id {id} (0..15)"),
+            );
             return Err(Stop::Fault(CuError::LaunchFailed));
         }
         let count = count_op.map(|o| self.get(w, first, o) as u32);
         if let Some(c) = count {
             if c % 32 != 0 || c == 0 {
-                self.finding("synccheck", ins.line, w, first as u32, None,
-                    format!("barrier thread count {c} is not a positive multiple of 32"));
+                self.finding(
+                    "synccheck",
+                    ins.line,
+                    w,
+                    first as u32,
+                    None,
+                    format!("barrier thread count {c} is not a positive multiple of 32"),
+                );
                 return Err(Stop::Fault(CuError::LaunchFailed));
             }
             self.bars[id as usize].expected = Some(c);
@@ -113,10 +130,17 @@ impl<'a> Exec<'a> {
             };
             if let (true, Some((line, l))) = (self.checks, aligned_line) {
                 if waiting != 0 && existing & !waiting != 0 {
-                    self.finding("synccheck", line, w, l as u32, None, format!(
+                    self.finding(
+                        "synccheck",
+                        line,
+                        w,
+                        l as u32,
+                        None,
+                        format!(
                         "barrier {id} (bar.sync, which is .aligned) reached by {} lanes of warp {} \
                          while its other {} lanes exited without reaching it",
-                        waiting.count_ones(), w.index, (existing & !waiting).count_ones()));
+                        waiting.count_ones(), w.index, (existing & !waiting).count_ones()),
+                    );
                 }
             }
             let mut pc0 = None;
@@ -129,7 +153,10 @@ impl<'a> Exec<'a> {
                     match pc0 {
                         None => pc0 = Some(pc),
                         Some(p) if p != pc => {
-                            let (a, b) = (self.kernel.code[p as usize].line, self.kernel.code[pc as usize].line);
+                            let (a, b) = (
+                                self.kernel.code[p as usize].line,
+                                self.kernel.code[pc as usize].line,
+                            );
                             self.finding("synccheck", b, w, l as u32, None, format!(
                                 "divergent threads of one warp at barrier {id}: lines {a} and {b} (bar.sync is .aligned)"));
                             pc0 = Some(pc);
@@ -179,7 +206,10 @@ impl<'a> Exec<'a> {
                 }
             }
         }
-        let desc: Vec<String> = waits.iter().map(|(n, k)| format!("{n} wait at {k}")).collect();
+        let desc: Vec<String> = waits
+            .iter()
+            .map(|(n, k)| format!("{n} wait at {k}"))
+            .collect();
         let (wi, l) = first.unwrap_or((0, 0));
         let line = self.kernel.code[warps[wi].pc[l] as usize].line;
         let w = &warps[wi];
@@ -210,11 +240,21 @@ impl<'a> Exec<'a> {
                 arrived |= 1 << l;
             }
         }
-        if self.checks && matches!(ins.op, Op::Shfl | Op::Vote | Op::BarWarpSync) && mask & !member != 0 {
+        if self.checks
+            && matches!(ins.op, Op::Shfl | Op::Vote | Op::BarWarpSync)
+            && mask & !member != 0
+        {
             let l = (mask & !member).trailing_zeros();
-            self.finding("synccheck", ins.line, w, l, None, format!(
+            self.finding(
+                "synccheck",
+                ins.line,
+                w,
+                l,
+                None,
+                format!(
                 "{} with member mask {member:#010x}, which does not include the executing lane {l}",
-                format!("{:?}", ins.op).to_lowercase()));
+                format!("{:?}", ins.op).to_lowercase()),
+            );
             return Err(Stop::Fault(CuError::LaunchFailed));
         }
         if member & live & !arrived != 0 {
@@ -282,7 +322,11 @@ impl<'a> Exec<'a> {
                     (j, j <= max_lane as i32)
                 }
             };
-            let j = if ok && (0..32).contains(&j) { j as usize } else { l };
+            let j = if ok && (0..32).contains(&j) {
+                j as usize
+            } else {
+                l
+            };
             self.set(w, l, &d, src[j]);
             if let Some(p) = &p {
                 self.set(w, l, p, ok as u64);
@@ -378,7 +422,8 @@ impl<'a> Exec<'a> {
                     (d[(g + 8 * (r >> 1)) * nn + 2 * t + (r & 1)] as f32).to_bits() as u64
                 } else {
                     let lo = crate::float::f32_to_f16_rn(d[(g + 8 * r) * nn + 2 * t] as f32) as u64;
-                    let hi = crate::float::f32_to_f16_rn(d[(g + 8 * r) * nn + 2 * t + 1] as f32) as u64;
+                    let hi =
+                        crate::float::f32_to_f16_rn(d[(g + 8 * r) * nn + 2 * t + 1] as f32) as u64;
                     lo | (hi << 16)
                 };
                 self.set(w, l, o, v);
@@ -393,13 +438,27 @@ impl<'a> Exec<'a> {
         let mut acc = [(0u64, 0u32); 32];
         for (r, row) in rows.iter_mut().enumerate().take(8 * num) {
             if part & (1 << r) == 0 {
-                self.finding("synccheck", ins.line, w, r as u32, None, format!(
-                    "ldmatrix.x{num}: lane {r}, which supplies a row address, did not execute it"));
+                self.finding(
+                    "synccheck",
+                    ins.line,
+                    w,
+                    r as u32,
+                    None,
+                    format!(
+                    "ldmatrix.x{num}: lane {r}, which supplies a row address, did not execute it"),
+                );
                 return Err(Stop::Fault(CuError::LaunchFailed));
             }
             let (sp, addr) = self.address(w, r, Space::Shared, &ins.args[1]);
             if sp != Space::Shared {
-                self.finding("memcheck", ins.line, w, r as u32, Some(addr), "ldmatrix row address is not in shared memory".into());
+                self.finding(
+                    "memcheck",
+                    ins.line,
+                    w,
+                    r as u32,
+                    Some(addr),
+                    "ldmatrix row address is not in shared memory".into(),
+                );
                 return Err(Stop::Fault(CuError::IllegalAddress));
             }
             self.read(ins, w, r, Space::Shared, addr, row)?;
@@ -407,7 +466,9 @@ impl<'a> Exec<'a> {
         }
         self.profile.shared(&acc[..8 * num]);
         let dst = parts(&ins.args[0]);
-        let el = |row: &[u8; 16], col: usize| -> u64 { u16::from_le_bytes([row[2 * col], row[2 * col + 1]]) as u64 };
+        let el = |row: &[u8; 16], col: usize| -> u64 {
+            u16::from_le_bytes([row[2 * col], row[2 * col + 1]]) as u64
+        };
         for_lanes(part, |l| {
             for (i, d) in dst.iter().enumerate().take(num) {
                 let m = &rows[8 * i..8 * i + 8];

@@ -107,7 +107,10 @@ impl<'a> Cursor<'a> {
             out.push(if c == b'\n' || c == b'\t' { b' ' } else { c });
             self.pos += 1;
         }
-        err(line, format!("unterminated statement (expected '{}')", end as char))
+        err(
+            line,
+            format!("unterminated statement (expected '{}')", end as char),
+        )
     }
 
     /// Whether the statement ahead (up to its first `;`, `(` or `{`) contains `word`.
@@ -298,7 +301,10 @@ fn parse_var(s: &str, line: u32) -> PResult<ModVar> {
             .filter(|v| !v.is_empty())
             .collect();
         if vals.len() as u64 > count {
-            return err(line, format!("{base}: {} initializers for {count} elements", vals.len()));
+            return err(
+                line,
+                format!("{base}: {} initializers for {count} elements", vals.len()),
+            );
         }
         for (i, v) in vals.iter().enumerate() {
             let bits = instr::literal(v, ty).ok_or_else(|| bad(line, "initializer", v))?;
@@ -383,7 +389,12 @@ impl<'v> Names<'v> {
             if let Some(&i) = self.plain[scope].get(name) {
                 return Some(i);
             }
-            let digits = name.len() - name.bytes().rev().take_while(|b| b.is_ascii_digit()).count();
+            let digits = name.len()
+                - name
+                    .bytes()
+                    .rev()
+                    .take_while(|b| b.is_ascii_digit())
+                    .count();
             if digits < name.len() {
                 if let Some(&(first, n)) = self.families[scope].get(&name[..digits]) {
                     let k: u32 = name[digits..].parse().ok()?;
@@ -449,7 +460,9 @@ fn parse_kernel(c: &mut Cursor, name: String, line: u32, vars: &[ModVar]) -> PRe
                 ".param" | ".ptr" | ".global" | ".shared" | ".const" | ".local" => {}
                 ".align" => {
                     let n = toks.next().unwrap_or("");
-                    align = n.parse().map_err(|_| bad(pline, "parameter alignment", n))?;
+                    align = n
+                        .parse()
+                        .map_err(|_| bad(pline, "parameter alignment", n))?;
                 }
                 _ if t.starts_with('.') => {
                     ty = Some(Ty::parse(&t[1..]).ok_or_else(|| bad(pline, "parameter type", t))?)
@@ -461,7 +474,11 @@ fn parse_kernel(c: &mut Cursor, name: String, line: u32, vars: &[ModVar]) -> PRe
         let (base, count) = match pname.split_once('[') {
             Some((b, n)) => {
                 let n = n.trim_end_matches(']');
-                (b, n.parse::<u32>().map_err(|_| bad(pline, "parameter array size", n))?)
+                (
+                    b,
+                    n.parse::<u32>()
+                        .map_err(|_| bad(pline, "parameter array size", n))?,
+                )
             }
             None => (pname, 1),
         };
@@ -493,7 +510,11 @@ fn parse_kernel(c: &mut Cursor, name: String, line: u32, vars: &[ModVar]) -> PRe
                 c.line = l + 1;
                 let dims = || -> PResult<[u32; 3]> {
                     let mut d = [1u32; 3];
-                    let v: Vec<&str> = s.trim_start_matches(w.as_str()).split(',').map(str::trim).collect();
+                    let v: Vec<&str> = s
+                        .trim_start_matches(w.as_str())
+                        .split(',')
+                        .map(str::trim)
+                        .collect();
                     for (i, x) in v.iter().enumerate().take(3) {
                         d[i] = x.trim_end_matches(';').parse().map_err(|_| bad(l, &w, x))?;
                     }
@@ -719,6 +740,9 @@ fn declare(stmt: &str, line: u32, names: &mut Names) -> PResult<()> {
             Ok(())
         }
         ".pragma" => Ok(()),
-        _ => err(line, format!("unsupported directive '{dir}' in a kernel body")),
+        _ => err(
+            line,
+            format!("unsupported directive '{dir}' in a kernel body"),
+        ),
     }
 }

@@ -76,8 +76,13 @@ fn ptx_dir() -> PathBuf {
         if let Ok(rd) = std::fs::read_dir(&root) {
             for ent in rd.flatten() {
                 let name = ent.file_name();
-                let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-                if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() && Path::new("/proc/self").exists() {
+                let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                    continue;
+                };
+                if pid != std::process::id()
+                    && !Path::new(&format!("/proc/{pid}")).exists()
+                    && Path::new("/proc/self").exists()
+                {
                     let _ = std::fs::remove_dir_all(ent.path());
                 }
             }
