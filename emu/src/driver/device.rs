@@ -1,6 +1,7 @@
 //! Initialisation, the device, contexts, error strings.
 
 use std::collections::HashMap;
+use std::ffi::c_void;
 use std::ffi::{c_char, c_int, c_uint, CString};
 use std::sync::OnceLock;
 
@@ -226,6 +227,15 @@ exports! {
 
     fn cuDriverGetVersion(version: *mut c_int) {
         out(version, dev::DRIVER_VERSION)
+    }
+
+    /// The driver's private export tables: NVRTC asks for them when it finds a libcuda (and
+    /// crashed on a missing symbol). The emulator has none; NVRTC then compiles without them.
+    fn cuGetExportTable(table: *mut *const c_void, _id: *const c_void) {
+        if !table.is_null() {
+            table.write(std::ptr::null());
+        }
+        err(CuError::NotFound)
     }
 
     fn cuGetErrorName(error: CUresult, p_str: *mut *const c_char) {
