@@ -169,6 +169,13 @@ step_bench() {
     LD_LIBRARY_PATH="$(with_lib cublas)" timeout "$STEP_TIMEOUT" "$exe" bench --device cuda --json \
         ${LAV2_BENCH_ARGS:-} >"$RESULTS/bench.json" 2>"$log"
     local rc=$?
+    # Numbers from the PTX emulator (a libcuda of emu/ found by accident) are not a GPU's: never report them.
+    if ((rc == 0)) && python3 -c "import json,sys; sys.exit(0 if json.load(open(sys.argv[1])).get('emulated') else 1)" \
+        "$RESULTS/bench.json" 2>/dev/null; then
+        mv "$RESULTS/bench.json" "$RESULTS/bench.emulated.json"
+        record bench fail "$(($(date +%s) - t0))" "the device is the PTX emulator, not a GPU: no timing to report"
+        return
+    fi
     if ((rc == 0)) && python3 -c "import json,sys; json.load(open(sys.argv[1]))" "$RESULTS/bench.json" 2>/dev/null; then
         record bench pass "$(($(date +%s) - t0))" "$(tail -n 1 "$log")"
     else

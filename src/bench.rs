@@ -1,6 +1,9 @@
 //! `lav2 bench`: synthetic LLaMA-Adapter V2 models measured against this device's roofline.
 //! Every row carries the bytes a step must move and the fraction of the copy bandwidth —
 //! measured in the same run — that the step achieved.
+//!
+//! On the PTX emulator (`scripts/with-cuda-emu.sh`) the same steps run, but what they take is a
+//! CPU interpreter's time: the report says so once (`emulated`) and on every timing row.
 
 use std::time::Instant;
 
@@ -41,6 +44,9 @@ pub enum AdapterChoice {
     Without,
 }
 
+/// What every row measured on an emulated device carries in place of a timing's meaning.
+pub const EMULATED_LABEL: &str = "emulated: not a timing";
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
     pub format: String,
@@ -60,11 +66,21 @@ pub struct Row {
     pub bytes_per_token: f64,
     /// Roofline time (bytes / copy bandwidth) over measured time.
     pub roofline_fraction: f64,
+    /// Measured on an emulator: the numbers are not a timing of any device.
+    pub emulated: bool,
+    /// [`EMULATED_LABEL`] on an emulator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'static str>,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub device: String,
+    /// The device is an emulator: every time below is the emulator's, not a timing.
+    pub emulated: bool,
+    /// [`EMULATED_LABEL`] on an emulator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'static str>,
     pub preset: String,
     pub shape: String,
     /// The kernel variants measured ("default": the model's kernels).
@@ -87,6 +103,9 @@ pub struct AdapterOverhead {
     pub context: usize,
     /// `ms with / ms without − 1`.
     pub fraction: f64,
+    pub emulated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'static str>,
 }
 
 /// Pairs every step measured with the adapter with the same step measured without it.
@@ -107,6 +126,8 @@ fn adapter_overhead(rows: &[Row]) -> Vec<AdapterOverhead> {
                     step: w.step.clone(),
                     context: w.context,
                     fraction: w.ms / o.ms - 1.0,
+                    emulated: w.emulated,
+                    note: w.note,
                 })
         })
         .collect()
@@ -127,6 +148,9 @@ pub struct RunSummary {
     pub vision_ms: Option<f64>,
     /// Image path plus prefill of the first prefill length.
     pub time_to_first_token_ms: f64,
+    pub emulated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'static str>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -196,6 +220,8 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
     let mut probe = backend::open(opts.device)?;
     probe.set_kernel_variants(&opts.kernels)?;
     let on_gpu = probe.act_bytes() == 2;
+    let emulated = probe.is_emulated();
+    let note = emulated.then_some(EMULATED_LABEL);
     let preset_name =
         opts.preset
             .clone()
@@ -211,7 +237,21 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
         .with_shape(&opts.shape)?;
     let device = probe.describe();
     progress(&format!("device {device}"));
-    let bw = probe.copy_bandwidth(if on_gpu { 1 << 30 } else { 1 << 28 })?;
+    if emulated {
+        progress(&format!(
+            "the device is an emulator: every row is labelled '{EMULATED_LABEL}'"
+        ));
+    }
+    // On an emulator the bandwidth is no measurement: a small copy keeps the run short (a GiB
+    // through an interpreter's memory checks takes minutes and gigabytes of host memory).
+    let copy_bytes = if emulated {
+        1 << 24
+    } else if on_gpu {
+        1 << 30
+    } else {
+        1 << 28
+    };
+    let bw = probe.copy_bandwidth(copy_bytes)?;
     let c = &preset.config;
     let mm = probe.matmul_rate(512, c.dim, c.dim)?;
     let vendor = match vendor_rate(probe.as_mut(), 512, c.dim, c.dim) {
@@ -222,13 +262,14 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
         }
     };
     progress(&format!(
-        "copy bandwidth {:.1} GB/s, matmul {:.2} TFLOP/s{}",
+        "copy bandwidth {:.1} GB/s, matmul {:.2} TFLOP/s{}{}",
         bw / 1e9,
         mm / 1e12,
         vendor.as_ref().map_or(String::new(), |v| format!(
             " ({} {:.2} TFLOP/s)",
             v.library, v.tflop_s
-        ))
+        )),
+        note.map_or(String::new(), |n| format!(" ({n})"))
     ));
     drop(probe);
 
@@ -308,6 +349,8 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
                     tokens_per_s: n / (ms / 1e3),
                     bytes_per_token: bytes / n,
                     roofline_fraction: bytes / bw / (ms / 1e3),
+                    emulated,
+                    note,
                 });
                 if len == opts.prefill_lens[0] {
                     first_prefill_ms = ms;
@@ -339,6 +382,8 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
                     tokens_per_s: batch as f64 * 1e3 / ms,
                     bytes_per_token: bytes / batch as f64,
                     roofline_fraction: bytes / bw / (ms / 1e3),
+                    emulated,
+                    note,
                 });
             }
             runs.push(RunSummary {
@@ -346,11 +391,15 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
                 setup_s,
                 vision_ms: vision,
                 time_to_first_token_ms: vision.unwrap_or(0.0) + first_prefill_ms,
+                emulated,
+                note,
             });
         }
     }
     Ok(Report {
         device,
+        emulated,
+        note,
         preset: preset.name.clone(),
         shape: format!(
             "dim {}, {} layers, {} heads ({} kv), ffn {}, vocab {}",
@@ -380,22 +429,34 @@ impl Report {
                 100.0 * self.matmul_tflop_s / v.tflop_s
             )
         });
+        // On an emulator every timing row says so, in an extra column (and the header once).
+        let note = |n: Option<&str>| n.map_or(String::new(), |n| format!(" {n} |"));
+        let (head, rule) = if self.emulated {
+            (" note |", "---|")
+        } else {
+            ("", "")
+        };
         let mut s = format!(
-            "# lav2 bench — {} preset on {}\n\nShape: {}. Kernels: {}. Copy bandwidth {:.1} GB/s (read + write), \
+            "# lav2 bench — {} preset on {}\n\n",
+            self.preset, self.device
+        );
+        if self.emulated {
+            s += &format!(
+                "**{EMULATED_LABEL}**: this device is an emulator; every number below is its \
+                 interpreter's time and says nothing about any GPU.\n\n"
+            );
+        }
+        s += &format!(
+            "Shape: {}. Kernels: {}. Copy bandwidth {:.1} GB/s (read + write), \
              f16/f32 matmul [512 × dim · (dim × dim)ᵀ] {:.2} TFLOP/s{vendor}, all measured in this \
              run.\n\n",
-            self.preset,
-            self.device,
-            self.shape,
-            self.kernels,
-            self.copy_bandwidth_gb_s,
-            self.matmul_tflop_s
+            self.shape, self.kernels, self.copy_bandwidth_gb_s, self.matmul_tflop_s
         );
-        s += "| weights | adapter | step | batch | tokens | context | ms | tokens/s | MB/token | % of roofline |\n";
-        s += "|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n";
+        s += &format!("| weights | adapter | step | batch | tokens | context | ms | tokens/s | MB/token | % of roofline |{head}\n");
+        s += &format!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|{rule}\n");
         for r in &self.rows {
             s += &format!(
-                "| {} | {} | {} | {} | {} | {} | {:.3} | {:.1} | {:.2} | {:.1} |\n",
+                "| {} | {} | {} | {} | {} | {} | {:.3} | {:.1} | {:.2} | {:.1} |{}\n",
                 r.format,
                 if r.adapter { "yes" } else { "no" },
                 r.step,
@@ -405,27 +466,34 @@ impl Report {
                 r.ms,
                 r.tokens_per_s,
                 r.bytes_per_token / 1e6,
-                100.0 * r.roofline_fraction
+                100.0 * r.roofline_fraction,
+                note(r.note)
             );
         }
         if !self.adapter_overhead.is_empty() {
-            s += "\n| weights | step | context | adapter adds |\n|---|---|---:|---:|\n";
+            s += &format!(
+                "\n| weights | step | context | adapter adds |{head}\n|---|---|---:|---:|{rule}\n"
+            );
             for o in &self.adapter_overhead {
                 s += &format!(
-                    "| {} | {} | {} | {:+.1} % |\n",
+                    "| {} | {} | {} | {:+.1} % |{}\n",
                     o.format,
                     o.step,
                     o.context,
-                    100.0 * o.fraction
+                    100.0 * o.fraction,
+                    note(o.note)
                 );
             }
         }
-        s += "\n| run | setup (s) | image → visual prompts (ms) | time to first token (ms) |\n|---|---:|---:|---:|\n";
+        s += &format!("\n| run | setup (s) | image → visual prompts (ms) | time to first token (ms) |{head}\n|---|---:|---:|---:|{rule}\n");
         for r in &self.runs {
             let vision = r.vision_ms.map_or("–".to_string(), |v| format!("{v:.2}"));
             s += &format!(
-                "| {} | {:.1} | {vision} | {:.2} |\n",
-                r.label, r.setup_s, r.time_to_first_token_ms
+                "| {} | {:.1} | {vision} | {:.2} |{}\n",
+                r.label,
+                r.setup_s,
+                r.time_to_first_token_ms,
+                note(r.note)
             );
         }
         s += "\nRoofline: the bytes a step must move (every weight once in its stored format, the KV \
@@ -433,5 +501,73 @@ impl Report {
               bandwidth; the fraction is that ideal time over the measured time. `ms` is one step of \
               the whole batch; tokens/s counts the tokens of every sequence.\n";
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(emulated: bool) -> Report {
+        let note = emulated.then_some(EMULATED_LABEL);
+        let row = |adapter: bool, ms: f64| Row {
+            format: "int4".into(),
+            adapter,
+            step: "decode".into(),
+            batch: 1,
+            tokens: 1,
+            context: 16,
+            ms,
+            tokens_per_s: 1e3 / ms,
+            bytes_per_token: 1e6,
+            roofline_fraction: 0.5,
+            emulated,
+            note,
+        };
+        let rows = vec![row(false, 2.0), row(true, 2.5)];
+        Report {
+            device: "some device".into(),
+            emulated,
+            note,
+            preset: "tiny".into(),
+            shape: "dim 256".into(),
+            kernels: "default".into(),
+            copy_bandwidth_gb_s: 1.0,
+            matmul_tflop_s: 1.0,
+            vendor_matmul: None,
+            adapter_overhead: adapter_overhead(&rows),
+            rows,
+            runs: vec![RunSummary {
+                label: "int4 + adapter".into(),
+                setup_s: 1.0,
+                vision_ms: Some(3.0),
+                time_to_first_token_ms: 4.0,
+                emulated,
+                note,
+            }],
+        }
+    }
+
+    /// On an emulator every timing row of the table carries the label, and the JSON says so.
+    #[test]
+    fn emulated_rows_are_labelled_as_not_a_timing() {
+        let md = report(true).markdown();
+        let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| int4")).collect();
+        assert_eq!(rows.len(), 4, "{md}");
+        assert!(
+            rows.iter()
+                .all(|l| l.ends_with("| emulated: not a timing |")),
+            "{md}"
+        );
+        let v = serde_json::to_value(report(true)).unwrap();
+        assert_eq!(v["emulated"], true);
+        assert_eq!(v["rows"][0]["note"], EMULATED_LABEL);
+        assert_eq!(v["adapter_overhead"][0]["emulated"], true);
+
+        let md = report(false).markdown();
+        assert!(!md.contains("emulated"), "{md}");
+        let v = serde_json::to_value(report(false)).unwrap();
+        assert_eq!(v["emulated"], false);
+        assert!(v["rows"][0]["note"].is_null());
     }
 }

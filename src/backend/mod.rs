@@ -22,8 +22,18 @@ pub enum HostData<'a> {
 pub trait Backend {
     /// One line naming the device, for logs and benchmark reports.
     fn describe(&self) -> String;
+    /// Whether the device is an emulator (the PTX emulator behind a drop-in libcuda): results
+    /// are real, times are not.
+    fn is_emulated(&self) -> bool {
+        false
+    }
     /// Bytes per element of `Act` tensors (4 for f32, 2 for f16).
     fn act_bytes(&self) -> usize;
+    /// Bytes a session may still allocate here (free device memory on a GPU, available RAM on
+    /// the CPU); `None` where unknown. Sessions compare their planned bytes with it first.
+    fn memory_available(&self) -> Option<usize> {
+        None
+    }
     /// Uploads every weight once; graphs refer to them by index.
     fn load_weights(&mut self, weights: &[HostTensor]) -> Result<()>;
     /// Allocates the persistent state (KV cache, prompt K/V), zero-filled.
@@ -102,7 +112,8 @@ pub fn beyond_f16(values: impl IntoIterator<Item = f32>) -> Option<f32> {
 pub enum DeviceChoice {
     Cpu,
     Cuda,
-    /// CUDA when a usable GPU is present, else the CPU with a one-line notice.
+    /// CUDA when a usable GPU is present, else the CPU with a one-line notice. The PTX emulator
+    /// is not a GPU: it is taken only with `Cuda` (or `LAV2_REQUIRE_GPU=1`, as the GPU tests set).
     Auto,
 }
 
@@ -126,6 +137,13 @@ pub fn open(choice: DeviceChoice) -> Result<Box<dyn Backend>> {
         DeviceChoice::Cpu => Ok(Box::new(cpu::CpuBackend::new())),
         DeviceChoice::Cuda => Ok(Box::new(cuda::CudaBackend::new()?)),
         DeviceChoice::Auto => match cuda::CudaBackend::new() {
+            Ok(b) if b.is_emulated() && !require_gpu() => {
+                eprintln!(
+                    "lav2: found the CUDA emulator '{}', not a GPU; it is used only with --device cuda (or LAV2_REQUIRE_GPU=1); running on the CPU",
+                    cuda::EMULATOR_NAME
+                );
+                Ok(Box::new(cpu::CpuBackend::new()))
+            }
             Ok(b) => Ok(Box::new(b)),
             Err(e) => {
                 eprintln!("lav2: CUDA unavailable ({e}); running on the CPU");
@@ -133,6 +151,11 @@ pub fn open(choice: DeviceChoice) -> Result<Box<dyn Backend>> {
             }
         },
     }
+}
+
+/// `LAV2_REQUIRE_GPU=1`: the GPU tests' switch, under which `--device auto` takes the emulator too.
+fn require_gpu() -> bool {
+    std::env::var("LAV2_REQUIRE_GPU").is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
 pub(crate) fn check_program(count: usize, program: ProgramId) -> Result<()> {

@@ -38,6 +38,10 @@ use device::Device;
 use lower::{Arg, Check, DevElem, Launch, Lowerer, OpStep, Step, TensorLoc};
 
 const GIB: f64 = (1u64 << 30) as f64;
+/// The device name of the PTX emulator (`emu/`, run by `scripts/with-cuda-emu.sh`): a test tool
+/// that executes our kernels on the CPU. `--device auto` never picks it, and nothing it runs is a
+/// timing.
+pub const EMULATOR_NAME: &str = "cuda-emu (PTX emulator, not a GPU)";
 /// Kept free beyond what we allocate: module code, graph executables, driver staging.
 const RESERVE_BYTES: usize = 256 << 20;
 /// f32 → f16 conversion staging for uploads (elements).
@@ -184,6 +188,12 @@ impl CudaBackend {
             variants: lower::Variants::default(),
             dev,
         })
+    }
+
+    /// Whether the device is the PTX emulator ([`EMULATOR_NAME`]) rather than a GPU: kernels run
+    /// as on a GPU, but at a CPU interpreter's speed, so no time it takes is a timing.
+    pub fn is_emulated(&self) -> bool {
+        self.dev.name == EMULATOR_NAME
     }
 
     /// Whether decode (`per_token`) programs are captured and replayed as CUDA graphs (default: on unless
@@ -527,8 +537,13 @@ impl CudaBackend {
 impl Backend for CudaBackend {
     fn describe(&self) -> String {
         let d = &self.dev;
+        let emulated = if self.is_emulated() {
+            " — emulated: not a timing"
+        } else {
+            ""
+        };
         format!(
-            "cuda: {} (compute {}.{}, {} SMs, {:.1} GiB, driver CUDA {}.{}; kernels: {})",
+            "cuda: {}{emulated} (compute {}.{}, {} SMs, {:.1} GiB, driver CUDA {}.{}; kernels: {})",
             d.name,
             d.cc.0,
             d.cc.1,
@@ -542,6 +557,15 @@ impl Backend for CudaBackend {
 
     fn act_bytes(&self) -> usize {
         2
+    }
+
+    fn is_emulated(&self) -> bool {
+        CudaBackend::is_emulated(self)
+    }
+
+    fn memory_available(&self) -> Option<usize> {
+        let (free, _) = self.dev.ctx.mem_get_info().ok()?;
+        Some(free.saturating_sub(RESERVE_BYTES))
     }
 
     fn load_weights(&mut self, weights: &[HostTensor]) -> Result<()> {
