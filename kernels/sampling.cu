@@ -186,7 +186,8 @@ extern "C" __global__ void __launch_bounds__(SP_THREADS) argmax_f32(const float*
     logits += (long long)blockIdx.x * vocab;
     out_token += blockIdx.x;
     const ArgMax a = block_argmax(logits, vocab);
-    if (threadIdx.x == 0) *out_token = a.i;
+    // No finite largest logit (all NaN / -inf, or a +inf): -1, which the session reports.
+    if (threadIdx.x == 0) *out_token = (a.v == LAV2_POS_INF || a.v == LAV2_NEG_INF) ? -1 : a.i;
 }
 
 // grid (rows), block 1024 (exactly), ~33 KB static shared memory, no scratch buffers: one block per
@@ -207,7 +208,7 @@ extern "C" __global__ void __launch_bounds__(SP_THREADS)
 
     const ArgMax a = block_argmax(logits, vocab);
     if (!(temperature > 0.0f) || a.v == LAV2_POS_INF || a.v == LAV2_NEG_INF) {
-        if (threadIdx.x == 0) *out_token = a.i;
+        if (threadIdx.x == 0) *out_token = (a.v == LAV2_POS_INF || a.v == LAV2_NEG_INF) ? -1 : a.i;
         return;
     }
     const float zmax = a.v / temperature;

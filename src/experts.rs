@@ -9,17 +9,21 @@
 //! Call [`run_experts`] before loading the answering model: the caption expert loads a second
 //! copy of the base model and frees it when done, so only one model is held at a time.
 
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::Instant;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 
 use crate::backend::{self, DeviceChoice};
 use crate::generate::{self, SamplingOptions, Template};
-use crate::io::{image::load_image, tokenizer::Tokenizer};
+use crate::io::{
+    image::{check_image, load_image},
+    tokenizer::Tokenizer,
+};
 use crate::model::config::ChannelOrder;
 use crate::session::Session;
 use crate::{LoadOptions, Model};
@@ -34,6 +38,14 @@ const TESSERACT: &str = "tesseract";
 const TESSERACT_PACKAGE: &str = "tesseract-ocr";
 /// Where a command's image path goes.
 const IMAGE_TOKEN: &str = "{image}";
+/// Default of `--expert-timeout`, seconds.
+pub const DEFAULT_TIMEOUT_S: f64 = 120.0;
+/// Default of `--expert-max-output`: 1 MiB of stdout.
+pub const DEFAULT_MAX_OUTPUT: usize = 1 << 20;
+/// How much of an expert's stderr is kept (its end, for the last line of an error).
+const STDERR_TAIL: usize = 64 << 10;
+/// How long a killed expert is waited for before lav2 stops waiting on it.
+const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// The expert flags of `lav2 generate` (flattened into its arguments).
 #[derive(clap::Args, Clone, Debug, PartialEq)]
@@ -75,6 +87,40 @@ pub struct ExpertArgs {
     /// Repeat for several experts.
     #[arg(long = "expert-cmd", value_name = "CMD {image}")]
     pub expert_cmd: Vec<String>,
+    /// Seconds each expert may take (OCR, caption, each command); a program still running then
+    /// is killed, with everything it started, and the run fails naming it.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT_S,
+          value_parser = parse_timeout, allow_negative_numbers = true)]
+    pub expert_timeout: f64,
+    /// Most bytes an expert program may print on stdout; more is an error naming it.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_OUTPUT,
+          value_parser = parse_max_output)]
+    pub expert_max_output: usize,
+}
+
+/// `--expert-timeout`: a finite number of seconds > 0 (fractions allowed).
+fn parse_timeout(s: &str) -> std::result::Result<f64, String> {
+    let t = s
+        .trim()
+        .parse::<f64>()
+        .map_err(|_| format!("'{s}' is not a number of seconds (e.g. 120 or 2.5)"))?;
+    check_timeout(t)
+}
+
+fn check_timeout(t: f64) -> std::result::Result<f64, String> {
+    if t > 0.0 && Duration::try_from_secs_f64(t).is_ok() {
+        Ok(t)
+    } else {
+        Err(format!("must be a finite number of seconds > 0, got {t}"))
+    }
+}
+
+/// `--expert-max-output`: a byte count ≥ 1.
+fn parse_max_output(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("'{s}' is not a byte count ≥ 1 (e.g. 1048576)")),
+    }
 }
 
 /// The command line's defaults, so that arguments built in code (a derived `Default` would
@@ -89,6 +135,8 @@ impl Default for ExpertArgs {
             caption_temperature: 0.0,
             caption_prompt_ids: None,
             expert_cmd: Vec::new(),
+            expert_timeout: DEFAULT_TIMEOUT_S,
+            expert_max_output: DEFAULT_MAX_OUTPUT,
         }
     }
 }
@@ -111,6 +159,36 @@ impl ExpertArgs {
             f.push("--expert-cmd");
         }
         f.join(", ")
+    }
+
+    /// What every expert is held to, checked (arguments built in code skip clap's parser).
+    pub fn bounds(&self) -> Result<Bounds> {
+        let timeout =
+            check_timeout(self.expert_timeout).map_err(|e| anyhow!("--expert-timeout {e}"))?;
+        if self.expert_max_output == 0 {
+            bail!("--expert-max-output must be at least 1 byte");
+        }
+        Ok(Bounds {
+            timeout: Duration::from_secs_f64(timeout),
+            max_output: self.expert_max_output,
+        })
+    }
+}
+
+/// The limits an expert runs under: `--expert-timeout` and `--expert-max-output`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bounds {
+    pub timeout: Duration,
+    /// Bytes of stdout.
+    pub max_output: usize,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            timeout: Duration::from_secs_f64(DEFAULT_TIMEOUT_S),
+            max_output: DEFAULT_MAX_OUTPUT,
+        }
     }
 }
 
@@ -158,16 +236,20 @@ pub fn run_experts(
     if !image.is_file() {
         bail!("image not found: {}", image.display());
     }
+    let bounds = args.bounds()?;
     // Commands are checked before anything slow runs, so a typo fails at once.
     let commands = args
         .expert_cmd
         .iter()
         .map(|c| command_argv(c, image).map(|argv| (c.as_str(), argv)))
         .collect::<Result<Vec<_>>>()?;
+    // Every expert reads the picture with its own decoder, which may shrug off a truncated or
+    // corrupt file; ours does not, so such a file fails here, named, before any expert runs.
+    check_image(image)?;
     let mut out = Vec::new();
     if args.ocr {
         let t0 = Instant::now();
-        let text = ocr(image, args.ocr_lang.as_deref())?;
+        let text = ocr(image, args.ocr_lang.as_deref(), &bounds)?;
         out.push(ExpertOutput {
             name: "ocr".into(),
             text,
@@ -176,7 +258,7 @@ pub fn run_experts(
     }
     if let Some(adapter) = &args.caption_adapter {
         let t0 = Instant::now();
-        let text = caption(args, adapter, image, ctx)
+        let text = caption(args, adapter, image, ctx, &bounds)
             .with_context(|| format!("caption expert ({})", adapter.display()))?;
         out.push(ExpertOutput {
             name: "caption".into(),
@@ -186,7 +268,7 @@ pub fn run_experts(
     }
     for (cmd, argv) in commands {
         let t0 = Instant::now();
-        let text = run_command(cmd, &argv)?;
+        let text = run_command(cmd, &argv, &bounds)?;
         out.push(ExpertOutput {
             name: format!("cmd:{}", program_name(&argv[0])),
             text,
@@ -225,17 +307,31 @@ fn ms_since(t0: Instant) -> f64 {
 
 /// One line of text: programs print line breaks, form feeds and padding that mean nothing in
 /// a prompt and would break the one-line-per-expert layout of [`combine`].
+/// Control characters (NUL, escape sequences, …) are blanks too: they have no place in a prompt.
 pub fn normalize(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    text.split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
-fn first_line(bytes: &[u8]) -> String {
+/// The last non-blank line of stderr (where programs put the error that ended them), trimmed
+/// and cut to 300 characters so one line stays one readable line. A closing pointer to
+/// `--help` (GNU tools: "Try 'cat --help' for more information.") is passed over for the
+/// error above it.
+fn last_line(bytes: &[u8]) -> String {
     let s = String::from_utf8_lossy(bytes);
-    s.lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("(nothing on stderr)")
-        .to_string()
+    let lines: Vec<String> = s.lines().map(normalize).filter(|l| !l.is_empty()).collect();
+    let line = lines
+        .iter()
+        .rfind(|l| !l.contains("--help"))
+        .or(lines.last())
+        .cloned()
+        .unwrap_or_else(|| "(nothing on stderr)".to_string());
+    match line.char_indices().nth(300) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line,
+    }
 }
 
 fn program_name(program: &str) -> String {
@@ -245,18 +341,193 @@ fn program_name(program: &str) -> String {
         .unwrap_or_else(|| program.to_string())
 }
 
-/// Runs `argv` with no stdin (an expert must not wait on the terminal) and captures its output.
-/// `Err(None)` when the program does not exist, so each caller can say how to get it.
-fn spawn(argv: &[String]) -> std::result::Result<Output, Option<std::io::Error>> {
-    Command::new(&argv[0])
-        .args(&argv[1..])
+/// A bounded run that ended by itself: how it ended and what it printed.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    /// The last [`STDERR_TAIL`] bytes of stderr.
+    pub stderr: Vec<u8>,
+}
+
+/// Why a bounded run gave no [`Finished`].
+#[derive(Debug)]
+pub enum RunFailure {
+    /// The program does not exist (each caller says how to get it).
+    NotFound,
+    /// It could not be started, or its output could not be read.
+    Io(std::io::Error),
+    /// Still running at the deadline: it and everything it started were killed.
+    TimedOut,
+    /// It printed more than the cap: it and everything it started were killed.
+    TooMuchOutput,
+    /// It exited, but something it started outside its process group still held its output
+    /// open at the deadline.
+    OutputHeldOpen,
+}
+
+impl RunFailure {
+    /// The error, after `who` (e.g. `--expert-cmd 'x {image}'`).
+    fn describe(&self, who: &str, program: &str, bounds: &Bounds) -> anyhow::Error {
+        let secs = bounds.timeout.as_secs_f64();
+        match self {
+            RunFailure::NotFound => anyhow!("{who}: program '{program}' not found"),
+            RunFailure::Io(e) => anyhow!("{who}: cannot run '{program}': {e}"),
+            RunFailure::TimedOut => {
+                anyhow!("{who}: still running after {secs} s (--expert-timeout), killed")
+            }
+            RunFailure::TooMuchOutput => anyhow!(
+                "{who}: printed more than {} bytes (--expert-max-output), killed",
+                bounds.max_output
+            ),
+            RunFailure::OutputHeldOpen => anyhow!(
+                "{who}: exited, but a process it started kept its output open for {secs} s \
+                 (--expert-timeout)"
+            ),
+        }
+    }
+}
+
+enum Event {
+    Stdout(std::io::Result<Vec<u8>>),
+    Stderr(Vec<u8>),
+    Exit(std::io::Result<ExitStatus>),
+}
+
+/// Runs `argv` (no shell) with no stdin (an expert must not wait on the terminal), within
+/// `bounds`: at the deadline, or once stdout passes the cap, the program is killed with every
+/// process it started (it runs in its own process group; on Linux it also dies with lav2), and
+/// reaped. Stdout is kept up to the cap, stderr's last [`STDERR_TAIL`] bytes.
+pub fn run_bounded(argv: &[String], bounds: &Bounds) -> std::result::Result<Finished, RunFailure> {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
         .stdin(Stdio::null())
-        .output()
-        .map_err(|e| (e.kind() != ErrorKind::NotFound).then_some(e))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+    }
+    let start = Instant::now();
+    let deadline = start + bounds.timeout;
+    let mut child = cmd.spawn().map_err(|e| match e.kind() {
+        ErrorKind::NotFound => RunFailure::NotFound,
+        _ => RunFailure::Io(e),
+    })?;
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let cap = bounds.max_output;
+    let t = tx.clone();
+    std::thread::spawn(move || {
+        // One byte past the cap tells "exactly the cap" from "more".
+        let mut buf = Vec::new();
+        let r = (&mut stdout).take(cap as u64 + 1).read_to_end(&mut buf);
+        let _ = t.send(Event::Stdout(r.map(|_| buf)));
+    });
+    let t = tx.clone();
+    std::thread::spawn(move || {
+        let (mut tail, mut chunk) = (Vec::new(), vec![0u8; 8192]);
+        loop {
+            match stderr.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    tail.extend_from_slice(&chunk[..n]);
+                    if tail.len() > 2 * STDERR_TAIL {
+                        tail.drain(..tail.len() - STDERR_TAIL);
+                    }
+                }
+            }
+        }
+        if tail.len() > STDERR_TAIL {
+            tail.drain(..tail.len() - STDERR_TAIL);
+        }
+        let _ = t.send(Event::Stderr(tail));
+    });
+    std::thread::spawn(move || {
+        let _ = tx.send(Event::Exit(child.wait()));
+    });
+
+    let (mut out, mut err, mut status) = (None, None, None);
+    let failure = loop {
+        if let (Some(_), Some(_), Some(_)) = (&out, &err, &status) {
+            break None;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break Some(if status.is_some() {
+                RunFailure::OutputHeldOpen
+            } else {
+                RunFailure::TimedOut
+            });
+        }
+        match rx.recv_timeout(deadline - now) {
+            Ok(Event::Stdout(Ok(buf))) if buf.len() > cap => break Some(RunFailure::TooMuchOutput),
+            Ok(Event::Stdout(Ok(buf))) => out = Some(buf),
+            Ok(Event::Stdout(Err(e))) => break Some(RunFailure::Io(e)),
+            Ok(Event::Stderr(tail)) => err = Some(tail),
+            Ok(Event::Exit(Ok(s))) => {
+                status = Some(s);
+                // What it left behind in its group (a background job holding its output open)
+                // goes with it; such members keep the group's id from being reused.
+                if out.is_none() || err.is_none() {
+                    kill_group(pid);
+                }
+            }
+            Ok(Event::Exit(Err(e))) => break Some(RunFailure::Io(e)),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                break Some(RunFailure::Io(std::io::Error::other(
+                    "expert threads ended",
+                )))
+            }
+        }
+    };
+    match failure {
+        None => Ok(Finished {
+            status: status.expect("checked above"),
+            stdout: out.expect("checked above"),
+            stderr: err.expect("checked above"),
+        }),
+        Some(f) => {
+            if status.is_none() {
+                // Kill the whole group, then reap the expert so no zombie is left behind; a
+                // process that ignores SIGKILL (stuck in the kernel) is not waited for forever.
+                kill_group(pid);
+                let grace = Instant::now() + KILL_GRACE;
+                while let Some(left) = grace.checked_duration_since(Instant::now()) {
+                    match rx.recv_timeout(left) {
+                        Ok(Event::Exit(_)) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            }
+            Err(f)
+        }
+    }
+}
+
+/// SIGKILL to the process group `pid` leads (an expert runs in its own group).
+fn kill_group(pid: u32) {
+    #[cfg(unix)]
+    // SAFETY: kill has no memory effects; a group that is already gone gives ESRCH.
+    unsafe {
+        libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+    }
 }
 
 /// `tesseract IMAGE -` (the real program: we do not reimplement OCR).
-fn ocr(image: &Path, lang: Option<&str>) -> Result<String> {
+fn ocr(image: &Path, lang: Option<&str>, bounds: &Bounds) -> Result<String> {
     let mut argv = vec![
         TESSERACT.to_string(),
         image.to_string_lossy().into_owned(),
@@ -265,13 +536,13 @@ fn ocr(image: &Path, lang: Option<&str>) -> Result<String> {
     if let Some(l) = lang {
         argv.extend(["-l".to_string(), l.to_string()]);
     }
-    let out = match spawn(&argv) {
+    let out = match run_bounded(&argv, bounds) {
         Ok(o) => o,
-        Err(None) => bail!(
+        Err(RunFailure::NotFound) => bail!(
             "--ocr: the '{TESSERACT}' program is not installed or not on PATH \
              (Debian/Ubuntu: apt-get install {TESSERACT_PACKAGE})"
         ),
-        Err(Some(e)) => bail!("--ocr: cannot run {TESSERACT}: {e}"),
+        Err(f) => return Err(f.describe("--ocr", TESSERACT, bounds)),
     };
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
@@ -282,10 +553,11 @@ fn ocr(image: &Path, lang: Option<&str>) -> Result<String> {
             );
         }
         bail!(
-            "--ocr: tesseract failed on {} ({}): {}",
+            "--ocr: tesseract {} on {} ({}): {}",
+            failed_or_crashed(&out.status),
             image.display(),
             out.status,
-            first_line(&out.stderr)
+            last_line(&out.stderr)
         );
     }
     Ok(normalize(&String::from_utf8_lossy(&out.stdout)))
@@ -298,7 +570,14 @@ pub fn caption_prompt() -> String {
         .expect("the Alpaca template takes an instruction without input")
 }
 
-fn caption(args: &ExpertArgs, adapter: &Path, image: &Path, ctx: &ExpertContext) -> Result<String> {
+fn caption(
+    args: &ExpertArgs,
+    adapter: &Path,
+    image: &Path,
+    ctx: &ExpertContext,
+    bounds: &Bounds,
+) -> Result<String> {
+    let t0 = Instant::now();
     let sampling = SamplingOptions {
         temperature: args.caption_temperature,
         max_new_tokens: args.caption_max_new_tokens,
@@ -337,7 +616,21 @@ fn caption(args: &ExpertArgs, adapter: &Path, image: &Path, ctx: &ExpertContext)
         .parse()
         .map_err(|e: String| anyhow!("--device: {e}"))?;
     let mut session = Session::new(model, backend::open(choice)?)?;
-    let ids = caption_pixels(&mut session, &pixels, &prompt_ids, &sampling)?;
+    // In-process, so nothing to kill: the deadline is checked before the first token and
+    // after each (loading the model and the vision tower cannot be cut short).
+    let out_of_time = || {
+        if t0.elapsed() > bounds.timeout {
+            bail!(
+                "still running after {} s (--expert-timeout), stopped",
+                bounds.timeout.as_secs_f64()
+            );
+        }
+        Ok(())
+    };
+    out_of_time()?;
+    let ids = caption_core(&mut session, &pixels, &prompt_ids, &sampling, |_| {
+        out_of_time()
+    })?;
     Ok(normalize(&tokenizer.decode(&ids)?))
 }
 
@@ -350,9 +643,19 @@ pub fn caption_pixels(
     prompt_ids: &[u32],
     sampling: &SamplingOptions,
 ) -> Result<Vec<u32>> {
+    caption_core(session, pixels, prompt_ids, sampling, |_| Ok(()))
+}
+
+fn caption_core(
+    session: &mut Session,
+    pixels: &[f32],
+    prompt_ids: &[u32],
+    sampling: &SamplingOptions,
+    on_token: impl FnMut(u32) -> Result<()>,
+) -> Result<Vec<u32>> {
     let vq = session.visual_query(pixels)?;
     session.set_visual_query(Some(&vq))?;
-    Ok(generate::generate(session, prompt_ids, sampling, |_| Ok(()))?.ids)
+    Ok(generate::generate(session, prompt_ids, sampling, on_token)?.ids)
 }
 
 fn parse_ids(s: &str) -> Result<Vec<u32>> {
@@ -389,20 +692,31 @@ pub fn command_argv(cmd: &str, image: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
-fn run_command(cmd: &str, argv: &[String]) -> Result<String> {
-    let out = match spawn(argv) {
-        Ok(o) => o,
-        Err(None) => bail!("--expert-cmd '{cmd}': program '{}' not found", argv[0]),
-        Err(Some(e)) => bail!("--expert-cmd '{cmd}': cannot run '{}': {e}", argv[0]),
-    };
+fn run_command(cmd: &str, argv: &[String], bounds: &Bounds) -> Result<String> {
+    let out = run_bounded(argv, bounds)
+        .map_err(|f| f.describe(&format!("--expert-cmd '{cmd}'"), &argv[0], bounds))?;
     if !out.status.success() {
         bail!(
-            "--expert-cmd '{cmd}' failed ({}): {}",
+            "--expert-cmd '{cmd}' {} ({}): {}",
+            failed_or_crashed(&out.status),
             out.status,
-            first_line(&out.stderr)
+            last_line(&out.stderr)
         );
     }
     Ok(normalize(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// "crashed" when a signal ended the program, "failed" for a non-zero exit.
+fn failed_or_crashed(status: &ExitStatus) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if status.signal().is_some() {
+            return "crashed";
+        }
+    }
+    let _ = status;
+    "failed"
 }
 
 /// Splits a command line into words as a POSIX shell would, without expanding anything: blanks

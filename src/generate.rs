@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::session::Session;
 
@@ -207,7 +207,14 @@ pub fn generate(
         }
     };
     let t0 = Instant::now();
-    let mut next = session.next_token(prompt_ids, 0, temperature, top_p, draw())?;
+    let mut next = session
+        .next_token(prompt_ids, 0, temperature, top_p, draw())
+        .with_context(|| {
+            format!(
+                "generation step 0 (the prompt's {} tokens)",
+                prompt_ids.len()
+            )
+        })?;
     let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
     let mut ids = Vec::new();
@@ -227,7 +234,9 @@ pub fn generate(
         if pos >= ctx {
             break StopReason::ContextFull;
         }
-        next = session.next_token(&[next], pos, temperature, top_p, draw())?;
+        next = session
+            .next_token(&[next], pos, temperature, top_p, draw())
+            .with_context(|| format!("generation step {} (position {pos})", ids.len()))?;
         pos += 1;
     };
     Ok(Generation {

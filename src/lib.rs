@@ -11,6 +11,7 @@ pub mod experts;
 pub mod generate;
 pub mod graph;
 pub mod io;
+pub mod limits;
 pub mod model;
 pub mod quant;
 pub mod quant_io;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
@@ -59,7 +59,7 @@ struct ModelArgs {
     #[arg(long)]
     adapter: Option<PathBuf>,
     /// Context length (KV cache rows); defaults to the model's configuration.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     max_seq_len: Option<usize>,
     /// Weight format of the linear layers: f16 (as loaded), int8 (per channel), int4 (group 128).
     #[arg(long, default_value = "f16")]
@@ -70,6 +70,9 @@ struct ModelArgs {
     /// Quantized weights written by `lav2 quantize` (instead of --quant).
     #[arg(long)]
     quantized: Option<PathBuf>,
+    /// Skip the load-time scan that refuses NaN / infinite weights (trusted files only).
+    #[arg(long)]
+    skip_finite_check: bool,
 }
 
 #[derive(Args, Clone)]
@@ -99,7 +102,7 @@ struct GenerateArgs {
     )]
     prompt: Option<String>,
     /// Prompt as comma-separated token ids, used as given (no BOS added, no template).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     prompt_ids: Option<String>,
     /// none | alpaca; default alpaca with an adapter, else none.
     #[arg(long)]
@@ -107,14 +110,14 @@ struct GenerateArgs {
     /// Text for the template's input slot.
     #[arg(long)]
     context: Option<String>,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, allow_negative_numbers = true)]
     max_new_tokens: usize,
     /// 0 = greedy.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     temperature: f32,
-    #[arg(long, default_value_t = 0.75)]
+    #[arg(long, default_value_t = 0.75, allow_negative_numbers = true)]
     top_p: f32,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     seed: u64,
     /// Keep generating past the end-of-sequence token.
     #[arg(long)]
@@ -146,35 +149,35 @@ struct BenchArgs {
     #[arg(long, default_value = "both")]
     adapter: String,
     /// Prompt lengths for prefill, comma-separated.
-    #[arg(long, default_value = "128,512")]
+    #[arg(long, default_value = "128,512", allow_hyphen_values = true)]
     prefill: String,
     /// Contexts for decode, comma-separated.
-    #[arg(long, default_value = "128,2048")]
+    #[arg(long, default_value = "128,2048", allow_hyphen_values = true)]
     contexts: String,
     /// Decode steps timed per context.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, allow_negative_numbers = true)]
     decode_tokens: usize,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     repeats: usize,
     /// Sequences decoded side by side, each with its own KV cache (one shared image).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     batch: usize,
     /// Model width, replacing the preset's (with --layers, --heads, --kv-heads, --ffn, --vocab).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     dim: Option<usize>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     layers: Option<usize>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     heads: Option<usize>,
     /// Key/value heads (grouped-query attention); defaults to --heads when --heads is given.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     kv_heads: Option<usize>,
     /// Hidden size of the feed-forward layers.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     ffn: Option<usize>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     vocab: Option<usize>,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     seed: u64,
     /// Kernel variants to measure instead of the model's, comma-separated (CUDA only):
     /// rmsnorm=fused|naive, attention=fused|unfused.
@@ -201,7 +204,7 @@ struct ForwardArgs {
     #[command(flatten)]
     image: ImageArgs,
     /// Comma-separated token ids, used as given.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     prompt_ids: String,
     /// Output safetensors file: `logits` [T, vocab] f32 (+ `visual_query` with an image).
     #[arg(long)]
@@ -244,11 +247,37 @@ fn parse_ids(s: &str) -> Result<Vec<u32>> {
         .collect()
 }
 
+/// The paths of the model arguments exist and are what they should be (folder or file).
+fn check_model_paths(a: &ModelArgs) -> Result<()> {
+    use lav2::io::paths::{require_dir, require_file};
+    require_dir("--model", &a.model)?;
+    if let Some(d) = &a.adapter {
+        require_dir("--adapter", d)?;
+    }
+    if let Some(f) = &a.quantized {
+        require_file("--quantized", f)?;
+    }
+    Ok(())
+}
+
+fn check_image_paths(a: &ImageArgs) -> Result<()> {
+    use lav2::io::paths::require_file;
+    if let Some(f) = &a.image {
+        require_file("--image", f)?;
+    }
+    if let Some(f) = &a.pixels {
+        require_file("--pixels", f)?;
+    }
+    Ok(())
+}
+
 fn load_options(a: &ModelArgs) -> Result<LoadOptions> {
+    check_model_paths(a)?;
     Ok(LoadOptions {
         max_seq_len: a.max_seq_len,
         quant: QuantFormat::parse(&a.quant, a.zero_point).map_err(|e| anyhow!("--quant: {e:#}"))?,
         quantized_file: a.quantized.clone(),
+        skip_finite_check: a.skip_finite_check,
     })
 }
 
@@ -271,6 +300,12 @@ fn read_pixels(path: &Path) -> Result<Vec<f32>> {
             "{}: tensor 'pixels' has shape {}, expected [3, S, S]",
             path.display(),
             shape_str(&t.shape)
+        );
+    }
+    if let Some((i, v)) = lav2::limits::first_non_finite(t.dtype, t.bytes.as_slice()) {
+        bail!(
+            "{}: tensor 'pixels' holds {v} at element {i}; pixels must be finite numbers",
+            path.display()
         );
     }
     t.to_f32()
@@ -345,6 +380,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     }
     // Experts run first, so only one model is in memory at a time.
     let opts = load_options(&a.model)?;
+    check_image_paths(&a.image)?;
     let expert_outputs = experts::run_experts(
         &a.experts,
         a.image.image.as_deref(),
@@ -376,8 +412,11 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     let bos = model.config.bos_id;
     let prompt_ids = match (&a.prompt, &a.prompt_ids) {
         (_, Some(ids)) => {
-            if a.template.is_some() || a.context.is_some() {
-                bail!("--prompt-ids is used as given; --template and --context need --prompt");
+            // `--template none` is what --prompt-ids means; a template with text is not.
+            if a.template.as_deref().is_some_and(|t| t != "none") || a.context.is_some() {
+                bail!(
+                    "--prompt-ids is used as given; --template alpaca and --context need --prompt"
+                );
             }
             parse_ids(ids)?
         }
@@ -397,7 +436,8 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     } else {
         visual_prompts(&mut session, &a.image)?
     };
-    let mut stream = tokenizer.stream();
+    // The streamed text is exactly the JSON `text`: what follows the prompt's own text.
+    let mut stream = tokenizer.stream_after(&prompt_ids);
     let mut stdout = std::io::stdout().lock();
     let streaming = !a.json;
     let gen = generate::generate(&mut session, &prompt_ids, &sampling, |id| {
@@ -408,7 +448,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
         }
         Ok(())
     })?;
-    let text = tokenizer.decode(&gen.ids)?;
+    let text = tokenizer.continuation(&prompt_ids, &gen.ids)?;
     if streaming {
         let rest = stream.finish()?;
         writeln!(stdout, "{rest}")?;
@@ -440,6 +480,7 @@ fn cmd_forward(a: ForwardArgs) -> Result<()> {
     if ids.is_empty() {
         bail!("--prompt-ids is empty");
     }
+    check_image_paths(&a.image)?;
     let model = load_model(&a.model)?;
     let vocab = model.config.vocab_size;
     let mut session = open_session(model, &a.device)?;
@@ -450,25 +491,25 @@ fn cmd_forward(a: ForwardArgs) -> Result<()> {
         let dim = session.model().config.dim;
         tensors.push(("visual_query".to_string(), (vec![vq.len() / dim, dim], vq)));
     }
-    write_safetensors(&a.out, &tensors).with_context(|| format!("cannot write {}", a.out.display()))
+    write_safetensors(&a.out, &tensors)
 }
 
 /// A named f32 tensor to write: (name, (shape, values)).
 type NamedTensor = (String, (Vec<usize>, Vec<f32>));
 
 fn write_safetensors(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
-    use safetensors::tensor::{Dtype, TensorView};
-    let views: Vec<(String, TensorView)> = tensors
+    let raw: Vec<(&str, &str, &[usize], &[u8])> = tensors
         .iter()
         .map(|(name, (shape, data))| {
-            let bytes: &[u8] = bytemuck::cast_slice(data);
-            Ok((
-                name.clone(),
-                TensorView::new(Dtype::F32, shape.clone(), bytes)?,
-            ))
+            (
+                name.as_str(),
+                "F32",
+                shape.as_slice(),
+                bytemuck::cast_slice::<f32, u8>(data),
+            )
         })
-        .collect::<Result<_>>()?;
-    safetensors::serialize_to_file(views, None, path)?;
+        .collect();
+    lav2::convert::st_writer::write_raw(path, &raw, &[])?;
     Ok(())
 }
 
@@ -610,8 +651,48 @@ fn parse_list(flag: &str, s: &str) -> Result<Vec<usize>> {
     Ok(v)
 }
 
+/// Bounds on `lav2 bench`'s sizes, checked before anything is built: each dimension, context
+/// and the batch within what lav2 accepts, so the products the memory plan forms cannot wrap
+/// (the plan itself compares them with the device when the session opens).
+fn check_bench_sizes(a: &BenchArgs, prefill: &[usize], contexts: &[usize]) -> Result<()> {
+    use lav2::model::config::{MAX_CONTEXT, MAX_DIMENSION};
+    for (flag, v) in [
+        ("dim", a.dim),
+        ("layers", a.layers),
+        ("heads", a.heads),
+        ("kv-heads", a.kv_heads),
+        ("ffn", a.ffn),
+        ("vocab", a.vocab),
+    ] {
+        if let Some(v) = v.filter(|&v| v > MAX_DIMENSION) {
+            bail!("--{flag} {v} is more than lav2 accepts ({MAX_DIMENSION}); lower --{flag}");
+        }
+    }
+    for (flag, list) in [("prefill", prefill), ("contexts", contexts)] {
+        if let Some(v) = list.iter().find(|&&v| v > MAX_CONTEXT) {
+            bail!("--{flag} {v} is more than lav2 accepts ({MAX_CONTEXT} tokens); lower --{flag}");
+        }
+    }
+    const MAX_BATCH: usize = 1 << 16;
+    if a.batch > MAX_BATCH {
+        bail!(
+            "--batch {} is more than lav2 accepts ({MAX_BATCH}); lower --batch",
+            a.batch
+        );
+    }
+    for (flag, v) in [("decode-tokens", a.decode_tokens), ("repeats", a.repeats)] {
+        if v > MAX_CONTEXT {
+            bail!("--{flag} {v} is more than lav2 accepts ({MAX_CONTEXT}); lower --{flag}");
+        }
+    }
+    Ok(())
+}
+
 fn cmd_bench(a: BenchArgs) -> Result<()> {
     use lav2::bench::{AdapterChoice, BenchOptions};
+    let prefill_lens = parse_list("prefill", &a.prefill)?;
+    let decode_contexts = parse_list("contexts", &a.contexts)?;
+    check_bench_sizes(&a, &prefill_lens, &decode_contexts)?;
     let formats = a
         .quant
         .split(',')
@@ -632,8 +713,8 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             .parse()
             .map_err(|e: String| anyhow!("--device: {e}"))?,
         formats,
-        prefill_lens: parse_list("prefill", &a.prefill)?,
-        decode_contexts: parse_list("contexts", &a.contexts)?,
+        prefill_lens,
+        decode_contexts,
         decode_tokens: a.decode_tokens,
         repeats: a.repeats,
         batch: a.batch,

@@ -1,11 +1,9 @@
 //! Quantizing a loaded model's linear layers, and the `lav2 quantize` file that stores the
 //! result so a later load skips the work.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use safetensors::tensor::{Dtype, TensorView};
 
 use crate::model::config::ModelConfig;
 use crate::model::weights::TensorFiles;
@@ -119,27 +117,23 @@ pub fn write_quantized(
         }
     }
     let bytes = tensors.iter().map(|(_, t)| t.bytes.as_slice().len()).sum();
-    let views: Vec<(String, TensorView)> = tensors
+    let raw: Vec<(&str, &str, &[usize], &[u8])> = tensors
         .iter()
         .map(|(n, t)| {
             let dtype = match t.dtype {
-                DType::I8 => Dtype::I8,
-                DType::U8 => Dtype::U8,
-                DType::F16 => Dtype::F16,
-                other => unreachable!("quantized tensors are bytes or f16, not {other}"),
+                DType::I8 => "I8",
+                DType::U8 => "U8",
+                DType::F16 => "F16",
+                other => bail!("internal: quantized tensor '{n}' is {other}, not bytes or f16"),
             };
-            Ok((
-                n.clone(),
-                TensorView::new(dtype, t.shape.clone(), t.bytes.as_slice())?,
-            ))
+            Ok((n.as_str(), dtype, t.shape.as_slice(), t.bytes.as_slice()))
         })
         .collect::<Result<_>>()?;
-    let meta = HashMap::from([
-        (META_FORMAT.to_string(), format.name().to_string()),
-        (META_FINGERPRINT.to_string(), format!("{print:016x}")),
-    ]);
-    safetensors::serialize_to_file(views, Some(meta), path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let meta = [
+        (META_FORMAT, format.name().to_string()),
+        (META_FINGERPRINT, format!("{print:016x}")),
+    ];
+    crate::convert::st_writer::write_raw(path, &raw, &meta)?;
     Ok(bytes)
 }
 

@@ -50,13 +50,14 @@ impl Session {
     /// A session decoding `batch` sequences side by side, in lockstep: each has its own KV
     /// cache, all share the adapter prompts (one image per session) and the positions.
     pub fn with_batch(
-        model: Model,
+        mut model: Model,
         mut backend: Box<dyn Backend>,
         batch: usize,
     ) -> Result<Session> {
         if batch == 0 {
             bail!("a session needs at least one sequence (batch 0)");
         }
+        fit_memory(&mut model, backend.as_ref(), batch)?;
         backend.load_weights(&model.weights.tensors).map_err(|e| {
             match e.downcast_ref::<WeightOutOfRange>() {
                 Some(w) => anyhow::anyhow!(
@@ -270,9 +271,13 @@ impl Session {
         self.backend
             .read_i32(program, out)?
             .into_iter()
-            .map(|token| {
-                u32::try_from(token)
-                    .map_err(|_| anyhow::anyhow!("the backend sampled token {token}"))
+            .map(|token| match token {
+                -1 => bail!(
+                    "the logits are NaN or infinite, so no token can be sampled (non-finite \
+                     weights? they are refused at load unless --skip-finite-check is given)"
+                ),
+                t => u32::try_from(t)
+                    .map_err(|_| anyhow::anyhow!("the backend sampled token {token}")),
             })
             .collect()
     }
@@ -342,6 +347,134 @@ impl Session {
         p.run(self.backend.as_mut())?;
         Ok((p.id, p.graph.outputs[0]))
     }
+}
+
+/// What a session needs on its device, in bytes, by part (u128: sizes from files never wrap).
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryPlan {
+    /// Every weight as the backend stores it.
+    pub weights: u128,
+    /// The prompt K/V of the adapter.
+    pub prompts: u128,
+    /// KV cache bytes per token of context (all layers, all sequences).
+    pub kv_per_token: u128,
+    /// The activation arenas of the prefill, decode, prompt and vision graphs.
+    pub activations: u128,
+}
+
+impl MemoryPlan {
+    /// The plan of `batch` sequences of `model` on a backend with `act_bytes` activations.
+    pub fn of(model: &mut Model, act_bytes: usize, batch: usize) -> MemoryPlan {
+        let act = act_bytes as u128;
+        let weights = model
+            .weights
+            .tensors
+            .iter()
+            .map(|t| match t.dtype {
+                crate::tensor::DType::I8 | crate::tensor::DType::U8 => t.numel() as u128,
+                _ => t.numel() as u128 * act,
+            })
+            .sum();
+        let c = &model.config;
+        let kv_per_token = 2 * c.n_layers as u128 * c.kv_dim() as u128 * batch as u128 * act;
+        let prompts = model.adapter.as_ref().map_or(0, |a| {
+            2 * (c.n_layers - a.first_prompt_layer) as u128
+                * a.config.query_len as u128
+                * c.kv_dim() as u128
+                * act
+        });
+        // Arenas do not grow with the context: plan them on a short one, so that a context
+        // that does not fit is never turned into shapes.
+        let ctx = c.max_seq_len;
+        model.config.max_seq_len = ctx.min(MAX_CHUNK);
+        let mut graphs = vec![
+            llama::build_forward(model, batch, ctx.min(MAX_CHUNK), Head::LastLogits),
+            llama::build_forward(model, batch, 1, Head::LastLogits),
+        ];
+        graphs.extend(llama::build_prompt_graph(model));
+        if let Some((a, v)) = model
+            .adapter
+            .as_ref()
+            .and_then(|a| a.config.visual.as_ref().map(|v| (a, v)))
+        {
+            graphs.push(vision::build_vision_graph(
+                &model.weights,
+                v,
+                a.config.query_len,
+            ));
+        }
+        model.config.max_seq_len = ctx;
+        let activations = graphs
+            .iter()
+            .map(|g| crate::graph::plan::Plan::new(g, act_bytes).arena_bytes as u128)
+            .sum();
+        MemoryPlan {
+            weights,
+            prompts,
+            kv_per_token,
+            activations,
+        }
+    }
+
+    /// Total bytes for a context of `ctx` tokens.
+    pub fn total(&self, ctx: usize) -> u128 {
+        self.weights + self.prompts + self.activations + self.kv_per_token * ctx as u128
+    }
+}
+
+/// Compares the planned bytes with what the device (and `LAV2_MEMORY_LIMIT`) allows before
+/// anything is allocated. A model's own context that does not fit becomes the largest that
+/// does, with a notice; a context that was asked for is an error naming the setting to lower.
+fn fit_memory(model: &mut Model, backend: &dyn Backend, batch: usize) -> Result<()> {
+    use crate::limits::human_bytes as hb;
+    let limit = crate::limits::memory_limit_env()?;
+    let (budget, source) = match (backend.memory_available(), limit) {
+        (Some(d), Some(l)) if l < d => (l, crate::limits::MEMORY_LIMIT_ENV.to_string()),
+        (Some(d), _) => (d, backend.describe()),
+        (None, Some(l)) => (l, crate::limits::MEMORY_LIMIT_ENV.to_string()),
+        (None, None) => return Ok(()),
+    };
+    let plan = MemoryPlan::of(model, backend.act_bytes(), batch);
+    let ctx = model.config.max_seq_len;
+    let budget = budget as u128;
+    if plan.total(ctx) <= budget {
+        return Ok(());
+    }
+    let fixed = plan.weights + plan.prompts + plan.activations;
+    let seqs = if batch > 1 {
+        format!(" × {batch} sequences")
+    } else {
+        String::new()
+    };
+    if fixed + plan.kv_per_token > budget {
+        bail!(
+            "the model needs {} before any context (weights {}, activations {}, prompt K/V {}) but {source} has {} available: use --quant int8 or int4, or a smaller model",
+            hb(fixed + plan.kv_per_token),
+            hb(plan.weights),
+            hb(plan.activations),
+            hb(plan.prompts),
+            hb(budget)
+        );
+    }
+    let fit = ((budget - fixed) / plan.kv_per_token).min(ctx as u128) as usize;
+    if let Some(setting) = model.context_setting {
+        let batch_hint = if batch > 1 { " (or the batch)" } else { "" };
+        bail!(
+            "a context of {ctx} tokens{seqs} needs {} (KV cache {}, weights {}, activations {}) but {source} has {} available: lower {setting}{batch_hint} to at most {fit} tokens",
+            hb(plan.total(ctx)),
+            hb(plan.kv_per_token * ctx as u128),
+            hb(plan.weights),
+            hb(plan.activations + plan.prompts),
+            hb(budget)
+        );
+    }
+    eprintln!(
+        "lav2: the model's context of {ctx} tokens needs {} of KV cache{seqs}; {source} has {} available: using {fit} tokens, the largest that fits (--max-seq-len sets it)",
+        hb(plan.kv_per_token * ctx as u128),
+        hb(budget)
+    );
+    model.config.max_seq_len = fit;
+    Ok(())
 }
 
 /// Tokens `done .. done + n` of every sequence (each `t` long), sequence-major.

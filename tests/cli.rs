@@ -373,7 +373,10 @@ fn bad_run_inputs_give_clear_errors() {
         "--out",
         "/dev/null",
     ]);
-    assert_clean_error(&lav2(&cmd), &["cannot read image", "/nonexistent/x.png"]);
+    assert_clean_error(
+        &lav2(&cmd),
+        &["--image /nonexistent/x.png: no such file or directory"],
+    );
     // An image for a model without a vision tower.
     let pixels = case.join("expected.safetensors");
     assert_clean_error(
@@ -456,7 +459,13 @@ fn bench_reports_every_field_with_roofline_ratios() {
     let v = bench_json("--preset tiny --quant f16,int4 --contexts 16,64");
     assert!(v["copy_bandwidth_gb_s"].as_f64().unwrap() > 0.0);
     assert!(v["matmul_tflop_s"].as_f64().unwrap() > 0.0);
+    // Real timings: only an emulated device labels them.
+    assert_eq!(v["emulated"], false);
+    assert!(v["note"].is_null(), "{}", v["note"]);
     let rows = v["rows"].as_array().unwrap();
+    assert!(rows
+        .iter()
+        .all(|r| r["emulated"] == false && r["note"].is_null()));
     // 2 formats × 2 adapter choices × (1 prefill + 2 decode contexts).
     assert_eq!(rows.len(), 12);
     for r in rows {
@@ -617,4 +626,192 @@ fn authors_files_convert_then_generate_with_an_image_and_ocr() {
     let tok = lav2::io::tokenizer::Tokenizer::load(&base.join("tokenizer.json")).unwrap();
     let prompt = tok.decode(&ids(&v["prompt_ids"])).unwrap();
     assert!(prompt.contains("OCR: Hello Tesseract"), "{prompt}");
+}
+
+/// A usage error clap reports (unknown flag, missing or malformed value): exit status 2 and
+/// clap's `error:` line naming the flag.
+fn assert_usage_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "exit status; stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains(needle), "'{needle}' not in: {stderr}");
+}
+
+/// Negative numbers are values: our own validation answers them (exit 1), and a value of the
+/// wrong type is clap's usage error (exit 2), as is an unknown flag.
+#[test]
+fn negative_numbers_are_values_and_usage_errors_exit_2() {
+    let dir = scratch("cli-negative");
+    let model = p(&dir);
+    let gen = |extra: &[&str]| {
+        let mut args = vec!["generate", "--model", model, "--prompt", "x"];
+        args.extend_from_slice(extra);
+        lav2(&args)
+    };
+    assert_clean_error(
+        &gen(&["--temperature", "-1"]),
+        &["--temperature must be a finite number ≥ 0, got -1"],
+    );
+    assert_clean_error(&gen(&["--top-p", "-0.5"]), &["--top-p must be in (0, 1]"]);
+    assert_usage_error(
+        &gen(&["--max-new-tokens", "-1"]),
+        "invalid value '-1' for '--max-new-tokens",
+    );
+    assert_usage_error(&gen(&["--seed", "-3"]), "invalid value '-3' for '--seed");
+    assert_usage_error(&gen(&["--bogus"]), "unexpected argument '--bogus'");
+    assert_usage_error(&lav2(&["generate", "--prompt", "x"]), "--model");
+    let bench = |extra: &[&str]| {
+        let mut args = vec!["bench", "--device", "cpu", "--preset", "tiny"];
+        args.extend_from_slice(extra);
+        lav2(&args)
+    };
+    assert_clean_error(&bench(&["--prefill", "-5"]), &["--prefill: '-5'"]);
+    assert_clean_error(&bench(&["--contexts", "-1,8"]), &["--contexts: '-1'"]);
+    assert_usage_error(
+        &bench(&["--batch", "-2"]),
+        "invalid value '-2' for '--batch",
+    );
+}
+
+/// `--template none` is what `--prompt-ids` means; a template that adds text is refused, and
+/// a negative id is our error naming it.
+#[test]
+fn template_none_goes_with_prompt_ids() {
+    let Some(root) = conformance() else { return };
+    let model = root.join("stories260K");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            p(&model),
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "4",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        lav2(&args)
+    };
+    let with_none = run(&["--prompt-ids", "1,403", "--template", "none"]);
+    assert!(
+        with_none.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_none.stderr)
+    );
+    let without = run(&["--prompt-ids", "1,403"]);
+    assert!(without.status.success());
+    let ids_of = |o: &Output| {
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (v["prompt_ids"].clone(), v["ids"].clone())
+    };
+    assert_eq!(ids_of(&with_none), ids_of(&without));
+    assert_eq!(ids_of(&with_none).0, serde_json::json!([1, 403]));
+    assert_clean_error(
+        &run(&["--prompt-ids", "1,403", "--template", "alpaca"]),
+        &["--prompt-ids", "--template alpaca"],
+    );
+    assert_clean_error(
+        &run(&["--prompt-ids", "1,403", "--context", "c"]),
+        &["--context"],
+    );
+    assert_clean_error(
+        &run(&["--prompt-ids", "-1,2"]),
+        &["--prompt-ids: '-1' is not a token id"],
+    );
+}
+
+/// A missing path, a folder where a file is expected and a file where a folder is expected
+/// are each reported with the flag and the path.
+#[test]
+fn wrong_paths_are_named_for_what_they_are() {
+    let dir = scratch("cli-paths");
+    let file = dir.join("file.txt");
+    std::fs::write(&file, "x").unwrap();
+    let missing = dir.join("missing");
+    let gen = |extra: &[&str]| {
+        let mut args = vec!["generate", "--prompt", "x"];
+        args.extend_from_slice(extra);
+        lav2(&args)
+    };
+    let no_such = format!("{}: no such file or directory", missing.display());
+    let is_dir = format!("{}: is a directory", dir.display());
+    let is_file = format!("{}: is a file, expected a folder", file.display());
+    assert_clean_error(
+        &gen(&["--model", p(&missing)]),
+        &[&format!("--model {no_such}")],
+    );
+    assert_clean_error(
+        &gen(&["--model", p(&file)]),
+        &[&format!("--model {is_file}")],
+    );
+    let model = p(&dir);
+    assert_clean_error(
+        &gen(&["--model", model, "--adapter", p(&missing)]),
+        &[&format!("--adapter {no_such}")],
+    );
+    assert_clean_error(
+        &gen(&["--model", model, "--adapter", p(&file)]),
+        &[&format!("--adapter {is_file}")],
+    );
+    assert_clean_error(
+        &gen(&["--model", model, "--quantized", model]),
+        &[&format!("--quantized {is_dir}")],
+    );
+    assert_clean_error(
+        &gen(&["--model", model, "--image", model]),
+        &[&format!("--image {is_dir}")],
+    );
+    assert_clean_error(
+        &gen(&["--model", model, "--pixels", p(&missing)]),
+        &[&format!("--pixels {no_such}")],
+    );
+    assert_clean_error(
+        &lav2(&[
+            "forward",
+            "--model",
+            model,
+            "--image",
+            p(&missing),
+            "--prompt-ids",
+            "1",
+            "--out",
+            p(&dir.join("o.safetensors")),
+        ]),
+        &[&format!("--image {no_such}")],
+    );
+    let out_dir = dir.join("out");
+    let out = p(&out_dir);
+    for (args, needle) in [
+        (
+            vec!["convert", "tokenizer", "--from", model, "--out", out],
+            format!("--from {is_dir}"),
+        ),
+        (
+            vec!["convert", "tokenizer", "--from", p(&missing), "--out", out],
+            format!("--from {no_such}"),
+        ),
+        (
+            vec!["convert", "adapter", "--from", model, "--out", out],
+            format!("--from {is_dir}"),
+        ),
+        (
+            vec!["convert", "base", "--from", p(&file), "--out", out],
+            format!("--from {is_file}"),
+        ),
+    ] {
+        assert_clean_error(&lav2(&args), &[&needle]);
+    }
+    if let Some(root) = conformance() {
+        let m = root.join("stories260K");
+        assert_clean_error(
+            &gen(&["--model", p(&m), "--tokenizer", model]),
+            &[&format!("tokenizer {is_dir}")],
+        );
+        assert_clean_error(
+            &gen(&["--model", p(&m), "--tokenizer", p(&missing)]),
+            &["tokenizer not found", &no_such],
+        );
+    }
 }

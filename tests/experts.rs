@@ -1,6 +1,7 @@
 //! Experts at inference (`--ocr`, `--caption-adapter`, `--expert-cmd`): the real Tesseract on a
 //! rendered image, commands run without a shell, and the caption expert end to end on the
-//! conformance adapter. The OCR fixture `fixtures/experts/ocr.png` is made by
+//! conformance adapter; and their bounds (`--expert-timeout`, `--expert-max-output`, failures
+//! and crashes quoting stderr) on misbehaving programs and a fake tesseract written by the tests. The OCR fixture `fixtures/experts/ocr.png` is made by
 //! `fixtures/experts/make.sh`.
 
 mod common;
@@ -119,23 +120,330 @@ fn ocr_reads_the_rendered_words_and_they_reach_the_prompt() {
 }
 
 #[test]
-fn ocr_on_a_file_tesseract_cannot_read_reports_its_error() {
-    if !have_tesseract() {
-        return;
-    }
+fn a_file_that_is_not_a_picture_fails_before_any_expert_runs() {
     let dir = scratch("experts-notimage");
     let bogus = dir.join("not-an-image.png");
     std::fs::write(&bogus, b"this is not a picture").unwrap();
+    // A truncated PNG: tesseract's decoder would read what is there; ours refuses it.
+    let full = std::fs::read(fixture()).unwrap();
+    let cut = dir.join("cut.png");
+    std::fs::write(&cut, &full[..full.len() / 2]).unwrap();
+    let marker = dir.join("ran");
     let args = ExpertArgs {
         ocr: true,
-        ..Default::default()
+        ..cmds(&[&format!("touch '{}' {{image}}", marker.display())])
     };
-    let e = err(&args, Some(&bogus));
-    assert!(e.starts_with("--ocr: tesseract failed on"), "{e}");
-    assert!(e.contains("exit status"), "{e}");
-    assert!(!e.contains('\n'), "one line: {e}");
+    for (path, want) in [(&bogus, "not a JPEG or PNG"), (&cut, "corrupt PNG")] {
+        let e = err(&args, Some(path));
+        assert!(
+            e.starts_with(&format!("cannot decode image {}", path.display())) && e.contains(want),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+    assert!(!marker.exists(), "no expert ran");
 }
 
+/// A directory with an executable `tesseract` script running `body` (with `/bin/sh`), to put
+/// first on PATH: the OCR expert's failures and bounds, tested on a program that misbehaves.
+fn fake_tesseract(name: &str, body: &str) -> PathBuf {
+    let dir = scratch(name);
+    let script = dir.join("tesseract");
+    std::fs::write(&script, format!("#!/bin/sh\n{body}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Runs only as a child of `ocr_failures_and_bounds`, with a fake tesseract first on PATH.
+#[test]
+fn child_ocr_with_a_fake_tesseract() {
+    if std::env::var_os("LAV2_EXPERTS_OCR_CHILD").is_none() {
+        return;
+    }
+    let args = ExpertArgs {
+        ocr: true,
+        expert_timeout: 1.0,
+        expert_max_output: 1000,
+        ..Default::default()
+    };
+    match run_experts(&args, Some(&fixture()), &no_model()) {
+        Ok(out) => println!("CHILD-OK: {}", out[0].text),
+        Err(e) => println!("CHILD-ERROR: {e:#}"),
+    }
+}
+
+/// The child's result line and how long the child took.
+fn ocr_child(fake: &Path) -> (String, std::time::Duration) {
+    let path = format!(
+        "{}:{}",
+        fake.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let t0 = std::time::Instant::now();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_ocr_with_a_fake_tesseract",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("LAV2_EXPERTS_OCR_CHILD", "1")
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let took = t0.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child failed: {stdout}");
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("CHILD-").map(|(_, r)| format!("CHILD-{r}")))
+        .unwrap_or_else(|| panic!("the child printed no result: {stdout}"));
+    (line, took)
+}
+
+#[test]
+fn ocr_failures_and_bounds() {
+    // Tesseract's own answer goes through (so the fake is what runs).
+    let (r, _) = ocr_child(&fake_tesseract("fake-ok", "echo '  fake   words '"));
+    assert_eq!(r, "CHILD-OK: fake words");
+    // A failure quotes stderr's last line, with the image and the status.
+    let (r, _) = ocr_child(&fake_tesseract(
+        "fake-fail",
+        "echo 'Warning: something' >&2; echo 'Error: cannot read it' >&2; exit 2",
+    ));
+    assert!(
+        r.starts_with("CHILD-ERROR: --ocr: tesseract failed on"),
+        "{r}"
+    );
+    assert!(
+        r.ends_with("(exit status: 2): Error: cannot read it"),
+        "{r}"
+    );
+    // A crash.
+    let (r, _) = ocr_child(&fake_tesseract(
+        "fake-crash",
+        "echo 'about to crash' >&2; kill -SEGV $$",
+    ));
+    assert!(r.contains("--ocr: tesseract crashed on"), "{r}");
+    assert!(
+        r.contains("SIGSEGV") && r.ends_with("about to crash"),
+        "{r}"
+    );
+    // Hanging: killed at --expert-timeout (1 s in the child).
+    let (r, took) = ocr_child(&fake_tesseract("fake-hang", "exec /bin/sleep 30"));
+    assert_eq!(
+        r,
+        "CHILD-ERROR: --ocr: still running after 1 s (--expert-timeout), killed"
+    );
+    assert!(took.as_secs_f64() < 5.0, "{took:?}");
+    // Flooding: cut off at --expert-max-output (1000 bytes in the child).
+    let (r, took) = ocr_child(&fake_tesseract("fake-flood", "exec yes"));
+    assert_eq!(
+        r,
+        "CHILD-ERROR: --ocr: printed more than 1000 bytes (--expert-max-output), killed"
+    );
+    assert!(took.as_secs_f64() < 5.0, "{took:?}");
+}
+
+/// Whether process `pid` is gone (no entry, or a zombie left for a reaper that is not ours).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => {
+            // The state follows the parenthesized command name.
+            let state = stat.rsplit_once(") ").map(|(_, r)| r.chars().next());
+            matches!(state, Some(Some('Z' | 'X')))
+        }
+    }
+}
+
+fn read_pid(path: &Path) -> u32 {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if let Ok(p) = s.trim().parse() {
+                return p;
+            }
+        }
+        assert!(
+            t0.elapsed().as_secs() < 5,
+            "{} never written",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn wait_gone(pid: u32) -> bool {
+    let t0 = std::time::Instant::now();
+    while !gone(pid) {
+        if t0.elapsed().as_secs_f64() > 2.0 {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    true
+}
+
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+#[test]
+fn a_sleeping_expert_is_killed_at_the_timeout_with_what_it_started() {
+    let dir = scratch("experts-sleep");
+    let (me, kid) = (dir.join("me.pid"), dir.join("kid.pid"));
+    // The expert starts a second sleeper, then sleeps itself: both must die.
+    let s = script(
+        &dir,
+        "sleepy.sh",
+        &format!(
+            "echo $$ > '{}'\nsleep 30 &\necho $! > '{}'\nsleep 30",
+            me.display(),
+            kid.display()
+        ),
+    );
+    let args = ExpertArgs {
+        expert_timeout: 1.0,
+        ..cmds(&[&format!("'{}' {{image}}", s.display())])
+    };
+    let t0 = std::time::Instant::now();
+    let e = err(&args, Some(&fixture()));
+    let took = t0.elapsed().as_secs_f64();
+    eprintln!("sleeping expert with --expert-timeout 1: error after {took:.3} s");
+    assert!((1.0..3.0).contains(&took), "{took}");
+    assert!(
+        e.ends_with("sleepy.sh' {image}': still running after 1 s (--expert-timeout), killed"),
+        "{e}"
+    );
+    let (me, kid) = (read_pid(&me), read_pid(&kid));
+    assert!(gone(me), "the expert ({me}) is still running");
+    assert!(wait_gone(kid), "what it started ({kid}) is still running");
+
+    // A plain `sleep 30`, and a fractional timeout.
+    let args = ExpertArgs {
+        expert_timeout: 0.3,
+        ..cmds(&["sh -c 'exec sleep 30' sh {image}"])
+    };
+    let t0 = std::time::Instant::now();
+    let e = err(&args, Some(&fixture()));
+    assert!(e.contains("still running after 0.3 s"), "{e}");
+    assert!(t0.elapsed().as_secs_f64() < 2.0);
+}
+
+#[test]
+fn a_background_job_holding_the_output_does_not_hold_the_run() {
+    let dir = scratch("experts-background");
+    let kid = dir.join("kid.pid");
+    let line = format!(
+        "sh -c 'sleep 30 & echo $! > \"$0\"; echo found it' '{}' {{image}}",
+        kid.display()
+    );
+    let t0 = std::time::Instant::now();
+    let out = run_experts(&cmds(&[&line]), Some(&fixture()), &no_model()).unwrap();
+    assert!(t0.elapsed().as_secs_f64() < 3.0, "{:?}", t0.elapsed());
+    assert_eq!(out[0].text, "found it");
+    let kid = read_pid(&kid);
+    assert!(
+        wait_gone(kid),
+        "the background job ({kid}) is still running"
+    );
+}
+
+#[test]
+fn a_flooding_expert_is_cut_off_at_the_cap() {
+    for line in [
+        "yes {image}",
+        "sh -c 'head -c 10M /dev/zero' sh {image}",
+        "sh -c 'head -c 1048577 /dev/zero | tr \"\\0\" x' sh {image}",
+    ] {
+        let t0 = std::time::Instant::now();
+        let e = err(&cmds(&[line]), Some(&fixture()));
+        let took = t0.elapsed().as_secs_f64();
+        eprintln!("flooding expert {line:?}: error after {took:.3} s");
+        assert!(took < 5.0, "{took}");
+        assert!(
+            e.ends_with(&format!(
+                "--expert-cmd '{line}': printed more than 1048576 bytes (--expert-max-output), killed"
+            )),
+            "{e}"
+        );
+    }
+    // Exactly the cap is fine; one byte more is not.
+    let ok = cmds(&["sh -c 'head -c 1048576 /dev/zero | tr \"\\0\" x' sh {image}"]);
+    let out = run_experts(&ok, Some(&fixture()), &no_model()).unwrap();
+    assert_eq!(out[0].text.len(), 1 << 20);
+    let small = |line: &str| ExpertArgs {
+        expert_max_output: 10,
+        ..cmds(&[line])
+    };
+    let out = run_experts(
+        &small("sh -c 'printf 0123456789' sh {image}"),
+        Some(&fixture()),
+        &no_model(),
+    )
+    .unwrap();
+    assert_eq!(out[0].text, "0123456789");
+    let e = err(
+        &small("sh -c 'printf 01234567890' sh {image}"),
+        Some(&fixture()),
+    );
+    assert!(e.contains("printed more than 10 bytes"), "{e}");
+    // NULs and other control bytes are blanks in the prompt.
+    let out = run_experts(
+        &cmds(&["sh -c 'printf \"a\\000b\\033[1mc\"' sh {image}"]),
+        Some(&fixture()),
+        &no_model(),
+    )
+    .unwrap();
+    assert_eq!(out[0].text, "a b [1mc");
+}
+
+#[test]
+fn a_failing_or_crashing_expert_quotes_its_last_stderr_line() {
+    let img = fixture();
+    let e = err(
+        &cmds(&["sh -c 'echo loading >&2; echo \"model missing: x.bin\" >&2; exit 3' sh {image}"]),
+        Some(&img),
+    );
+    assert!(
+        e.ends_with("failed (exit status: 3): model missing: x.bin"),
+        "{e}"
+    );
+    for (sig, name) in [
+        ("SEGV", "SIGSEGV"),
+        ("KILL", "SIGKILL"),
+        ("ABRT", "SIGABRT"),
+    ] {
+        let line = format!("sh -c 'echo going down >&2; kill -{sig} $$' sh {{image}}");
+        let e = err(&cmds(&[&line]), Some(&img));
+        assert!(
+            e.starts_with(&format!("--expert-cmd '{line}' crashed (signal: ")),
+            "{e}"
+        );
+        assert!(e.contains(name) && e.ends_with("): going down"), "{e}");
+    }
+    // A huge stderr: only its end is kept, and its last line is quoted, cut to one short line.
+    let e = err(
+        &cmds(&["sh -c 'head -c 5M /dev/zero | tr \"\\0\" y >&2; echo >&2; echo the end >&2; exit 1' sh {image}"]),
+        Some(&img),
+    );
+    assert!(
+        e.ends_with("(exit status: 1): the end"),
+        "{}",
+        &e[..200.min(e.len())]
+    );
+    let e = err(
+        &cmds(&["sh -c 'head -c 5000 /dev/zero | tr \"\\0\" y >&2; exit 1' sh {image}"]),
+        Some(&img),
+    );
+    assert!(e.ends_with("y…") && e.len() < 600, "{e}");
+}
 /// Runs only as a child of `ocr_without_tesseract_names_the_package`, with a PATH that has no
 /// tesseract; the real lookup (spawn's NotFound) is what is tested, not a guess.
 #[test]
@@ -273,13 +581,13 @@ fn command_errors_are_one_clear_line() {
     assert!(t0.elapsed().as_secs_f64() < 1.0);
 
     let e = err(
-        &cmds(&["sh -c 'echo first >&2; echo second >&2; exit 3' sh {image}"]),
+        &cmds(&["sh -c 'echo first >&2; echo second >&2; echo >&2; exit 3' sh {image}"]),
         Some(&img),
     );
-    assert!(e.contains("failed (exit status: 3): first"), "{e}");
+    assert!(e.contains("failed (exit status: 3): second"), "{e}");
     assert!(
-        e.ends_with("exit status: 3): first"),
-        "only stderr's first line: {e}"
+        e.ends_with("exit status: 3): second"),
+        "only stderr's last non-blank line: {e}"
     );
     let e = err(&cmds(&["sh -c 'exit 4' sh {image}"]), Some(&img));
     assert!(e.contains("(exit status: 4): (nothing on stderr)"), "{e}");
@@ -366,6 +674,36 @@ fn flags_have_the_documented_spellings() {
         ExpertArgs::default(),
         "Default matches the command line's defaults"
     );
+    assert_eq!((d.expert_timeout, d.expert_max_output), (120.0, 1 << 20));
+    let c = Cli::try_parse_from([
+        "lav2",
+        "--expert-timeout",
+        "2.5",
+        "--expert-max-output",
+        "4096",
+    ])
+    .unwrap();
+    assert_eq!(c.experts.expert_timeout, 2.5);
+    assert_eq!(c.experts.expert_max_output, 4096);
+    for bad in ["0", "-1", "nan", "inf", "1e300", "soon"] {
+        let e = Cli::try_parse_from(["lav2", "--expert-timeout", bad])
+            .err()
+            .unwrap_or_else(|| panic!("--expert-timeout {bad} accepted"))
+            .to_string();
+        assert!(e.contains("--expert-timeout"), "{e}");
+    }
+    for bad in ["0", "-5", "1M"] {
+        assert!(
+            Cli::try_parse_from(["lav2", "--expert-max-output", bad]).is_err(),
+            "{bad}"
+        );
+    }
+    // Arguments built in code are checked as the flags are.
+    let bad = ExpertArgs {
+        expert_timeout: f64::NAN,
+        ..cmds(&["echo {image}"])
+    };
+    assert!(err(&bad, Some(&fixture())).contains("--expert-timeout"));
     // Options of an expert need that expert.
     assert!(Cli::try_parse_from(["lav2", "--ocr-lang", "eng"]).is_err());
     assert!(Cli::try_parse_from(["lav2", "--caption-max-new-tokens", "3"]).is_err());
@@ -487,6 +825,15 @@ fn caption_expert_errors_are_clear() {
     assert!(e.contains("--device: unknown device 'tpu'"), "{e}");
     let e = with(&|_, x| x.tokenizer = "/nonexistent/tokenizer.json".into());
     assert!(e.contains("tokenizer not found"), "{e}");
+    // The caption expert runs in this process: it is stopped at the deadline, between tokens.
+    let e = with(&|a, _| {
+        a.caption_max_new_tokens = 1000;
+        a.expert_timeout = 1e-6;
+    });
+    assert!(
+        e.ends_with("still running after 0.000001 s (--expert-timeout), stopped"),
+        "{e}"
+    );
     let e = with(&|a, _| a.caption_adapter = Some("/nonexistent/adapter".into()));
     assert!(
         e.starts_with("caption expert (/nonexistent/adapter)"),

@@ -1,12 +1,10 @@
 //! Any bytes given to the sentencepiece model reader give a model or an error, never a panic.
+//! The entry is shared with tests/fuzz_regressions.rs (see ../entries.rs).
 #![no_main]
 
-use lav2::convert::spm::SpModel;
+#[path = "../entries.rs"]
+mod entries;
+
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(m) = SpModel::parse(data) {
-        let _ = m.to_hf_json();
-        let _ = m.describe();
-    }
-});
+fuzz_target!(|data: &[u8]| entries::sentencepiece(data));

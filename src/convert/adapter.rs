@@ -1009,11 +1009,8 @@ pub fn convert(from: &Path, out: &Path, dtype: OutDType, opts: &AdapterOptions) 
         &[("converted_from", file_name(from))],
     )?;
     let cfg_path = out.join("adapter_config.json");
-    std::fs::write(
-        &cfg_path,
-        serde_json::to_string_pretty(&plan.config)? + "\n",
-    )
-    .with_context(|| format!("cannot write {}", cfg_path.display()))?;
+    let cfg_text = serde_json::to_string_pretty(&plan.config)? + "\n";
+    crate::io::output::write_bytes(&cfg_path, cfg_text.as_bytes())?;
     // What we wrote must be what the loader accepts.
     AdapterConfig::load(&cfg_path)
         .context("internal: the written adapter_config.json does not load")?;

@@ -283,8 +283,9 @@ pub fn convert(from: &Path, out: &Path, dtype: OutDType, tokenizer: Option<&Path
         }
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    std::fs::copy(&params, out.join("params.json"))
-        .with_context(|| format!("cannot copy {}", params.display()))?;
+    let params_bytes =
+        std::fs::read(&params).with_context(|| format!("cannot read {}", params.display()))?;
+    crate::io::output::write_bytes(&out.join("params.json"), &params_bytes)?;
     // Group into output files of at most SHARD_BYTES.
     let mut groups: Vec<Vec<MergedTensor>> = vec![Vec::new()];
     let mut size = 0u64;

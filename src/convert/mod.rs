@@ -101,6 +101,20 @@ pub struct TokenizerArgs {
 }
 
 pub fn run(cmd: ConvertCommand) -> Result<()> {
+    use crate::io::paths::{require_dir, require_exists, require_file};
+    match &cmd {
+        ConvertCommand::Base(a) => require_dir("--from", &a.from)?,
+        ConvertCommand::Adapter(a) => {
+            require_file("--from", &a.from)?;
+            if let Some(c) = &a.clip {
+                require_exists("--clip", c)?;
+            }
+            if let Some(b) = &a.base {
+                require_exists("--base", b)?;
+            }
+        }
+        ConvertCommand::Tokenizer(a) => require_file("--from", &a.from)?,
+    }
     match cmd {
         ConvertCommand::Base(a) => base::convert(&a.from, &a.out, a.dtype, a.tokenizer.as_deref()),
         ConvertCommand::Adapter(a) => {
@@ -144,7 +158,7 @@ pub fn convert_tokenizer(from: &Path, to: &Path) -> Result<spm::SpModel> {
     if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    std::fs::write(to, json).with_context(|| format!("cannot write {}", to.display()))?;
+    crate::io::output::write_bytes(to, json.as_bytes())?;
     Ok(m)
 }
 

@@ -303,6 +303,10 @@ pub struct Options {
 /// one list many times over (memo references), which must not turn into an exponential copy.
 const MAX_NODES: usize = 4_000_000;
 const MAX_DEPTH: usize = 200;
+/// The most the VM itself may hold while it runs: stack slots, memo entries and containers.
+/// Each opcode adds at most one of each, so these bound the reader's memory to a fixed multiple
+/// of the limits whatever the file's size (a 7B checkpoint needs a few thousand of each).
+const MAX_VM_ENTRIES: usize = 1 << 20;
 
 /// Globals this reader knows; everything else is refused.
 #[derive(Clone, Debug, PartialEq)]
@@ -635,6 +639,19 @@ impl<'a> Vm<'a> {
 
     fn run(&mut self) -> Result<V> {
         loop {
+            for (what, n) in [
+                ("stack entries", self.stack.len()),
+                ("memo entries", self.memo.len()),
+                ("containers", self.nodes.len()),
+            ] {
+                if n > MAX_VM_ENTRIES {
+                    bail!(
+                        "pickle holds more than {MAX_VM_ENTRIES} {what} at offset {}; \
+                         refusing it (no checkpoint needs that many)",
+                        self.pos
+                    );
+                }
+            }
             let at = self.pos;
             let op = self
                 .u8()
@@ -1103,6 +1120,17 @@ impl<'a> Vm<'a> {
                 storage.numel
             );
         }
+        // A view with repeated elements (a zero stride, as `expand` makes) would materialize
+        // more than its storage holds: refused, so that reading a tensor never allocates more
+        // than the file's own bytes.
+        if numel > storage.numel {
+            bail!(
+                "tensor of size {shape:?} (stride {stride:?}) has {numel} elements but its storage \
+                 '{}' holds only {}: broadcast views are not supported",
+                storage.key,
+                storage.numel
+            );
+        }
         Ok(V::Tensor(Rc::new(TensorRef {
             storage: (**storage).clone(),
             offset,
@@ -1312,6 +1340,31 @@ mod tests {
                 Value::Float(2.5)
             ]))
         );
+    }
+
+    #[test]
+    fn stack_memo_and_container_growth_is_bounded() {
+        let n = MAX_VM_ENTRIES + 10;
+        // MARK after MARK, then NONE + LONG_BINPUT with fresh indices, then EMPTY_LIST + POP.
+        let mut marks = b"\x80\x02".to_vec();
+        marks.extend(std::iter::repeat_n(b'(', n));
+        let mut memo = b"\x80\x02N".to_vec();
+        for i in 0..n as u32 {
+            memo.push(b'r');
+            memo.extend_from_slice(&i.to_le_bytes());
+        }
+        let mut lists = b"\x80\x02".to_vec();
+        for _ in 0..n {
+            lists.extend_from_slice(b"]0");
+        }
+        for (p, what) in [
+            (marks, "stack entries"),
+            (memo, "memo entries"),
+            (lists, "containers"),
+        ] {
+            let e = parse(&p, Options::default()).unwrap_err().to_string();
+            assert!(e.contains(what), "{e}");
+        }
     }
 
     #[test]

@@ -256,6 +256,13 @@ impl Checkpoint {
         {
             bail!("{}: tensor view reaches past its storage", self.name);
         }
+        // The gathered copy is `numel` elements: never more than the storage holds.
+        if numel.checked_mul(es).is_none_or(|n| n > data.len()) {
+            bail!(
+                "{}: tensor view has more elements than its storage (a broadcast view)",
+                self.name
+            );
+        }
         if t.is_contiguous() {
             let s = t.offset * es;
             return Ok(data[s..s + numel * es].to_vec());

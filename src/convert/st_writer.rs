@@ -3,8 +3,6 @@
 //! checkpoint never holds more than one tensor in memory.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -94,14 +92,9 @@ pub fn encode(name: &str, values: &[f32], dtype: OutDType) -> Result<Vec<u8>> {
     }
 }
 
-/// Writes `tensors` to `path` (through a temporary file renamed at the end). Returns the
-/// number of data bytes written.
-pub fn write(
-    path: &Path,
-    tensors: Vec<Planned<'_>>,
-    dtype: OutDType,
-    metadata: &[(&str, String)],
-) -> Result<u64> {
+/// The safetensors header for tensors given as (name, safetensors dtype, shape, data bytes),
+/// padded so the data starts 8-byte aligned.
+fn header(tensors: &[(&str, &str, &[usize], u64)], metadata: &[(&str, String)]) -> Result<String> {
     let mut header = serde_json::Map::new();
     let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), "pt".to_string());
@@ -110,28 +103,67 @@ pub fn write(
     }
     header.insert("__metadata__".into(), json!(meta));
     let mut offset = 0u64;
-    for t in &tensors {
-        if header.contains_key(&t.name) {
-            bail!("tensor '{}' would be written twice", t.name);
+    for &(name, dtype, shape, bytes) in tensors {
+        if header.contains_key(name) {
+            bail!("tensor '{name}' would be written twice");
         }
-        let bytes = (t.numel() as u64)
-            .checked_mul(dtype.size() as u64)
-            .ok_or_else(|| anyhow!("tensor '{}' is too large", t.name))?;
+        let end = offset
+            .checked_add(bytes)
+            .ok_or_else(|| anyhow!("tensor '{name}' is too large"))?;
         header.insert(
-            t.name.clone(),
-            json!({"dtype": dtype.st_name(), "shape": t.shape, "data_offsets": [offset, offset + bytes]}),
+            name.to_string(),
+            json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, end]}),
         );
-        offset += bytes;
+        offset = end;
     }
     let mut text = serde_json::to_string(&header)?;
     while (8 + text.len()) % 8 != 0 {
         text.push(' ');
     }
-    let tmp = path.with_extension("safetensors.partial");
-    let result = (|| -> Result<()> {
-        let file =
-            File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        let mut w = BufWriter::with_capacity(1 << 20, file);
+    Ok(text)
+}
+
+/// Writes tensors already in memory: (name, safetensors dtype such as "F32", shape, bytes),
+/// through [`crate::io::output::write_file`]. Returns the number of data bytes written.
+pub fn write_raw(
+    path: &Path,
+    tensors: &[(&str, &str, &[usize], &[u8])],
+    metadata: &[(&str, String)],
+) -> Result<u64> {
+    let sizes: Vec<(&str, &str, &[usize], u64)> = tensors
+        .iter()
+        .map(|&(n, d, s, b)| (n, d, s, b.len() as u64))
+        .collect();
+    let text = header(&sizes, metadata)?;
+    crate::io::output::write_file(path, |w| {
+        w.write_all(&(text.len() as u64).to_le_bytes())?;
+        w.write_all(text.as_bytes())?;
+        for &(_, _, _, bytes) in tensors {
+            w.write_all(bytes)?;
+        }
+        Ok(())
+    })?;
+    Ok(sizes.iter().map(|t| t.3).sum())
+}
+
+/// Writes `tensors` to `path` (through [`crate::io::output::write_file`]: atomically for a
+/// regular file). Returns the number of data bytes written.
+pub fn write(
+    path: &Path,
+    tensors: Vec<Planned<'_>>,
+    dtype: OutDType,
+    metadata: &[(&str, String)],
+) -> Result<u64> {
+    let mut sizes = Vec::with_capacity(tensors.len());
+    for t in &tensors {
+        let bytes = (t.numel() as u64)
+            .checked_mul(dtype.size() as u64)
+            .ok_or_else(|| anyhow!("tensor '{}' is too large", t.name))?;
+        sizes.push((t.name.as_str(), dtype.st_name(), t.shape.as_slice(), bytes));
+    }
+    let text = header(&sizes, metadata)?;
+    let total = sizes.iter().map(|t| t.3).sum();
+    crate::io::output::write_file(path, |w| {
         w.write_all(&(text.len() as u64).to_le_bytes())?;
         w.write_all(text.as_bytes())?;
         for t in tensors {
@@ -146,14 +178,7 @@ pub fn write(
             }
             w.write_all(&encode(&name, &values, dtype)?)?;
         }
-        w.flush()?;
         Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.context(format!("cannot write {}", path.display())));
-    }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
-    Ok(offset)
+    })?;
+    Ok(total)
 }

@@ -47,6 +47,19 @@ pub struct ModelConfig {
 /// Default context for checkpoints that do not state one (LLaMA's training length).
 pub const DEFAULT_MAX_SEQ_LEN: usize = 2048;
 
+/// Largest value any one dimension of a configuration may take (widths, layer and head counts,
+/// vocabulary, FFN width, image size): 2^24, far above any released model, small enough that
+/// products of a few of them cannot overflow before the memory plan compares them with the
+/// device. Contexts are bounded by the memory plan instead (see [`MAX_CONTEXT`]).
+pub const MAX_DIMENSION: usize = 1 << 24;
+
+/// Largest context a configuration or `--max-seq-len` may state (2^31 tokens); whether it fits
+/// is decided by the memory plan when a session opens.
+pub const MAX_CONTEXT: usize = 1 << 31;
+
+/// Largest CLIP input side an adapter configuration may state (pixels).
+pub const MAX_IMAGE_SIZE: usize = 4096;
+
 fn field<'a>(obj: &'a Value, file: &Path, name: &str) -> Result<&'a Value> {
     obj.get(name)
         .filter(|v| !v.is_null())
@@ -55,13 +68,26 @@ fn field<'a>(obj: &'a Value, file: &Path, name: &str) -> Result<&'a Value> {
 
 fn usize_field(obj: &Value, file: &Path, name: &str) -> Result<usize> {
     let v = field(obj, file, name)?;
+    let limit = if is_context_field(name) {
+        MAX_CONTEXT
+    } else {
+        MAX_DIMENSION
+    };
     match v.as_u64() {
-        Some(x) if x > 0 => Ok(x as usize),
+        Some(x) if x > 0 && x <= limit as u64 => Ok(x as usize),
+        Some(x) if x > 0 => bail!(
+            "{}: field '{name}' is {x}, more than lav2 accepts ({limit})",
+            file.display()
+        ),
         _ => bail!(
             "{}: field '{name}' must be a positive integer, found {v}",
             file.display()
         ),
     }
+}
+
+fn is_context_field(name: &str) -> bool {
+    matches!(name, "max_seq_len" | "max_position_embeddings")
 }
 
 fn opt_usize(obj: &Value, file: &Path, name: &str) -> Result<Option<usize>> {
@@ -140,7 +166,7 @@ impl ModelConfig {
         check_heads(path, dim, n_heads, n_kv_heads)?;
         // Meta's original params.json says -1 and lets the tokenizer decide.
         let vocab_size = match v.get("vocab_size").and_then(|x| x.as_i64()) {
-            Some(x) if x > 0 => x as usize,
+            Some(x) if x > 0 && x <= MAX_DIMENSION as i64 => x as usize,
             Some(-1) | None => 0,
             Some(x) => bail!("{}: field 'vocab_size' is {x}", path.display()),
         };
@@ -149,7 +175,14 @@ impl ModelConfig {
         // LLaMA's FFN width: 2/3 of 4·dim, times an optional multiplier, rounded up.
         let mut hidden = 2 * (4 * dim) / 3;
         if let Some(m) = ffn_multiplier {
-            hidden = (m as f64 * hidden as f64) as usize;
+            let h = m as f64 * hidden as f64;
+            if h > MAX_DIMENSION as f64 {
+                bail!(
+                    "{}: ffn_dim_multiplier {m} makes the FFN width {h}, more than lav2 accepts ({MAX_DIMENSION})",
+                    path.display()
+                );
+            }
+            hidden = h as usize;
         }
         let ffn_dim = multiple_of * hidden.div_ceil(multiple_of);
         if v.get("use_scaled_rope").and_then(|x| x.as_bool()) == Some(true) {
@@ -359,6 +392,61 @@ impl AdapterConfig {
                 cfg.format
             );
         }
+        let dims = [
+            ("query_len", cfg.query_len),
+            ("query_layer", cfg.query_layer),
+            ("lora_rank", cfg.lora_rank),
+        ];
+        let vis_dims = cfg.visual.iter().flat_map(|v| {
+            [
+                ("visual.clip.image_size", v.clip.image_size),
+                ("visual.clip.patch_size", v.clip.patch_size),
+                ("visual.clip.width", v.clip.width),
+                ("visual.clip.layers", v.clip.layers),
+                ("visual.clip.heads", v.clip.heads),
+                ("visual.clip.output_dim", v.clip.output_dim),
+                ("visual.v_embed_dim", v.v_embed_dim),
+                ("visual.v_depth", v.v_depth),
+                ("visual.v_num_heads", v.v_num_heads),
+            ]
+        });
+        for (name, x) in dims.into_iter().chain(vis_dims) {
+            // The image is S×S pixels: its side gets a tighter bound than a width.
+            let limit = if name == "visual.clip.image_size" {
+                MAX_IMAGE_SIZE
+            } else {
+                MAX_DIMENSION
+            };
+            if x > limit {
+                bail!(
+                    "{}: field '{name}' is {x}, more than lav2 accepts ({limit})",
+                    path.display()
+                );
+            }
+        }
+        if let Some(vis) = &cfg.visual {
+            for (name, eps) in [
+                ("visual.clip.ln_eps", vis.clip.ln_eps),
+                ("visual.ln_eps", vis.ln_eps),
+            ] {
+                if !(eps.is_finite() && eps > 0.0) {
+                    bail!(
+                        "{}: field '{name}' must be a positive number, found {eps}",
+                        path.display()
+                    );
+                }
+            }
+            if !(vis.v_mlp_ratio.is_finite() && vis.v_mlp_ratio > 0.0)
+                || vis.v_mlp_ratio * vis.v_embed_dim as f32 > MAX_DIMENSION as f32
+            {
+                bail!(
+                    "{}: field 'visual.v_mlp_ratio' must be a positive number with \
+                     v_mlp_ratio · v_embed_dim ≤ {MAX_DIMENSION}, found {}",
+                    path.display(),
+                    vis.v_mlp_ratio
+                );
+            }
+        }
         if cfg.w_lora && cfg.lora_rank == 0 {
             bail!("{}: 'w_lora' is true but 'lora_rank' is 0", path.display());
         }
@@ -387,9 +475,6 @@ impl AdapterConfig {
                     vis.v_embed_dim,
                     vis.v_num_heads
                 );
-            }
-            if vis.v_mlp_ratio <= 0.0 {
-                bail!("{}: visual.v_mlp_ratio must be positive", path.display());
             }
         }
         Ok(cfg)

@@ -91,6 +91,10 @@ pub struct Model {
     pub config: ModelConfig,
     pub adapter: Option<AdapterInfo>,
     pub weights: WeightStore,
+    /// The setting the context was asked for with (`--max-seq-len`, a benchmark's contexts): a
+    /// session that cannot hold it is an error naming it. `None`: the model's own context, and
+    /// a session that cannot hold it takes the largest that fits, with a notice.
+    pub context_setting: Option<&'static str>,
 }
 
 /// The seven linear layers of a LLaMA block, by the authors' short names.
@@ -173,6 +177,8 @@ pub struct LoadOptions {
     pub quant: QuantFormat,
     /// Loads quantized linear layers made by `lav2 quantize` instead of quantizing.
     pub quantized_file: Option<PathBuf>,
+    /// Skips the scan that refuses NaN / infinite weights (for trusted files).
+    pub skip_finite_check: bool,
 }
 
 impl Default for LoadOptions {
@@ -181,6 +187,7 @@ impl Default for LoadOptions {
             max_seq_len: None,
             quant: QuantFormat::None,
             quantized_file: None,
+            skip_finite_check: false,
         }
     }
 }
@@ -189,16 +196,20 @@ impl Model {
     pub fn load(dir: &Path, adapter_dir: Option<&Path>, opts: &LoadOptions) -> Result<Model> {
         let mut config = ModelConfig::load(dir)?;
         if let Some(n) = opts.max_seq_len {
-            if n == 0 {
-                bail!("--max-seq-len must be positive");
+            if n == 0 || n > config::MAX_CONTEXT {
+                bail!(
+                    "--max-seq-len must be between 1 and {}, got {n}",
+                    config::MAX_CONTEXT
+                );
             }
             config.max_seq_len = n;
         }
-        let files = TensorFiles::open_dir(dir)?;
+        let files = TensorFiles::open(&base_weight_files(dir, config.layout)?)?;
         let mut weights = WeightStore::default();
         load_base(&mut config, &files, &mut weights)?;
+        files.check_weights(!opts.skip_finite_check)?;
         let adapter = match adapter_dir {
-            Some(a) => Some(load_adapter(&config, a, &mut weights)?),
+            Some(a) => Some(load_adapter(&config, a, &mut weights, opts)?),
             None => None,
         };
         match (&opts.quantized_file, opts.quant) {
@@ -214,6 +225,7 @@ impl Model {
             config,
             adapter,
             weights,
+            context_setting: opts.max_seq_len.map(|_| "--max-seq-len"),
         })
     }
 
@@ -222,6 +234,36 @@ impl Model {
             .as_ref()
             .is_some_and(|a| a.config.visual.is_some())
     }
+}
+
+/// The safetensors files of a base model folder: those named as the layout names its weights
+/// (`model*.safetensors` for Hugging Face, `consolidated*.safetensors` for Meta) when there are
+/// any, else every `*.safetensors`. Other tensor files kept beside the weights (reference
+/// logits, say) are not read; every tensor of the files that are read must be used.
+fn base_weight_files(dir: &Path, layout: Layout) -> Result<Vec<PathBuf>> {
+    let mut all: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read model folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    all.sort();
+    if all.is_empty() {
+        bail!("{}: no *.safetensors file found", dir.display());
+    }
+    let prefix = match layout {
+        Layout::HuggingFace => "model",
+        Layout::Meta => "consolidated",
+    };
+    let named: Vec<PathBuf> = all
+        .iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .cloned()
+        .collect();
+    Ok(if named.is_empty() { all } else { named })
 }
 
 fn load_base(config: &mut ModelConfig, files: &TensorFiles, store: &mut WeightStore) -> Result<()> {
@@ -282,6 +324,10 @@ fn load_base(config: &mut ModelConfig, files: &TensorFiles, store: &mut WeightSt
         config.kv_dim(),
         config.ffn_dim,
     );
+    let mut used: std::collections::HashSet<String> = [embed_name, out_name, norm_name]
+        .into_iter()
+        .map(String::from)
+        .collect();
     for l in 0..config.n_layers {
         for (what, shape) in [
             ("attention_norm", vec![d]),
@@ -294,9 +340,33 @@ fn load_base(config: &mut ModelConfig, files: &TensorFiles, store: &mut WeightSt
             ("w2", vec![d, f]),
             ("w3", vec![f, d]),
         ] {
-            let t = files.get(&base_name(config.layout, l, what), &shape)?;
+            let name = base_name(config.layout, l, what);
+            let t = files.get(&name, &shape)?;
             store.insert(&format!("layers.{l}.{what}"), t);
+            used.insert(name);
         }
+    }
+    // A tensor the layout has no place for would be silently ignored: refuse it instead.
+    let unused: Vec<&str> = files.names().filter(|n| !used.contains(*n)).collect();
+    if let Some(first) = unused.first() {
+        let why = if first.ends_with("bias") {
+            format!(
+                "the {} layout has no biases (adapter biases belong in the adapter folder, with \
+                 'w_bias')",
+                config.layout.name()
+            )
+        } else {
+            format!(
+                "it is not a tensor of the {} layout with {} layers",
+                config.layout.name(),
+                config.n_layers
+            )
+        };
+        bail!(
+            "base model {} has tensor '{first}' that the model does not use ({} unused in all): {why}",
+            files.describe_source(),
+            unused.len()
+        );
     }
     Ok(())
 }
@@ -314,13 +384,21 @@ fn linear_shape(c: &ModelConfig, name: &str) -> (usize, usize) {
     }
 }
 
-fn load_adapter(c: &ModelConfig, dir: &Path, store: &mut WeightStore) -> Result<AdapterInfo> {
+fn load_adapter(
+    c: &ModelConfig,
+    dir: &Path,
+    store: &mut WeightStore,
+    opts: &LoadOptions,
+) -> Result<AdapterInfo> {
     let cfg = AdapterConfig::load(&dir.join("adapter_config.json"))?;
     let path = dir.join("adapter.safetensors");
     if !path.is_file() {
         bail!("{}: adapter.safetensors not found", dir.display());
     }
-    let mut file = AdapterFile::new(TensorFiles::open(&[path])?);
+    let tensors = TensorFiles::open(&[path])?;
+    // Gates, scales and prompts with NaN would silently turn every answer into garbage.
+    tensors.check_weights(!opts.skip_finite_check)?;
+    let mut file = AdapterFile::new(tensors);
     if cfg.query_layer > c.n_layers {
         bail!(
             "adapter_config.json: query_layer {} exceeds the base model's {} layers",

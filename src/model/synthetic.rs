@@ -429,6 +429,7 @@ pub fn build(p: &Preset, seed: u64, quant: QuantFormat, with_adapter: bool) -> M
         config: c.clone(),
         adapter,
         weights: g.store,
+        context_setting: Some("--contexts / --prefill / --decode-tokens"),
     }
 }
 

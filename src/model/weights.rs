@@ -178,6 +178,33 @@ impl TensorFiles {
         })
     }
 
+    /// Refuses a tensor that weights cannot be read from (an integer dtype) and, with
+    /// `check_finite`, one holding NaN or an infinity, naming the first such tensor (by name
+    /// order) and its file.
+    pub fn check_weights(&self, check_finite: bool) -> Result<()> {
+        for (name, e) in &self.entries {
+            let file = self.files[e.file].0.display();
+            if !matches!(e.dtype, DType::F32 | DType::F16 | DType::BF16) {
+                bail!(
+                    "tensor '{name}' in {file} has dtype {}; weights must be f32, f16 or bf16",
+                    e.dtype
+                );
+            }
+            if !check_finite {
+                continue;
+            }
+            let raw = &self.files[e.file].1[e.start..e.end];
+            if let Some((i, v)) = crate::limits::first_non_finite_par(e.dtype, raw) {
+                bail!(
+                    "tensor '{name}' in {file} holds {v} at element {i} (shape {}); NaN and \
+                     infinite weights are refused (--skip-finite-check skips this scan)",
+                    shape_str(&e.shape)
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub fn total_bytes(&self) -> usize {
         self.entries.values().map(|e| e.end - e.start).sum()
     }

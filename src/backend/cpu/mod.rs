@@ -101,6 +101,10 @@ impl Backend for CpuBackend {
         4
     }
 
+    fn memory_available(&self) -> Option<usize> {
+        crate::limits::host_memory_available()
+    }
+
     fn load_weights(&mut self, weights: &[HostTensor]) -> Result<()> {
         self.weights = weights
             .iter()
@@ -120,8 +124,8 @@ impl Backend for CpuBackend {
     fn alloc_states(&mut self, states: &[StateDesc]) -> Result<()> {
         self.states = states
             .iter()
-            .map(|s| vec![0f32; s.shape.iter().product()])
-            .collect();
+            .map(|s| crate::limits::try_zeroed_f32(s.shape.iter().product(), &s.name))
+            .collect::<Result<_>>()?;
         Ok(())
     }
 
@@ -166,7 +170,10 @@ impl Backend for CpuBackend {
         self.programs.push(CpuProgram {
             graph: graph.clone(),
             plan: plan.clone(),
-            arena: vec![0f32; plan.arena_bytes / 4],
+            arena: crate::limits::try_zeroed_f32(
+                plan.arena_bytes / 4,
+                &format!("the activations of graph '{}'", graph.name),
+            )?,
             inputs_f32,
             inputs_i32,
         });
@@ -537,7 +544,12 @@ impl CpuBackend {
                     let logits = self.raw(pid, *logits).get();
                     let vocab = logits.len() / out.len();
                     for (i, row) in logits.chunks_exact(vocab).enumerate() {
-                        let token = if *temperature == 0.0 {
+                        // No finite largest logit (all NaN, all -inf, or a +inf): no token
+                        // can be drawn; -1 tells the session so (as the CUDA kernels do).
+                        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                        let token = if !max.is_finite() {
+                            u32::MAX
+                        } else if *temperature == 0.0 {
                             crate::generate::argmax(row)
                         } else {
                             crate::generate::sample_top_p(
