@@ -187,6 +187,13 @@ pub fn load_quantized(path: &Path, c: &ModelConfig, store: &mut WeightStore) -> 
                 scales.dtype
             );
         }
+        // Scales multiply every weight of their group: a NaN or infinite one poisons them all.
+        if let Some((i, v)) = crate::limits::first_non_finite(DType::F16, scales.bytes.as_slice()) {
+            bail!(
+                "{}: tensor '{name}.scales' holds {v} at element {i}; quantization scales must be finite",
+                path.display()
+            );
+        }
         let zeros = match format {
             QuantFormat::Int4 { zero_point: true } => {
                 Some(files.get(&format!("{name}.zeros"), &[out_f, ng])?)

@@ -206,6 +206,47 @@ fn quantized_file_round_trips_and_refuses_other_weights() {
     let mut c = cpu_session(Model::load(&base, Some(&adapter), &int8).unwrap());
     let err = rel_l2(&c.forward(&tokens, 0, true).unwrap(), &want);
     assert!(err < 0.03, "int8 relative L2 {err}");
+    // A NaN scale (it multiplies a whole group of weights) is refused by name.
+    let bytes = std::fs::read(&file).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let target = st
+        .names()
+        .into_iter()
+        .find(|n| n.ends_with(".scales"))
+        .unwrap()
+        .to_string();
+    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    for (n, _, _, data) in owned.iter_mut() {
+        if *n == target {
+            data[2..4].copy_from_slice(&half::f16::NAN.to_le_bytes());
+        }
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = owned
+        .iter()
+        .map(|(n, d, s, data)| {
+            let v = safetensors::tensor::TensorView::new(*d, s.clone(), data).unwrap();
+            (n.clone(), v)
+        })
+        .collect();
+    let bad = file.with_file_name("int4-nan-scale.safetensors");
+    safetensors::serialize_to_file(views, meta.metadata().clone(), &bad).unwrap();
+    let nan_file = LoadOptions {
+        quantized_file: Some(bad),
+        ..Default::default()
+    };
+    let err = format!(
+        "{:#}",
+        Model::load(&base, Some(&adapter), &nan_file).err().unwrap()
+    );
+    assert!(
+        err.contains(&format!("'{target}'")) && err.contains("finite"),
+        "{err}"
+    );
     // Without the adapter the folded weights differ: the file is refused by name.
     let err = Model::load(&base, None, &from_file)
         .err()
