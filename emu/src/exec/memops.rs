@@ -52,6 +52,33 @@ impl<'a> Exec<'a> {
         Stop::Fault(err)
     }
 
+    /// The live allocation (index, offset) holding `[addr, addr + n)`, or a memcheck fault naming
+    /// the access (`what`, e.g. "global read") and where the address lies.
+    fn global_slot(
+        &mut self,
+        ins: &Instr,
+        w: &Warp,
+        l: usize,
+        addr: u64,
+        n: u64,
+        what: &str,
+    ) -> Flow<(usize, usize)> {
+        match self.mem.slot(addr, n) {
+            Some(s) => Ok(s),
+            None => {
+                let where_ = self.mem.describe(addr);
+                Err(self.fault(
+                    ins,
+                    w,
+                    l,
+                    addr,
+                    CuError::IllegalAddress,
+                    format!("invalid {what} of {n} bytes ({where_})"),
+                ))
+            }
+        }
+    }
+
     fn check_align(
         &mut self,
         ins: &Instr,
@@ -105,17 +132,7 @@ impl<'a> Exec<'a> {
         self.check_align(ins, w, l, space, addr, n)?;
         match space {
             Space::Global | Space::Const | Space::Generic => {
-                let Some((i, off)) = self.mem.slot(addr, n as u64) else {
-                    let where_ = self.mem.describe(addr);
-                    return Err(self.fault(
-                        ins,
-                        w,
-                        l,
-                        addr,
-                        CuError::IllegalAddress,
-                        format!("invalid global read of {n} bytes ({where_})"),
-                    ));
-                };
+                let (i, off) = self.global_slot(ins, w, l, addr, n as u64, "global read")?;
                 let a = self.mem.alloc_at(i);
                 out.copy_from_slice(&a.data[off..off + n as usize]);
                 if self.checks && a.init[off..off + n as usize].contains(&0) {
@@ -224,17 +241,7 @@ impl<'a> Exec<'a> {
         self.check_align(ins, w, l, space, addr, n)?;
         match space {
             Space::Global | Space::Const | Space::Generic => {
-                let Some((i, off)) = self.mem.slot(addr, n as u64) else {
-                    let where_ = self.mem.describe(addr);
-                    return Err(self.fault(
-                        ins,
-                        w,
-                        l,
-                        addr,
-                        CuError::IllegalAddress,
-                        format!("invalid global write of {n} bytes ({where_})"),
-                    ));
-                };
+                let (i, off) = self.global_slot(ins, w, l, addr, n as u64, "global write")?;
                 if self.checks {
                     self.global_hazard(ins.line, w, l, i, off, n as usize, true, atomic);
                 }
@@ -340,7 +347,7 @@ impl<'a> Exec<'a> {
             let who = if other_block {
                 "another block of this launch".to_string()
             } else {
-                let o = self.thread_of_tid(s_tid);
+                let o = self.thread_xyz(s_tid);
                 format!(
                     "thread ({},{},{}) of this block with no barrier between",
                     o[0], o[1], o[2]
@@ -447,7 +454,7 @@ impl<'a> Exec<'a> {
     }
 
     fn race_finding(&mut self, line: u32, w: &Warp, l: usize, byte: usize, what: &str, other: u16) {
-        let o = self.thread_of_tid(other as u32);
+        let o = self.thread_xyz(other as u32);
         self.finding(
             "racecheck",
             line,
@@ -459,12 +466,6 @@ impl<'a> Exec<'a> {
                 o[0], o[1], o[2]
             ),
         );
-    }
-
-    fn thread_of_tid(&self, tid: u32) -> [u32; 3] {
-        let bx = self.block[0];
-        let by = self.block[1];
-        [tid % bx, (tid / bx) % by, tid / (bx * by)]
     }
 
     /// `ld`, `st`, `atom`, `red`, `cp.async*`, `prefetch` for the lanes of `mask`.
@@ -726,17 +727,8 @@ impl<'a> Exec<'a> {
             let mut data = vec![0u8; cp_size];
             let mut init = vec![true; cp_size];
             if src_size > 0 {
-                let Some((i, off)) = self.mem.slot(src, src_size as u64) else {
-                    let where_ = self.mem.describe(src);
-                    return Err(self.fault(
-                        ins,
-                        w,
-                        l,
-                        src,
-                        CuError::IllegalAddress,
-                        format!("invalid cp.async global read of {src_size} bytes ({where_})"),
-                    ));
-                };
+                let (i, off) =
+                    self.global_slot(ins, w, l, src, src_size as u64, "cp.async global read")?;
                 if self.checks {
                     self.global_hazard(ins.line, w, l, i, off, src_size, false, false);
                 }

@@ -632,7 +632,7 @@ impl<'a> Exec<'a> {
         }
     }
 
-    fn thread_xyz(&self, tid: u32) -> [u32; 3] {
+    pub(crate) fn thread_xyz(&self, tid: u32) -> [u32; 3] {
         let bx = self.block[0];
         let by = self.block[1];
         [tid % bx, (tid / bx) % by, tid / (bx * by)]
