@@ -243,6 +243,7 @@ fn main() {
         );
     }
     g.push_str("];\n\n");
+    g.push_str(&geometry_module(&sources, &common));
     if common.is_file() {
         let _ = writeln!(
             g,
@@ -448,6 +449,120 @@ fn nvcc_version(p: &Path) -> Result<Option<String>, String> {
 // ---------------------------------------------------------------------------------------------
 
 /// Names of the `extern "C" __global__` functions, in source order.
+/// `pub mod geometry { pub mod <file> { pub const NAME: usize = …; } }`: every top-level
+/// `constexpr int NAME = <expr>;` of each kernel file (and of common.cuh, which every file sees),
+/// so launches are sized by the very constants the kernels are compiled with.
+fn geometry_module(sources: &[(String, PathBuf)], common: &Path) -> String {
+    let common_src = fs::read_to_string(common).unwrap_or_default();
+    let common_consts = parse_constants(&common_src, &[]);
+    let mut g = String::from(
+        "/// Launch geometry: the top-level integer constants of each kernels/<file>.cu.\npub mod geometry {\n",
+    );
+    let mut emit = |module: &str, consts: &[(String, i64)]| {
+        let _ = writeln!(g, "    pub mod {module} {{");
+        for (name, value) in consts {
+            if *value >= 0 {
+                let _ = writeln!(g, "        pub const {name}: usize = {value};");
+            }
+        }
+        g.push_str("    }\n");
+    };
+    emit("common", &common_consts);
+    for (name, path) in sources {
+        let src = fs::read_to_string(path).unwrap_or_default();
+        emit(name, &parse_constants(&src, &common_consts));
+    }
+    g.push_str("}\n\n");
+    g
+}
+
+/// `constexpr int NAME = EXPR;` at the start of a line, EXPR of integers, earlier names, `* / + -`
+/// and parentheses; anything else is skipped (it is not launch geometry).
+fn parse_constants(src: &str, known: &[(String, i64)]) -> Vec<(String, i64)> {
+    let mut consts: Vec<(String, i64)> = Vec::new();
+    for line in strip_comments(src).lines() {
+        let Some(rest) = line.strip_prefix("constexpr int ") else {
+            continue;
+        };
+        let Some((name, expr)) = rest.split_once('=') else {
+            continue;
+        };
+        let Some(expr) = expr.trim().strip_suffix(';') else {
+            continue;
+        };
+        let lookup = |n: &str| {
+            consts
+                .iter()
+                .chain(known)
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| *v)
+        };
+        if let Some(v) = eval_int(expr, &lookup) {
+            consts.push((name.trim().to_string(), v));
+        }
+    }
+    consts
+}
+
+/// Evaluates a constant integer expression (precedence climbing over `+ - * /` and parentheses).
+fn eval_int(expr: &str, lookup: &dyn Fn(&str) -> Option<i64>) -> Option<i64> {
+    let tokens: Vec<String> = {
+        let mut t = Vec::new();
+        let mut word = String::new();
+        for ch in expr.chars() {
+            if ch.is_ascii_alphanumeric() || ch == '_' {
+                word.push(ch);
+                continue;
+            }
+            if !word.is_empty() {
+                t.push(std::mem::take(&mut word));
+            }
+            if "+-*/()".contains(ch) {
+                t.push(ch.to_string());
+            } else if !ch.is_whitespace() {
+                return None;
+            }
+        }
+        if !word.is_empty() {
+            t.push(word);
+        }
+        t
+    };
+    fn atom(t: &[String], i: &mut usize, l: &dyn Fn(&str) -> Option<i64>) -> Option<i64> {
+        let tok = t.get(*i)?.clone();
+        *i += 1;
+        if tok == "(" {
+            let v = sum(t, i, l)?;
+            (t.get(*i)? == ")").then(|| *i += 1)?;
+            return Some(v);
+        }
+        tok.parse::<i64>().ok().or_else(|| l(&tok))
+    }
+    fn product(t: &[String], i: &mut usize, l: &dyn Fn(&str) -> Option<i64>) -> Option<i64> {
+        let mut v = atom(t, i, l)?;
+        while let Some(op) = t.get(*i).filter(|o| *o == "*" || *o == "/") {
+            let op = op.clone();
+            *i += 1;
+            let r = atom(t, i, l)?;
+            v = if op == "*" { v * r } else { v.checked_div(r)? };
+        }
+        Some(v)
+    }
+    fn sum(t: &[String], i: &mut usize, l: &dyn Fn(&str) -> Option<i64>) -> Option<i64> {
+        let mut v = product(t, i, l)?;
+        while let Some(op) = t.get(*i).filter(|o| *o == "+" || *o == "-") {
+            let op = op.clone();
+            *i += 1;
+            let r = product(t, i, l)?;
+            v = if op == "+" { v + r } else { v - r };
+        }
+        Some(v)
+    }
+    let mut i = 0;
+    let v = sum(&tokens, &mut i, lookup)?;
+    (i == tokens.len()).then_some(v)
+}
+
 fn parse_entry_points(src: &str) -> Vec<String> {
     let code = strip_comments(src);
     let marker = "extern \"C\" __global__";

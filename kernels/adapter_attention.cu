@@ -15,7 +15,7 @@
 //                                       online softmax, cp.async double buffering
 //   adapter_attention_decode_split_f16  T == 1, split-K over the sequence (flash-decoding)
 //   adapter_attention_decode_reduce_f16 merges the splits and adds the gated prompt term
-//   attention_causal_prefill_f16 / adapter_prompt_attention_f16  the unfused variant, for comparisons
+//   adapter_attention_causal_prefill_f16 / adapter_attention_prompt_f16  the unfused variant, for comparisons
 #include "common.cuh"
 
 using namespace lav2;
@@ -441,7 +441,7 @@ extern "C" __global__ void __launch_bounds__(PF_WARPS * 32)
 
 // Causal attention alone (the unfused variant's first pass); same launch as the prefill.
 extern "C" __global__ void __launch_bounds__(PF_WARPS * 32)
-    attention_causal_prefill_f16(const __half* q, const __half* k_cache, const __half* v_cache,
+    adapter_attention_causal_prefill_f16(const __half* q, const __half* k_cache, const __half* v_cache,
                                  __half* out, const int* start_pos, int T, int n_heads, int n_kv_heads,
                                  int head_dim, float scale, long long cache_stride) {
     const long long rows = (long long)blockIdx.z * T * n_heads * head_dim;
@@ -622,7 +622,7 @@ extern "C" __global__ void __launch_bounds__(DC_THREADS)
 // Unfused gated prompt term, added in place: out[t,h] += gate[h] · softmax(q[t,h]·K_Pᵀ·scale)·V_P.
 // grid (T, n_heads), block 128, no dynamic smem.
 extern "C" __global__ void __launch_bounds__(DC_THREADS)
-    adapter_prompt_attention_f16(const __half* q, const __half* prompt_k, const __half* prompt_v,
+    adapter_attention_prompt_f16(const __half* q, const __half* prompt_k, const __half* prompt_v,
                                  const float* gate, __half* out, int T, int n_heads, int n_kv_heads,
                                  int head_dim, int prompt_len, float scale) {
     __shared__ float qs[DC_MAX_HD];

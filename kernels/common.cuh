@@ -174,10 +174,16 @@ LAV2_DEV u32 pack_half2(float lo, float hi) {
     return *reinterpret_cast<u32*>(&h);
 }
 
-// Tensor-core GEMM tiles (matmul.cu, quant_matmul.cu): shared tiles are [rows][TC_BK halves] with
+// Tensor-core GEMM tiles (linear.cu, linear_quant.cu): shared tiles are [rows][TC_BK halves] with
 // the four 16-byte chunks of a row XOR-swizzled by (row >> 1) & 3, so both the 16-byte stores and
 // the 8-row ldmatrix reads hit 32 distinct banks without padding.
 constexpr int TC_BK = 32;
+// The two tensor-core GEMM tilings of linear.cu and linear_quant.cu (square block tiles), and the
+// threads each is written for; the launch sizes its grid by the same constants (build.rs).
+constexpr int GEMM128_TILE = 128;
+constexpr int GEMM128_THREADS = 256;
+constexpr int GEMM64_TILE = 64;
+constexpr int GEMM64_THREADS = 128;
 
 LAV2_DEV int tc_swz(int row, int chunk) { return row * TC_BK + ((chunk ^ ((row >> 1) & 3)) << 3); }
 
@@ -230,5 +236,23 @@ struct Out<float> {
     static LAV2_DEV void store2(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = make_float2(a, b); }
     static constexpr int align2 = 8;
 };
+
+// Grid-stride unary map out = f(x) over n f16 values, 8-element vector path when aligned (any grid).
+template <typename F>
+LAV2_DEV void unary(const __half* x, __half* out, int n, F f) {
+    const int stride = gridDim.x * blockDim.x;
+    const int tid = blockIdx.x * blockDim.x + threadIdx.x;
+    if ((n & 7) == 0 && aligned16(x) && aligned16(out)) {
+        for (int i = tid; i < (n >> 3); i += stride) {
+            float v[8];
+            unpack8(reinterpret_cast<const uint4*>(x)[i], v);
+#pragma unroll
+            for (int j = 0; j < 8; ++j) v[j] = f(v[j]);
+            reinterpret_cast<uint4*>(out)[i] = pack8(v);
+        }
+    } else {
+        for (int i = tid; i < n; i += stride) out[i] = __float2half_rn(f(__half2float(x[i])));
+    }
+}
 
 }  // namespace lav2

@@ -89,73 +89,7 @@ impl SamplingOptions {
     }
 }
 
-/// A small seeded generator (SplitMix64), so a seed gives the same text on every machine.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// Index of the largest logit; the first one on ties.
-pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
-/// The authors' `sample_top_p`: softmax(logits / T), sort descending, drop tokens whose
-/// preceding cumulative probability already exceeds `top_p`, renormalize, draw with `u`.
-pub fn sample_top_p(logits: &[f32], temperature: f32, top_p: f32, u: f64) -> u32 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut probs: Vec<(f64, u32)> = logits
-        .iter()
-        .enumerate()
-        .map(|(i, &l)| ((((l - max) / temperature) as f64).exp(), i as u32))
-        .collect();
-    let total: f64 = probs.iter().map(|p| p.0).sum();
-    for p in probs.iter_mut() {
-        p.0 /= total;
-    }
-    probs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    let mut kept = 0;
-    let mut cum = 0.0;
-    for p in &probs {
-        if cum > top_p as f64 {
-            break;
-        }
-        cum += p.0;
-        kept += 1;
-    }
-    let kept_total: f64 = probs[..kept].iter().map(|p| p.0).sum();
-    let target = u * kept_total;
-    let mut run = 0.0;
-    for p in &probs[..kept] {
-        run += p.0;
-        if run > target {
-            return p.1;
-        }
-    }
-    probs[kept - 1].1
-}
+pub use crate::rng::Rng;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StopReason {
@@ -252,23 +186,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn top_p_keeps_the_smallest_prefix_that_passes_p() {
-        // probs ≈ [0.5, 0.3, 0.2]: with p = 0.6 the first two are kept (0.5 ≤ 0.6 before the
-        // second), the third is dropped (0.8 > 0.6 before it).
-        let logits: Vec<f32> = [0.5f32, 0.3, 0.2].iter().map(|p| p.ln()).collect();
-        let mut seen = [0usize; 3];
-        let mut rng = Rng::new(7);
-        for _ in 0..2000 {
-            seen[sample_top_p(&logits, 1.0, 0.6, rng.uniform()) as usize] += 1;
-        }
-        assert_eq!(seen[2], 0);
-        let ratio = seen[0] as f64 / seen[1] as f64;
-        assert!((ratio - 5.0 / 3.0).abs() < 0.3, "ratio {ratio}");
-        // A tiny p keeps only the most likely token.
-        assert_eq!(sample_top_p(&logits, 1.0, 0.01, 0.99), 0);
-    }
-
-    #[test]
     fn alpaca_strings_are_the_authors() {
         let p = format_prompt(Template::Alpaca, "Say hi", None).unwrap();
         assert!(p.starts_with("Below is an instruction that describes a task. Write"));
@@ -277,16 +194,5 @@ mod tests {
         assert!(p.contains("paired with an input that provides further context."));
         assert!(p.ends_with("### Instruction:\nQ\n\n### Input:\nctx\n\n### Response:"));
         assert!(format_prompt(Template::None, "x", Some("y")).is_err());
-    }
-
-    #[test]
-    fn seeded_rng_is_reproducible() {
-        let a: Vec<u64> = (0..4)
-            .scan(Rng::new(3), |r, _| Some(r.next_u64()))
-            .collect();
-        let b: Vec<u64> = (0..4)
-            .scan(Rng::new(3), |r, _| Some(r.next_u64()))
-            .collect();
-        assert_eq!(a, b);
     }
 }

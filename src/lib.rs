@@ -13,8 +13,10 @@ pub mod graph;
 pub mod io;
 pub mod limits;
 pub mod model;
+pub mod ops;
 pub mod quant;
 pub mod quant_io;
+pub mod rng;
 pub mod session;
 pub mod tensor;
 

@@ -3,31 +3,20 @@
 
 use std::collections::HashMap;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 
+use crate::backend::program::Program;
 use crate::backend::{Backend, ProgramId, WeightOutOfRange};
-use crate::graph::exec::Program;
 use crate::graph::TensorId;
 use crate::model::llama::Head;
 use crate::model::{llama, vision, Model};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum HeadKey {
-    AllLogits,
-    LastLogits,
-    Sample(u32, u32),
-}
-
-impl From<Head> for HeadKey {
-    fn from(h: Head) -> HeadKey {
-        match h {
-            Head::AllLogits => HeadKey::AllLogits,
-            Head::LastLogits => HeadKey::LastLogits,
-            Head::Sample { temperature, top_p } => {
-                HeadKey::Sample(temperature.to_bits(), top_p.to_bits())
-            }
-        }
-    }
+/// The inputs of a sampling head for one step.
+#[derive(Clone, Copy)]
+struct Sampling<'a> {
+    temperature: f32,
+    top_p: f32,
+    uniforms: &'a [f32],
 }
 
 pub struct Session {
@@ -35,8 +24,8 @@ pub struct Session {
     backend: Box<dyn Backend>,
     /// Sequences run side by side; every forward call takes this many.
     batch: usize,
-    /// Forward programs by token count and head; sampling heads by their parameters' bits.
-    forward: HashMap<(usize, HeadKey), Program>,
+    /// Forward programs by token count and head (one sampling program serves every setting).
+    forward: HashMap<(usize, Head), Program>,
     vision: Option<Program>,
     prompt: Option<Program>,
 }
@@ -248,6 +237,7 @@ impl Session {
         top_p: f32,
         uniforms: &[f32],
     ) -> Result<Vec<u32>> {
+        crate::ops::sample_token::check_params(temperature, top_p).map_err(|e| anyhow!(e))?;
         let t = self.validate(tokens, start_pos)?;
         if uniforms.len() != self.batch {
             bail!(
@@ -264,10 +254,14 @@ impl Session {
             pos += n;
             done += n;
         }
-        let head = Head::Sample { temperature, top_p };
         let n = t - done;
         let chunk = chunk_tokens(tokens, t, done, n);
-        let (program, out) = self.run_chunk(&chunk, n, pos, head, Some(uniforms))?;
+        let sampling = Sampling {
+            temperature,
+            top_p,
+            uniforms,
+        };
+        let (program, out) = self.run_chunk(&chunk, n, pos, Head::Sample, Some(sampling))?;
         self.backend
             .read_i32(program, out)?
             .into_iter()
@@ -323,7 +317,7 @@ impl Session {
         t: usize,
         start_pos: usize,
         head: Head,
-        uniforms: Option<&[f32]>,
+        sampling: Option<Sampling>,
     ) -> Result<(ProgramId, TensorId)> {
         // A single token's last row is all its rows: share the program.
         let head = if t == 1 && head == Head::AllLogits {
@@ -331,7 +325,7 @@ impl Session {
         } else {
             head
         };
-        let key = (t, HeadKey::from(head));
+        let key = (t, head);
         if !self.forward.contains_key(&key) {
             let g = llama::build_forward(&self.model, self.batch, t, head);
             let p = Program::new(self.backend.as_mut(), g)?;
@@ -341,8 +335,13 @@ impl Session {
         let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
         p.set_i32(self.backend.as_mut(), llama::TOKENS, &ids)?;
         p.set_i32(self.backend.as_mut(), llama::START_POS, &[start_pos as i32])?;
-        if let Some(u) = uniforms {
-            p.set_f32(self.backend.as_mut(), llama::UNIFORM, u)?;
+        if let Some(s) = sampling {
+            p.set_f32(self.backend.as_mut(), llama::UNIFORM, s.uniforms)?;
+            p.set_f32(
+                self.backend.as_mut(),
+                llama::SAMPLING,
+                &[s.temperature, s.top_p],
+            )?;
         }
         p.run(self.backend.as_mut())?;
         Ok((p.id, p.graph.outputs[0]))

@@ -1,8 +1,9 @@
 //! The CPU reference ops checked against direct float64 formulas on fresh random inputs.
 
-use lav2::backend::cpu::{attention, matmul, norm};
-use lav2::generate::Rng;
+use lav2::ops::linear::reference as matmul;
+use lav2::ops::{adapter_attention, rmsnorm, rope_kv_write};
 use lav2::quant::{quantize, QuantFormat, QuantView};
+use lav2::rng::Rng;
 
 fn seed() -> u64 {
     std::time::SystemTime::now()
@@ -127,7 +128,7 @@ fn fused_rmsnorm_matches_f64() {
     let w = random(&mut rng, d);
     let b = random(&mut rng, d);
     let mut out = vec![f32::NAN; rows * d];
-    norm::rmsnorm(Some(&x), &mut residual, &w, Some(&b), &mut out, 1e-5);
+    rmsnorm::reference(Some(&x), &mut residual, &w, Some(&b), &mut out, 1e-5);
     let mut want_res = vec![0f64; rows * d];
     let mut want = vec![0f64; rows * d];
     for r in 0..rows {
@@ -156,7 +157,7 @@ fn adapter_attention_matches_f64() {
     let pk = random(&mut rng, plen * kv_heads * hd);
     let pv = random(&mut rng, plen * kv_heads * hd);
     let gate = random(&mut rng, heads);
-    let args = attention::AttentionArgs {
+    let args = adapter_attention::AttentionArgs {
         start_pos: start,
         n_heads: heads,
         n_kv_heads: kv_heads,
@@ -165,7 +166,7 @@ fn adapter_attention_matches_f64() {
         batch: 1,
     };
     let mut out = vec![f32::NAN; t * heads * hd];
-    attention::adapter_attention(&args, &q, &kc, &vc, &mut out);
+    adapter_attention::reference(&args, &q, &kc, &vc, &mut out);
     let scale = 1.0 / (hd as f64).sqrt();
     let attend = |qv: &[f32], keys: &[f32], vals: &[f32], n: usize, kvh: usize| -> Vec<f64> {
         let sc: Vec<f64> = (0..n)
@@ -222,7 +223,7 @@ fn rope_layouts_agree_up_to_the_row_permutation() {
         let kv = vec![0f32; t * hd];
         let mut kc = vec![0f32; 16 * hd];
         let mut vc = kc.clone();
-        let a = attention::RopeArgs {
+        let a = rope_kv_write::RopeArgs {
             start_pos: start,
             n_heads: heads,
             n_kv_heads: 1,
@@ -231,7 +232,7 @@ fn rope_layouts_agree_up_to_the_row_permutation() {
             interleaved,
             batch: 1,
         };
-        attention::rope_kv_write(&a, &mut q, &kv, &kv, &mut kc, &mut vc);
+        rope_kv_write::reference(&a, &mut q, &kv, &kv, &mut kc, &mut vc);
         q
     };
     let meta = run(&q, true);
@@ -246,7 +247,7 @@ fn rope_layouts_agree_up_to_the_row_permutation() {
     let mut q0 = q[..heads * hd].to_vec();
     let kv = vec![0f32; hd];
     let (mut kc, mut vc) = (vec![0f32; hd], vec![0f32; hd]);
-    let a = attention::RopeArgs {
+    let a = rope_kv_write::RopeArgs {
         start_pos: 0,
         n_heads: heads,
         n_kv_heads: 1,
@@ -255,6 +256,6 @@ fn rope_layouts_agree_up_to_the_row_permutation() {
         interleaved: true,
         batch: 1,
     };
-    attention::rope_kv_write(&a, &mut q0, &kv, &kv, &mut kc, &mut vc);
+    rope_kv_write::reference(&a, &mut q0, &kv, &kv, &mut kc, &mut vc);
     assert_eq!(q0, q[..heads * hd]);
 }

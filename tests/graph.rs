@@ -318,7 +318,11 @@ fn a_batch_equals_its_sequences_run_alone() {
         let want = alone.forward(&prompt[..2], 0, false).unwrap();
         let got = &last[b * vocab..(b + 1) * vocab];
         assert!(max_abs_diff(got, &want) <= 1e-5, "sequence {b}: last row");
-        assert_eq!(picked[b], lav2::generate::argmax(&want), "sequence {b}");
+        assert_eq!(
+            Some(picked[b]),
+            lav2::ops::sample_token::argmax(&want),
+            "sequence {b}"
+        );
     }
     // Inputs that do not split over the batch are refused with the reason.
     let err = batched.forward(&[1, 2], 0, false).unwrap_err();
@@ -328,4 +332,134 @@ fn a_batch_equals_its_sequences_run_alone() {
         .unwrap_err();
     assert!(format!("{err:#}").contains("uniform"), "{err:#}");
     assert!(lav2::Session::with_batch(model(), cpu(), 0).is_err());
+}
+
+fn tiny_model(with_adapter: bool) -> lav2::Model {
+    let p = lav2::model::synthetic::preset("tiny", 64).unwrap();
+    lav2::model::synthetic::build(&p, 3, lav2::quant::QuantFormat::None, with_adapter)
+}
+
+/// Temperature and top-p are inputs of the sampling graph, like the uniform draw: three settings
+/// run through one decode program (one CUDA graph on a GPU), and each picks the reference's token
+/// for the logits of the same step.
+#[test]
+fn one_decode_program_serves_three_sampling_settings() {
+    let cpu = || Box::new(lav2::backend::cpu::CpuBackend::new());
+    let mut s = lav2::Session::new(tiny_model(true), cpu()).unwrap();
+    s.forward(&[1, 2, 3, 4], 0, false).unwrap();
+    let mut reference = lav2::Session::new(tiny_model(true), cpu()).unwrap();
+    reference.forward(&[1, 2, 3, 4], 0, false).unwrap();
+    let logits = reference.forward(&[5], 4, false).unwrap();
+    let settings = [(0.0f32, 1.0f32, 0.3f32), (0.7, 0.9, 0.6), (1.3, 0.5, 0.95)];
+    for (temperature, top_p, u) in settings {
+        let got = s.next_token(&[5], 4, temperature, top_p, u).unwrap();
+        let want = lav2::ops::sample_token::reference(&logits, temperature, top_p, u as f64);
+        assert_eq!(got as i32, want, "T {temperature} p {top_p} u {u}");
+    }
+    let decode = s
+        .planned_bytes()
+        .iter()
+        .filter(|p| p.0.starts_with("decode"))
+        .count();
+    assert_eq!(decode, 1, "programs: {:?}", s.planned_bytes());
+    // A bad setting is refused before anything runs.
+    let err = s.next_token(&[5], 4, -1.0, 0.9, 0.5).unwrap_err();
+    assert!(format!("{err:#}").contains("temperature"), "{err:#}");
+}
+
+/// Every graph the models build is planned so that tensors alive at the same time never share a
+/// byte — checked here from first principles (liveness of each activation, then every pair) —
+/// which implies what the CPU executor's borrow splitting needs: no op's output overlaps what it
+/// reads. The planner's own proof (`check_no_alias`) agrees.
+#[test]
+fn planned_outputs_never_alias_inputs() {
+    use lav2::graph::plan::Plan;
+    use lav2::graph::Storage;
+    use lav2::model::{llama, vision};
+    let model = tiny_model(true);
+    let mut graphs = Vec::new();
+    for batch in [1, 3] {
+        for t in [1, 7, 64] {
+            for head in [
+                llama::Head::AllLogits,
+                llama::Head::LastLogits,
+                llama::Head::Sample,
+            ] {
+                graphs.push(llama::build_forward(&model, batch, t, head));
+            }
+        }
+    }
+    graphs.extend(llama::build_prompt_graph(&model));
+    if let Some(v) = model
+        .adapter
+        .as_ref()
+        .and_then(|a| a.config.visual.as_ref())
+    {
+        let q = model.adapter.as_ref().unwrap().config.query_len;
+        graphs.push(vision::build_vision_graph(&model.weights, v, q));
+    }
+    for g in &graphs {
+        for act_bytes in [2, 4] {
+            let plan = Plan::new(g, act_bytes);
+            plan.check_no_alias(g).unwrap();
+            let n = g.tensors.len();
+            let (mut first, mut last) = (vec![usize::MAX; n], vec![0; n]);
+            for (i, op) in g.ops.iter().enumerate() {
+                for id in op.reads().into_iter().chain(op.writes()) {
+                    first[id.0] = first[id.0].min(i);
+                    last[id.0] = last[id.0].max(i);
+                }
+            }
+            for id in &g.outputs {
+                last[id.0] = usize::MAX;
+            }
+            let acts: Vec<usize> = (0..n)
+                .filter(|&i| g.tensors[i].storage == Storage::Activation)
+                .filter(|&i| plan.offsets[i].is_some())
+                .collect();
+            for (x, &a) in acts.iter().enumerate() {
+                for &b in &acts[x + 1..] {
+                    let live_together = first[a] <= last[b] && first[b] <= last[a];
+                    let (oa, ob) = (plan.offsets[a].unwrap(), plan.offsets[b].unwrap());
+                    let share = oa < ob + plan.bytes[b] && ob < oa + plan.bytes[a];
+                    assert!(
+                        !(live_together && share),
+                        "graph '{}': '{}' and '{}' are alive together in the same bytes",
+                        g.name,
+                        g.tensors[a].name,
+                        g.tensors[b].name
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A plan that puts an op's output over its input is refused by the planner's proof, and the
+/// CPU executor, given it anyway, reports the overlap instead of reading through it.
+#[test]
+fn an_aliasing_plan_is_an_error_not_undefined_behaviour() {
+    use lav2::backend::Backend;
+    use lav2::graph::plan::Plan;
+    use lav2::graph::{Elem, Graph, Op};
+    let mut g = Graph::new("chain");
+    let x = g.input("x", &[64], Elem::Act);
+    let a = g.activation("a", &[64]);
+    let b = g.activation("b", &[64]);
+    g.push(Op::Gelu { x, out: a });
+    g.push(Op::Gelu { x: a, out: b });
+    g.mark_output(b);
+    let mut plan = Plan::new(&g, 4);
+    plan.check_no_alias(&g).unwrap();
+    plan.offsets[b.0] = plan.offsets[a.0];
+    let err = plan.check_no_alias(&g).unwrap_err();
+    assert!(err.contains("'b' is placed over 'a'"), "{err}");
+    let mut cpu = lav2::backend::cpu::CpuBackend::new();
+    cpu.load_weights(&[]).unwrap();
+    cpu.alloc_states(&[]).unwrap();
+    let id = cpu.prepare(&g, &plan).unwrap();
+    cpu.write_input(id, x, lav2::backend::HostData::F32(&[0.5; 64]))
+        .unwrap();
+    let err = cpu.run(id).unwrap_err();
+    assert!(format!("{err:#}").contains("overlaps"), "{err:#}");
 }

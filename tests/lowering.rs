@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use lav2::backend::cuda::{dry_lower, kernels, DryDevice, Variants};
 use lav2::model::llama::{self, Head};
 use lav2::model::{synthetic, vision, Model};
+use lav2::ops::Sizes;
 use lav2::quant::QuantFormat;
 
 fn kernels_compiled() -> bool {
@@ -37,35 +38,16 @@ fn lower_on(
 ) -> Vec<String> {
     let name = graph.name.clone();
     let states = llama::states(model, batch);
-    let steps = dry_lower(&graph, &model.weights.tensors, &states, device)
+    let steps = dry_lower(&graph, &model.weights.tensors, &states, &device)
         .unwrap_or_else(|e| panic!("{name}: {e:#}"));
-    steps
-        .iter()
-        .filter_map(|s| s.split_once("→ ").map(|(_, k)| k))
-        .filter(|k| !k.starts_with("device copy"))
-        .filter_map(|k| k.split_whitespace().next())
-        .map(str::to_string)
-        .collect()
+    kernel_names(&steps)
 }
 
 fn lower_model(model: &Model, used: &mut BTreeSet<String>) {
     for batch in [1, 3] {
         for (t, head) in [
             (1, Head::AllLogits),
-            (
-                1,
-                Head::Sample {
-                    temperature: 0.0,
-                    top_p: 1.0,
-                },
-            ),
-            (
-                1,
-                Head::Sample {
-                    temperature: 0.8,
-                    top_p: 0.9,
-                },
-            ),
+            (1, Head::Sample),
             (7, Head::LastLogits),
             (64, Head::AllLogits),
             (512, Head::LastLogits),
@@ -108,21 +90,20 @@ fn every_graph_lowers_to_launches_that_match_their_kernels() {
     for k in [
         "embedding_f16",
         "rmsnorm_fused_f16",
-        "matmul_gemv_f16",
-        "matmul_gemv_f16f32",
-        "matmul_gemm_f16",
-        "matmul_gemm64_f16",
-        "quant_gemv_int8_f16",
-        "quant_gemv_int4_f16",
-        "quant_gemm_int8_f16",
-        "quant_gemm64_int4_f16",
+        "linear_gemv_f16",
+        "linear_gemv_f16f32",
+        "linear_gemm128_f16",
+        "linear_gemm64_f16",
+        "linear_quant_gemv_int8_f16",
+        "linear_quant_gemv_int4_f16",
+        "linear_quant_gemm128_int8_f16",
+        "linear_quant_gemm64_int4_f16",
         "silu_mul_f16",
         "rope_kv_write_f16",
         "adapter_attention_prefill_f16",
         "adapter_attention_decode_split_f16",
         "adapter_attention_decode_reduce_f16",
-        "argmax_f32",
-        "top_p_sample_f32",
+        "sample_token_f32",
         "im2col_patches_f32_to_f16",
         "layernorm_f16",
         "vision_attention_f16",
@@ -138,7 +119,7 @@ fn kernel_variants_lower_to_launches_that_match_their_kernels() {
         return;
     }
     let device = DryDevice {
-        variants: Variants::parse("rmsnorm=naive,attention=unfused").unwrap(),
+        variants: Variants::parse("rmsnorm=naive,adapter_attention=unfused").unwrap(),
         ..DryDevice::H100
     };
     let mut used = BTreeSet::new();
@@ -149,15 +130,15 @@ fn kernel_variants_lower_to_launches_that_match_their_kernels() {
             for batch in [1, 3] {
                 for t in [1, 7, 512] {
                     let g = llama::build_forward(&model, batch, t, Head::LastLogits);
-                    used.extend(lower_on(&model, g, batch, device));
+                    used.extend(lower_on(&model, g, batch, device.clone()));
                 }
             }
         }
     }
     for k in [
         "rmsnorm_naive_f16",
-        "attention_causal_prefill_f16",
-        "adapter_prompt_attention_f16",
+        "adapter_attention_causal_prefill_f16",
+        "adapter_attention_prompt_f16",
         "adapter_attention_decode_split_f16",
     ] {
         assert!(used.contains(k), "{k} was never lowered; lowered: {used:?}");
@@ -182,5 +163,62 @@ fn kernel_signatures_come_from_the_ptx() {
     let rope = &sigs["rope_kv_write_f16"];
     assert_eq!(rope.len(), 14, "{rope:?}");
     assert_eq!(rope[10], kernels::ParamKind::Float32);
-    assert!(sigs["argmax_f32"].len() == 3);
+    assert_eq!(sigs["sample_token_f32"].len(), 5);
+    // The launch bounds the launches are checked against come from the same PTX.
+    assert_eq!(kernels::launch_bounds()["sample_token_f32"], 1024);
+}
+
+/// Every case of every registry op lowers for an H100 with each of its kernel variants, through
+/// the same placement and lowering code `CudaBackend::prepare` runs; together the cases reach
+/// every entry point of the op's kernel files, and no op launches a kernel from another's file.
+#[test]
+fn every_registry_case_lowers_with_every_variant() {
+    if !kernels_compiled() {
+        return;
+    }
+    let mut rng = lav2::rng::Rng::new(1);
+    for entry in lav2::ops::REGISTRY {
+        let mut used = BTreeSet::new();
+        let mut variants = vec![String::new()];
+        variants.extend(
+            entry
+                .variants
+                .iter()
+                .skip(1)
+                .map(|v| format!("{}={}", entry.name, v.name)),
+        );
+        for sizes in [Sizes::Emulator, Sizes::Gpu] {
+            for c in (entry.cases)(&mut rng, sizes) {
+                for spec in &variants {
+                    let device = DryDevice {
+                        variants: Variants::parse(spec).unwrap(),
+                        ..DryDevice::H100
+                    };
+                    let steps = dry_lower(&c.graph, &c.weights, &c.states, &device)
+                        .unwrap_or_else(|e| panic!("{} [{spec}]: {e:#}", c.name));
+                    used.extend(kernel_names(&steps));
+                }
+            }
+        }
+        let owned: BTreeSet<String> = kernels::KERNEL_MODULES
+            .iter()
+            .filter(|m| entry.kernel_files.contains(&m.name))
+            .flat_map(|m| m.entry_points.iter().map(|e| e.to_string()))
+            .collect();
+        assert_eq!(
+            used, owned,
+            "{}: the kernels its cases lower to are not exactly those of kernels/{:?}.cu",
+            entry.name, entry.kernel_files
+        );
+    }
+}
+
+fn kernel_names(steps: &[String]) -> Vec<String> {
+    steps
+        .iter()
+        .filter_map(|s| s.split_once("→ ").map(|(_, k)| k))
+        .filter(|k| !k.starts_with("device copy"))
+        .filter_map(|k| k.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
 }

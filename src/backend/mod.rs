@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod program;
 
 use anyhow::{bail, Result};
 

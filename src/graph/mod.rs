@@ -1,11 +1,10 @@
 //! The model as data: typed ops over tensor ids. A graph is built once per shape (prefill of
 //! T tokens, single-token decode, vision, prompt K/V), planned once, and run by any backend.
 
-pub mod exec;
 pub mod plan;
 
 use crate::quant::QuantFormat;
-use crate::tensor::{numel, shape_str};
+use crate::tensor::numel;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TensorId(pub usize);
@@ -19,17 +18,6 @@ pub enum Elem {
     I32,
     /// Quantized weight bytes, laid out as the op's [`QuantRef`] says.
     Quant,
-}
-
-/// Rows `start .. start + rows` of a sequence must fit its `cache_rows`.
-pub fn check_positions(start: usize, rows: usize, cache_rows: usize) -> Result<(), String> {
-    if start + rows > cache_rows {
-        return Err(format!(
-            "positions {start}..{} exceed the context of {cache_rows}",
-            start + rows
-        ));
-    }
-    Ok(())
 }
 
 /// Where a tensor lives.
@@ -195,14 +183,14 @@ pub enum Op {
         n_heads: usize,
     },
     /// Picks the next token from each row of f32 logits on the device (one row per sequence),
-    /// so a decode step copies back one id per sequence: argmax when `temperature` is 0, else
-    /// the authors' top-p rule with that row's uniform number in `uniform`.
+    /// so a decode step copies back one id per sequence: argmax when the temperature in `params`
+    /// (`[temperature, top_p]`, an input like `uniform`) is 0, else the authors' top-p rule with
+    /// that row's uniform number in `uniform`.
     SampleToken {
         logits: TensorId,
         uniform: TensorId,
+        params: TensorId,
         out: TensorId,
-        temperature: f32,
-        top_p: f32,
     },
 }
 
@@ -269,8 +257,11 @@ impl Op {
             Im2ColPatches { pixels, .. } => v.push(*pixels),
             VisionAttention { qkv, .. } => v.push(*qkv),
             SampleToken {
-                logits, uniform, ..
-            } => v.extend([*logits, *uniform]),
+                logits,
+                uniform,
+                params,
+                ..
+            } => v.extend([*logits, *uniform, *params]),
         }
         v
     }
@@ -301,6 +292,25 @@ impl Op {
             | SampleToken { out, .. } => vec![*out],
         }
     }
+
+    /// Every op's [`Op::name`], in declaration order: the names the op registry must cover.
+    pub const NAMES: &'static [&'static str] = &[
+        "embedding",
+        "rmsnorm",
+        "linear",
+        "silu_mul",
+        "rope_kv_write",
+        "adapter_attention",
+        "layernorm",
+        "gelu",
+        "quick_gelu",
+        "add",
+        "concat_rows",
+        "slice_rows",
+        "im2col_patches",
+        "vision_attention",
+        "sample_token",
+    ];
 
     pub fn name(&self) -> &'static str {
         use Op::*;
@@ -395,286 +405,5 @@ impl Graph {
             .iter()
             .position(|t| t.name == name)
             .map(TensorId)
-    }
-
-    /// Checks every op's shapes; a model builder bug shows up here, not as a wrong answer.
-    pub fn validate(&self) -> Result<(), String> {
-        for (i, op) in self.ops.iter().enumerate() {
-            self.check_op(op)
-                .and_then(|()| self.per_sequence(op).map_or(Ok(()), |r| r.map(|_| ())))
-                .map_err(|e| format!("graph '{}', op {i} ({}): {e}", self.name, op.name()))?;
-        }
-        Ok(())
-    }
-
-    fn check_op(&self, op: &Op) -> Result<(), String> {
-        let sh = |id: TensorId| self.desc(id).shape.clone();
-        let rows_cols = |id: TensorId| -> Result<(usize, usize), String> {
-            let s = sh(id);
-            match s.len() {
-                2 => Ok((s[0], s[1])),
-                1 => Ok((1, s[0])),
-                _ => Err(format!(
-                    "'{}' must be 1-D or 2-D, is {}",
-                    self.desc(id).name,
-                    shape_str(&s)
-                )),
-            }
-        };
-        let same = |a: TensorId, b: TensorId| -> Result<(), String> {
-            if self.desc(a).numel() != self.desc(b).numel() {
-                return Err(format!(
-                    "'{}' {} and '{}' {} differ in size",
-                    self.desc(a).name,
-                    shape_str(&sh(a)),
-                    self.desc(b).name,
-                    shape_str(&sh(b))
-                ));
-            }
-            Ok(())
-        };
-        match op {
-            Op::Embedding { ids, table, out } => {
-                let (_, dim) = rows_cols(*table)?;
-                let (t, d) = rows_cols(*out)?;
-                if d != dim || t != self.desc(*ids).numel() {
-                    return Err("embedding shapes disagree".into());
-                }
-            }
-            Op::RmsNorm {
-                x,
-                residual,
-                weight,
-                bias,
-                out,
-                ..
-            } => {
-                let (_, d) = rows_cols(*residual)?;
-                if let Some(x) = x {
-                    same(*x, *residual)?;
-                }
-                same(*out, *residual)?;
-                if self.desc(*weight).numel() != d
-                    || bias.is_some_and(|b| self.desc(b).numel() != d)
-                {
-                    return Err("norm weight size differs from the row size".into());
-                }
-            }
-            Op::Linear {
-                x,
-                w,
-                quant,
-                bias,
-                out_scale,
-                residual,
-                out,
-            } => {
-                if let Some(q) = quant {
-                    let groups = sh(q.scales);
-                    if groups.first() != sh(*w).first() {
-                        return Err("quantization scales need one row per output".into());
-                    }
-                    if q.zeros.is_some_and(|z| sh(z) != groups) {
-                        return Err("zero points must match the scales".into());
-                    }
-                }
-                let (m, k) = rows_cols(*x)?;
-                let (n, k2) = rows_cols(*w)?;
-                let (m2, n2) = rows_cols(*out)?;
-                if k != k2 || m != m2 || n != n2 {
-                    return Err(format!(
-                        "x {} · w {}ᵀ cannot give out {}",
-                        shape_str(&sh(*x)),
-                        shape_str(&sh(*w)),
-                        shape_str(&sh(*out))
-                    ));
-                }
-                for v in bias.iter().chain(out_scale) {
-                    if self.desc(*v).numel() != n {
-                        return Err(format!("'{}' must have {n} elements", self.desc(*v).name));
-                    }
-                }
-                if let Some(r) = residual {
-                    same(*r, *out)?;
-                }
-            }
-            Op::SiluMul { gate, up, out } => {
-                same(*gate, *up)?;
-                same(*gate, *out)?;
-            }
-            Op::RopeKvWrite {
-                q,
-                k,
-                v,
-                k_cache,
-                v_cache,
-                n_heads,
-                n_kv_heads,
-                head_dim,
-                ..
-            } => {
-                let (t, qd) = rows_cols(*q)?;
-                let (t2, kd) = rows_cols(*k)?;
-                if qd != n_heads * head_dim || kd != n_kv_heads * head_dim || t != t2 {
-                    return Err("q/k widths disagree with the head counts".into());
-                }
-                same(*k, *v)?;
-                same(*k_cache, *v_cache)?;
-                if sh(*k_cache).last() != Some(head_dim) {
-                    return Err("cache rows must end in head_dim".into());
-                }
-            }
-            Op::AdapterAttention {
-                q,
-                k_cache,
-                v_cache,
-                out,
-                n_heads,
-                head_dim,
-                prompt,
-                ..
-            } => {
-                same(*q, *out)?;
-                same(*k_cache, *v_cache)?;
-                let (_, qd) = rows_cols(*q)?;
-                if qd != n_heads * head_dim {
-                    return Err("q width disagrees with the head count".into());
-                }
-                if let Some(p) = prompt {
-                    same(p.k, p.v)?;
-                    if self.desc(p.gate).numel() != *n_heads {
-                        return Err("gate must have one value per head".into());
-                    }
-                }
-            }
-            Op::LayerNorm {
-                x,
-                weight,
-                bias,
-                out,
-                ..
-            } => {
-                same(*x, *out)?;
-                let (_, d) = rows_cols(*x)?;
-                if self.desc(*weight).numel() != d || self.desc(*bias).numel() != d {
-                    return Err("layernorm parameters differ from the row size".into());
-                }
-            }
-            Op::Gelu { x, out } | Op::QuickGelu { x, out } => same(*x, *out)?,
-            Op::Add { a, b, out } => {
-                same(*a, *out)?;
-                let (_, ca) = rows_cols(*a)?;
-                let nb = self.desc(*b).numel();
-                if nb != self.desc(*a).numel() && nb != ca {
-                    return Err("b is neither a's size nor one row of it".into());
-                }
-            }
-            Op::ConcatRows { a, b, out } => {
-                let (ra, ca) = rows_cols(*a)?;
-                let (rb, cb) = rows_cols(*b)?;
-                let (ro, co) = rows_cols(*out)?;
-                if ca != cb || ca != co || ra + rb != ro {
-                    return Err("row concatenation shapes disagree".into());
-                }
-            }
-            Op::SliceRows {
-                x,
-                start,
-                step,
-                out,
-            } => {
-                let (rx, cx) = rows_cols(*x)?;
-                let (ro, co) = rows_cols(*out)?;
-                if cx != co || *step == 0 || ro == 0 || start + (ro - 1) * step >= rx {
-                    return Err("slice is out of range".into());
-                }
-            }
-            Op::Im2ColPatches { pixels, out, patch } => {
-                let s = sh(*pixels);
-                if s.len() != 3 || s[0] != 3 || s[1] != s[2] || s[1] % patch != 0 {
-                    return Err("pixels must be [3, S, S] with S a multiple of the patch".into());
-                }
-                let g = s[1] / patch;
-                if sh(*out) != [g * g, 3 * patch * patch] {
-                    return Err("patch matrix has the wrong shape".into());
-                }
-            }
-            Op::VisionAttention { qkv, out, n_heads } => {
-                let (n, w3) = rows_cols(*qkv)?;
-                let (n2, w) = rows_cols(*out)?;
-                if n != n2 || w3 != 3 * w || w % n_heads != 0 {
-                    return Err("packed qkv does not match the output".into());
-                }
-            }
-            Op::SampleToken {
-                logits,
-                uniform,
-                out,
-                temperature,
-                top_p,
-            } => {
-                let (rows, _) = rows_cols(*logits)?;
-                if self.desc(*logits).elem != Elem::F32 {
-                    return Err("sampling takes rows of f32 logits".into());
-                }
-                if self.desc(*uniform).numel() != rows || self.desc(*out).numel() != rows {
-                    return Err(
-                        "sampling takes one uniform number and gives one token per row".into(),
-                    );
-                }
-                if self.desc(*out).elem != Elem::I32 {
-                    return Err("the sampled token is an i32".into());
-                }
-                if !(*temperature >= 0.0 && *top_p > 0.0 && *top_p <= 1.0) {
-                    return Err(format!("bad sampling parameters T={temperature} p={top_p}"));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Tokens and cache rows of one sequence of a RoPE or attention op: its rows split evenly
-    /// over `batch` sequences, each with its own block of the cache. `None` for other ops.
-    pub fn per_sequence(&self, op: &Op) -> Option<Result<(usize, usize), String>> {
-        let (rows, cache_rows, batch) = match op {
-            Op::RopeKvWrite {
-                k,
-                k_cache,
-                n_kv_heads,
-                head_dim,
-                batch,
-                ..
-            } => {
-                let width = (n_kv_heads * head_dim).max(1);
-                (
-                    self.desc(*k).numel() / width,
-                    self.desc(*k_cache).numel() / width,
-                    *batch,
-                )
-            }
-            Op::AdapterAttention {
-                q,
-                k_cache,
-                n_heads,
-                n_kv_heads,
-                head_dim,
-                batch,
-                ..
-            } => (
-                self.desc(*q).numel() / (n_heads * head_dim).max(1),
-                self.desc(*k_cache).numel() / (n_kv_heads * head_dim).max(1),
-                *batch,
-            ),
-            _ => return None,
-        };
-        Some(
-            if batch == 0 || !rows.is_multiple_of(batch) || !cache_rows.is_multiple_of(batch) {
-                Err(format!(
-                    "{rows} rows and {cache_rows} cache rows do not split over {batch} sequences"
-                ))
-            } else {
-                Ok((rows / batch, cache_rows / batch))
-            },
-        )
     }
 }

@@ -83,6 +83,54 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// The byte range of `id` in the arena, when it is an activation.
+    fn range(&self, id: crate::graph::TensorId) -> Option<std::ops::Range<usize>> {
+        self.offsets[id.0].map(|o| o..o + self.bytes[id.0])
+    }
+
+    /// Proves what the CPU executor's borrow splitting (and every kernel) relies on: no op writes
+    /// a weight, and no tensor an op writes shares a byte with another tensor the op touches.
+    pub fn check_no_alias(&self, graph: &Graph) -> Result<(), String> {
+        for (i, op) in graph.ops.iter().enumerate() {
+            let (reads, writes) = (op.reads(), op.writes());
+            for &w in &writes {
+                let t = graph.desc(w);
+                if matches!(t.storage, Storage::Weight(_)) {
+                    return Err(format!(
+                        "graph '{}', op {i} ({}) writes the weight '{}'",
+                        graph.name,
+                        op.name(),
+                        t.name
+                    ));
+                }
+                for &other in reads.iter().chain(&writes).filter(|&&o| o != w) {
+                    let clash = match (t.storage, graph.desc(other).storage) {
+                        (Storage::Activation, Storage::Activation) => {
+                            match (self.range(w), self.range(other)) {
+                                (Some(a), Some(b)) => a.start < b.end && b.start < a.end,
+                                _ => false,
+                            }
+                        }
+                        (Storage::State(a), Storage::State(b)) => a == b,
+                        _ => false,
+                    };
+                    if clash {
+                        return Err(format!(
+                            "graph '{}', op {i} ({}): '{}' is placed over '{}'",
+                            graph.name,
+                            op.name(),
+                            t.name,
+                            graph.desc(other).name
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,16 +10,19 @@ pub const TOKENS: &str = "tokens";
 pub const START_POS: &str = "start_pos";
 /// Input of a sampling forward graph: the uniform number in [0, 1) for top-p.
 pub const UNIFORM: &str = "uniform";
+/// Input of a sampling head: `[temperature, top_p]`.
+pub const SAMPLING: &str = "sampling";
 
 /// What a forward graph returns.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Head {
     /// Logits of every position.
     AllLogits,
     /// Logits of the last position.
     LastLogits,
-    /// The next token, picked on the device from the last position's logits.
-    Sample { temperature: f32, top_p: f32 },
+    /// The next token, picked on the device from the last position's logits by the sampling
+    /// setting in the [`SAMPLING`] input (one program serves every temperature and top-p).
+    Sample,
 }
 /// Input of the prompt graph: the visual prompts `[query_len, dim]` (zeros without an image).
 pub const VISUAL_QUERY: &str = "visual_query";
@@ -198,15 +201,15 @@ pub fn build_forward(m: &Model, batch: usize, t: usize, head: Head) -> Graph {
         out: logits,
     });
     match head {
-        Head::Sample { temperature, top_p } => {
+        Head::Sample => {
             let uniform = b.g.input(UNIFORM, &[batch], Elem::F32);
+            let params = b.g.input(SAMPLING, &[2], Elem::F32);
             let token = b.g.activation_i32("token", &[batch]);
             b.g.push(Op::SampleToken {
                 logits,
                 uniform,
+                params,
                 out: token,
-                temperature,
-                top_p,
             });
             b.g.mark_output(token);
         }

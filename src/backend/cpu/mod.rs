@@ -1,18 +1,15 @@
 //! The float32 reference backend: plain Rust, the oracle every kernel is tested against.
 
-pub mod attention;
-pub mod elementwise;
-pub mod matmul;
-pub mod norm;
+mod bind;
 
 use std::collections::HashMap;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 
 use super::{check_program, Backend, HostData, ProgramId};
 use crate::graph::plan::Plan;
-use crate::graph::{Elem, Graph, Op, StateDesc, Storage, TensorId};
-use crate::quant::QuantView;
+use crate::graph::{Elem, Graph, StateDesc, Storage, TensorId};
+use crate::ops::linear::reference as matmul;
 use crate::tensor::{DType, HostTensor};
 
 /// A weight as the CPU reads it: a view of the mapped file when it is already aligned f32.
@@ -43,6 +40,11 @@ impl CpuWeight {
 struct CpuProgram {
     graph: Graph,
     plan: Plan,
+    memory: Memory,
+}
+
+/// What a program owns: its activation arena and its input buffers.
+struct Memory {
     arena: Vec<f32>,
     inputs_f32: HashMap<TensorId, Vec<f32>>,
     inputs_i32: HashMap<TensorId, Vec<i32>>,
@@ -67,25 +69,6 @@ impl CpuBackend {
             states: Vec::new(),
             programs: Vec::new(),
         }
-    }
-}
-
-/// Raw view of one float tensor for the duration of one op. The planner guarantees that
-/// tensors alive at the same time never share arena bytes, and inputs, weights and states
-/// live in their own allocations, so distinct ids never alias.
-#[derive(Clone, Copy)]
-struct Raw {
-    ptr: *mut f32,
-    len: usize,
-}
-
-impl Raw {
-    /// SAFETY: see the type's comment; callers never take two views of the same id mutably.
-    unsafe fn get<'a>(self) -> &'a [f32] {
-        std::slice::from_raw_parts(self.ptr, self.len)
-    }
-    unsafe fn get_mut<'a>(self) -> &'a mut [f32] {
-        std::slice::from_raw_parts_mut(self.ptr, self.len)
     }
 }
 
@@ -170,12 +153,14 @@ impl Backend for CpuBackend {
         self.programs.push(CpuProgram {
             graph: graph.clone(),
             plan: plan.clone(),
-            arena: crate::limits::try_zeroed_f32(
-                plan.arena_bytes / 4,
-                &format!("the activations of graph '{}'", graph.name),
-            )?,
-            inputs_f32,
-            inputs_i32,
+            memory: Memory {
+                arena: crate::limits::try_zeroed_f32(
+                    plan.arena_bytes / 4,
+                    &format!("the activations of graph '{}'", graph.name),
+                )?,
+                inputs_f32,
+                inputs_i32,
+            },
         });
         Ok(ProgramId(self.programs.len() - 1))
     }
@@ -184,11 +169,11 @@ impl Backend for CpuBackend {
         check_program(self.programs.len(), program)?;
         let p = &mut self.programs[program.0];
         match data {
-            HostData::I32(d) => match p.inputs_i32.get_mut(&tensor) {
+            HostData::I32(d) => match p.memory.inputs_i32.get_mut(&tensor) {
                 Some(buf) if buf.len() == d.len() => buf.copy_from_slice(d),
                 _ => bail!("internal error: bad i32 input {tensor:?}"),
             },
-            HostData::F32(d) => match p.inputs_f32.get_mut(&tensor) {
+            HostData::F32(d) => match p.memory.inputs_f32.get_mut(&tensor) {
                 Some(buf) if buf.len() == d.len() => buf.copy_from_slice(d),
                 _ => bail!("internal error: bad f32 input {tensor:?}"),
             },
@@ -198,11 +183,17 @@ impl Backend for CpuBackend {
 
     fn run(&mut self, program: ProgramId) -> Result<()> {
         check_program(self.programs.len(), program)?;
-        // The ops are lent out for the run instead of cloned on every decode step.
-        let ops = std::mem::take(&mut self.programs[program.0].graph.ops);
-        let result = ops.iter().try_for_each(|op| self.run_op(program, op));
-        self.programs[program.0].graph.ops = ops;
-        result
+        let p = &mut self.programs[program.0];
+        for op in &p.graph.ops {
+            let stores = bind::Stores {
+                weights: &self.weights,
+                states: &mut self.states,
+                memory: &mut p.memory,
+            };
+            let mut tensors = bind::tensors(&p.graph, &p.plan, stores, op)?;
+            (crate::ops::entry(op).cpu)(op, &mut tensors)?;
+        }
+        Ok(())
     }
 
     fn synchronize(&mut self) -> Result<()> {
@@ -214,12 +205,10 @@ impl Backend for CpuBackend {
         let p = &self.programs[program.0];
         let desc = &p.graph.tensors[tensor.0];
         match (desc.elem, desc.storage) {
-            (Elem::I32, Storage::Input) => Ok(p.inputs_i32[&tensor].clone()),
+            (Elem::I32, Storage::Input) => Ok(p.memory.inputs_i32[&tensor].clone()),
             // i32 activations share the f32 arena; their bits are the integer.
             (Elem::I32, Storage::Activation) => {
-                let raw = self.raw(program, tensor);
-                // SAFETY: no op is running; a plain read.
-                Ok(unsafe { raw.get() }
+                Ok(bind::stored(p, &self.weights, &self.states, tensor)?
                     .iter()
                     .map(|v| v.to_bits() as i32)
                     .collect())
@@ -279,301 +268,7 @@ impl Backend for CpuBackend {
         if self.programs[program.0].graph.desc(tensor).elem == Elem::I32 {
             bail!("internal error: {tensor:?} holds integers");
         }
-        let raw = self.raw(program, tensor);
-        // SAFETY: no op is running; this is a plain read.
-        Ok(unsafe { raw.get() }.to_vec())
-    }
-}
-
-impl CpuBackend {
-    fn raw(&mut self, program: ProgramId, id: TensorId) -> Raw {
-        let p = &mut self.programs[program.0];
-        let desc = &p.graph.tensors[id.0];
-        let len = desc.numel();
-        let ptr = match desc.storage {
-            Storage::Activation => {
-                let off = p.plan.offsets[id.0].expect("planned activation") / 4;
-                p.arena[off..off + len].as_mut_ptr()
-            }
-            Storage::Input => p.inputs_f32.get_mut(&id).expect("f32 input").as_mut_ptr(),
-            Storage::Weight(w) => self.weights[w].as_slice().as_ptr() as *mut f32,
-            Storage::State(s) => self.states[s].as_mut_ptr(),
-        };
-        Raw { ptr, len }
-    }
-
-    /// Bytes of a quantized weight; valid as long as the weights are loaded.
-    fn weight_bytes<'a>(&self, program: ProgramId, id: TensorId) -> &'a [u8] {
-        match self.programs[program.0].graph.tensors[id.0].storage {
-            Storage::Weight(w) => {
-                let b = self.weights[w].as_bytes();
-                // SAFETY: weights are not modified or dropped while a program runs.
-                unsafe { std::slice::from_raw_parts(b.as_ptr(), b.len()) }
-            }
-            _ => &[],
-        }
-    }
-
-    fn ints(&self, program: ProgramId, id: TensorId) -> &[i32] {
-        &self.programs[program.0].inputs_i32[&id]
-    }
-
-    fn scalar(&self, program: ProgramId, id: TensorId) -> Result<usize> {
-        let v = self.ints(program, id)[0];
-        if v < 0 {
-            bail!("negative position {v}");
-        }
-        Ok(v as usize)
-    }
-
-    /// The start position of a RoPE / attention op, checked against each sequence's cache.
-    fn start_position(&self, pid: ProgramId, op: &Op, start_pos: TensorId) -> Result<usize> {
-        let start = self.scalar(pid, start_pos)?;
-        let graph = &self.programs[pid.0].graph;
-        let (rows, cache_rows) = graph
-            .per_sequence(op)
-            .ok_or_else(|| anyhow!("internal error: {} has no positions", op.name()))?
-            .map_err(|e| anyhow!(e))?;
-        crate::graph::check_positions(start, rows, cache_rows).map_err(|e| anyhow!(e))?;
-        Ok(start)
-    }
-
-    fn run_op(&mut self, pid: ProgramId, op: &Op) -> Result<()> {
-        let shape = |s: &Self, id: TensorId| s.programs[pid.0].graph.tensors[id.0].shape.clone();
-        // SAFETY (every `get`/`get_mut` below): distinct tensor ids never alias (see `Raw`),
-        // and each id is viewed mutably at most once per op.
-        unsafe {
-            match op {
-                Op::Embedding { ids, table, out } => {
-                    let dim = *shape(self, *table).last().unwrap();
-                    let vocab = shape(self, *table)[0];
-                    let ids_v = self.ints(pid, *ids).to_vec();
-                    if let Some(bad) = ids_v.iter().find(|&&i| i < 0 || i as usize >= vocab) {
-                        bail!("token id {bad} is outside the vocabulary of {vocab}");
-                    }
-                    let table = self.raw(pid, *table).get();
-                    elementwise::embedding(&ids_v, table, dim, self.raw(pid, *out).get_mut());
-                }
-                Op::RmsNorm {
-                    x,
-                    residual,
-                    weight,
-                    bias,
-                    out,
-                    eps,
-                } => {
-                    let x = x.map(|x| self.raw(pid, x).get());
-                    let bias = bias.map(|b| self.raw(pid, b).get());
-                    norm::rmsnorm(
-                        x,
-                        self.raw(pid, *residual).get_mut(),
-                        self.raw(pid, *weight).get(),
-                        bias,
-                        self.raw(pid, *out).get_mut(),
-                        *eps,
-                    );
-                }
-                Op::Linear {
-                    x,
-                    w,
-                    quant,
-                    bias,
-                    out_scale,
-                    residual,
-                    out,
-                } => {
-                    let ws = shape(self, *w);
-                    let weights = match quant {
-                        None => matmul::Weights::Dense(self.raw(pid, *w).get()),
-                        Some(q) => matmul::Weights::Quant(QuantView {
-                            format: q.format,
-                            in_features: ws[1],
-                            values: self.weight_bytes(pid, *w),
-                            scales: self.raw(pid, q.scales).get(),
-                            zeros: q.zeros.map(|z| self.weight_bytes(pid, z)),
-                        }),
-                    };
-                    let args = matmul::LinearArgs {
-                        x: self.raw(pid, *x).get(),
-                        w: weights,
-                        bias: bias.map(|b| self.raw(pid, b).get()),
-                        out_scale: out_scale.map(|b| self.raw(pid, b).get()),
-                        residual: residual.map(|b| self.raw(pid, b).get()),
-                        rows: self.raw(pid, *x).len / ws[1],
-                        in_features: ws[1],
-                        out_features: ws[0],
-                    };
-                    matmul::linear(&args, self.raw(pid, *out).get_mut());
-                }
-                Op::SiluMul { gate, up, out } => elementwise::silu_mul(
-                    self.raw(pid, *gate).get(),
-                    self.raw(pid, *up).get(),
-                    self.raw(pid, *out).get_mut(),
-                ),
-                Op::RopeKvWrite {
-                    q,
-                    k,
-                    v,
-                    k_cache,
-                    v_cache,
-                    start_pos,
-                    n_heads,
-                    n_kv_heads,
-                    head_dim,
-                    theta,
-                    interleaved,
-                    batch,
-                } => {
-                    let start = self.start_position(pid, op, *start_pos)?;
-                    let args = attention::RopeArgs {
-                        start_pos: start,
-                        n_heads: *n_heads,
-                        n_kv_heads: *n_kv_heads,
-                        head_dim: *head_dim,
-                        theta: *theta,
-                        interleaved: *interleaved,
-                        batch: *batch,
-                    };
-                    attention::rope_kv_write(
-                        &args,
-                        self.raw(pid, *q).get_mut(),
-                        self.raw(pid, *k).get(),
-                        self.raw(pid, *v).get(),
-                        self.raw(pid, *k_cache).get_mut(),
-                        self.raw(pid, *v_cache).get_mut(),
-                    );
-                }
-                Op::AdapterAttention {
-                    q,
-                    k_cache,
-                    v_cache,
-                    prompt,
-                    start_pos,
-                    out,
-                    n_heads,
-                    n_kv_heads,
-                    head_dim,
-                    batch,
-                } => {
-                    let start = self.start_position(pid, op, *start_pos)?;
-                    let args = attention::AttentionArgs {
-                        start_pos: start,
-                        batch: *batch,
-                        n_heads: *n_heads,
-                        n_kv_heads: *n_kv_heads,
-                        head_dim: *head_dim,
-                        prompt: prompt.map(|p| {
-                            (
-                                self.raw(pid, p.k).get(),
-                                self.raw(pid, p.v).get(),
-                                self.raw(pid, p.gate).get(),
-                            )
-                        }),
-                    };
-                    attention::adapter_attention(
-                        &args,
-                        self.raw(pid, *q).get(),
-                        self.raw(pid, *k_cache).get(),
-                        self.raw(pid, *v_cache).get(),
-                        self.raw(pid, *out).get_mut(),
-                    );
-                }
-                Op::LayerNorm {
-                    x,
-                    weight,
-                    bias,
-                    out,
-                    eps,
-                } => norm::layernorm(
-                    self.raw(pid, *x).get(),
-                    self.raw(pid, *weight).get(),
-                    self.raw(pid, *bias).get(),
-                    self.raw(pid, *out).get_mut(),
-                    *eps,
-                ),
-                Op::Gelu { x, out } => {
-                    elementwise::gelu(self.raw(pid, *x).get(), self.raw(pid, *out).get_mut())
-                }
-                Op::QuickGelu { x, out } => {
-                    elementwise::quick_gelu(self.raw(pid, *x).get(), self.raw(pid, *out).get_mut())
-                }
-                Op::Add { a, b, out } => elementwise::add(
-                    self.raw(pid, *a).get(),
-                    self.raw(pid, *b).get(),
-                    self.raw(pid, *out).get_mut(),
-                ),
-                Op::ConcatRows { a, b, out } => {
-                    let a = self.raw(pid, *a).get();
-                    let b = self.raw(pid, *b).get();
-                    let o = self.raw(pid, *out).get_mut();
-                    o[..a.len()].copy_from_slice(a);
-                    o[a.len()..].copy_from_slice(b);
-                }
-                Op::SliceRows {
-                    x,
-                    start,
-                    step,
-                    out,
-                } => {
-                    let cols = *shape(self, *out).last().unwrap();
-                    let o = self.raw(pid, *out).get_mut();
-                    let x = self.raw(pid, *x).get();
-                    for (j, row) in o.chunks_exact_mut(cols).enumerate() {
-                        let r = start + j * step;
-                        row.copy_from_slice(&x[r * cols..(r + 1) * cols]);
-                    }
-                }
-                Op::Im2ColPatches { pixels, out, patch } => {
-                    let size = shape(self, *pixels)[1];
-                    elementwise::im2col_patches(
-                        self.raw(pid, *pixels).get(),
-                        size,
-                        *patch,
-                        self.raw(pid, *out).get_mut(),
-                    );
-                }
-                Op::SampleToken {
-                    logits,
-                    uniform,
-                    out,
-                    temperature,
-                    top_p,
-                } => {
-                    let out = self.raw(pid, *out).get_mut();
-                    let uniform = self.raw(pid, *uniform).get();
-                    let logits = self.raw(pid, *logits).get();
-                    let vocab = logits.len() / out.len();
-                    for (i, row) in logits.chunks_exact(vocab).enumerate() {
-                        // No finite largest logit (all NaN, all -inf, or a +inf): no token
-                        // can be drawn; -1 tells the session so (as the CUDA kernels do).
-                        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                        let token = if !max.is_finite() {
-                            u32::MAX
-                        } else if *temperature == 0.0 {
-                            crate::generate::argmax(row)
-                        } else {
-                            crate::generate::sample_top_p(
-                                row,
-                                *temperature,
-                                *top_p,
-                                uniform[i] as f64,
-                            )
-                        };
-                        out[i] = f32::from_bits(token);
-                    }
-                }
-                Op::VisionAttention { qkv, out, n_heads } => {
-                    let s = shape(self, *out);
-                    attention::vision_attention(
-                        self.raw(pid, *qkv).get(),
-                        self.raw(pid, *out).get_mut(),
-                        s[0],
-                        s[1],
-                        *n_heads,
-                    );
-                }
-            }
-        }
-        Ok(())
+        let p = &self.programs[program.0];
+        Ok(bind::stored(p, &self.weights, &self.states, tensor)?.to_vec())
     }
 }

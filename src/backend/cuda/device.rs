@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Result};
 use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaModule, CudaStream};
 use cudarc::nvrtc::{CompileOptions, Ptx};
 
-use super::kernels::{self, KernelModule, COMMON_HEADER, NVCC_HELP};
+use crate::ops::kernels::{self, KernelModule, COMMON_HEADER, NVCC_HELP};
 
 /// How a kernel module got onto the device.
 #[derive(Clone, Debug, PartialEq, Eq)]

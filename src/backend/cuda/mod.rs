@@ -12,15 +12,13 @@
 //! - One stream, no event tracking: ordering is the stream's. `LAV2_CUDA_SYNC=1` synchronizes after
 //!   every op so an asynchronous fault names the op that caused it.
 
-mod attention;
 mod cublas;
 mod device;
-mod elementwise;
-pub mod kernels;
 mod lower;
-mod matmul;
 
-pub use lower::{dry_lower, DryDevice, Variants};
+pub use crate::ops::kernels;
+pub use crate::ops::lowering::Variants;
+pub use lower::{dry_lower, place, DryDevice, StateSlot, WeightSlot};
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -33,9 +31,13 @@ use half::{bf16, f16};
 use super::{beyond_f16, check_program, Backend, HostData, ProgramId, WeightOutOfRange};
 use crate::graph::plan::Plan;
 use crate::graph::{Elem, Graph, StateDesc, Storage, TensorDesc, TensorId};
+use crate::ops::lowering::{
+    dim, lower_program, scratch_bytes, stride_blocks, Arg, Check, DevElem, DeviceLimits, Launch,
+    Lowering, Step, TensorLoc,
+};
 use crate::tensor::{shape_str, Bytes, DType, HostTensor, Synthetic};
 use device::Device;
-use lower::{Arg, Check, DevElem, Launch, Lowerer, OpStep, Step, TensorLoc};
+use lower::Runnable;
 
 const GIB: f64 = (1u64 << 30) as f64;
 /// The device name of the PTX emulator (`emu/`, run by `scripts/with-cuda-emu.sh`): a test tool
@@ -94,7 +96,7 @@ struct CaptureState {
 struct CudaProgram {
     graph: Graph,
     locs: Vec<Option<TensorLoc>>,
-    steps: Vec<OpStep>,
+    steps: Vec<Runnable>,
     checks: Vec<Check>,
     host_i32: HashMap<TensorId, Vec<i32>>,
     arena: Option<Buf>,
@@ -118,7 +120,7 @@ pub struct CudaBackend {
     /// Opened on first use by [`Backend::vendor_matmul_time`].
     cublas: Option<cublas::Cublas>,
     /// Kernels for the ops that have several, for programs prepared from now on.
-    variants: lower::Variants,
+    variants: Variants,
     dev: Device,
 }
 
@@ -185,7 +187,7 @@ impl CudaBackend {
             cuda_graphs: !env_flag("LAV2_NO_CUDA_GRAPH"),
             sync_each_op: env_flag("LAV2_CUDA_SYNC"),
             cublas: None,
-            variants: lower::Variants::default(),
+            variants: Variants::defaults(),
             dev,
         })
     }
@@ -227,7 +229,7 @@ impl CudaBackend {
         self.programs.get(program.0).map_or(Vec::new(), |p| {
             p.steps
                 .iter()
-                .map(|s| match &s.step {
+                .map(|s| match &s.step.step {
                     Step::Kernel(l) => l.kernel,
                     Step::Copy { .. } => "memcpy_dtod",
                 })
@@ -280,16 +282,22 @@ impl CudaBackend {
 
     fn launch_now(&self, name: &'static str, n: usize, args: Vec<Arg>) -> Result<()> {
         let func = device::function(&self.dev.functions, name)?;
-        lower::check_signature(name, &args)?;
-        let l = Launch {
-            kernel: name,
+        crate::ops::lowering::check_signature(name, &args)?;
+        let step = Runnable {
+            step: crate::ops::lowering::OpStep {
+                op_index: 0,
+                op_name: "upload",
+                step: Step::Kernel(Launch {
+                    kernel: name,
+                    grid: (stride_blocks(n, 256, 8192), 1, 1),
+                    block: (256, 1, 1),
+                    smem: 0,
+                    args,
+                }),
+            },
             func: Some(func),
-            grid: (lower::stride_blocks(n, 256, 8192), 1, 1),
-            block: (256, 1, 1),
-            smem: 0,
-            args,
         };
-        lower::launch(&self.dev.stream, &l).map_err(|e| anyhow!("{name}: {e}"))
+        step.enqueue(&self.dev.stream)
     }
 
     fn htod<T>(&self, dst: u64, src: &[T]) -> Result<()> {
@@ -421,7 +429,7 @@ impl CudaBackend {
                 vec![
                     Arg::Ptr(dw.buf.ptr),
                     Arg::Ptr(buf.ptr),
-                    Arg::I32(lower::dim(n, "elements")?),
+                    Arg::I32(dim(n, "elements")?),
                 ],
             )?;
         } else {
@@ -482,6 +490,27 @@ impl CudaBackend {
         }
     }
 
+    /// Loads a lowered step's kernel and allows the dynamic shared memory it asks for.
+    fn resolve(&mut self, step: crate::ops::lowering::OpStep) -> Result<Runnable> {
+        let Step::Kernel(l) = &step.step else {
+            return Ok(Runnable { step, func: None });
+        };
+        let func = device::function(&self.dev.functions, l.kernel)?;
+        let (name, smem) = (l.kernel, l.smem as usize);
+        if smem > 48 * 1024 && self.smem_set.get(name).copied().unwrap_or(0) < smem {
+            func.set_attribute(
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                smem as i32,
+            )
+            .map_err(|e| anyhow!("{name}: could not allow {smem} bytes of shared memory: {e}"))?;
+            self.smem_set.insert(name, smem);
+        }
+        Ok(Runnable {
+            step,
+            func: Some(func),
+        })
+    }
+
     fn run_checks(p: &CudaProgram) -> Result<()> {
         let ints = |id: &TensorId| p.host_i32.get(id).map(|v| v.as_slice()).unwrap_or(&[]);
         for c in &p.checks {
@@ -495,11 +524,11 @@ impl CudaBackend {
                     if start < 0 {
                         bail!("negative position {start}");
                     }
-                    crate::graph::check_positions(start as usize, *rows, *cache_rows)
+                    crate::ops::shape::check_positions(start as usize, *rows, *cache_rows)
                         .map_err(|e| anyhow!(e))?;
                 }
                 Check::TokenIds { ids, vocab } => {
-                    if let Some(bad) = ints(ids).iter().find(|&&i| i < 0 || i as usize >= *vocab) {
+                    if let Some(bad) = crate::ops::embedding::bad_id(ints(ids), *vocab) {
                         bail!("token id {bad} is outside the vocabulary of {vocab}");
                     }
                 }
@@ -508,7 +537,7 @@ impl CudaBackend {
         Ok(())
     }
 
-    fn enqueue_all(stream: &CudaStream, steps: &[OpStep], sync_each: bool) -> Result<()> {
+    fn enqueue_all(stream: &CudaStream, steps: &[Runnable], sync_each: bool) -> Result<()> {
         for s in steps {
             s.enqueue(stream)?;
             if sync_each {
@@ -520,7 +549,7 @@ impl CudaBackend {
         Ok(())
     }
 
-    fn capture(stream: &std::sync::Arc<CudaStream>, steps: &[OpStep]) -> Result<CudaGraph> {
+    fn capture(stream: &std::sync::Arc<CudaStream>, steps: &[Runnable]) -> Result<CudaGraph> {
         stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
         let enqueued = Self::enqueue_all(stream, steps, false);
         // Always end the capture, so the stream is usable again whatever happened.
@@ -580,12 +609,8 @@ impl Backend for CudaBackend {
         let plan: Vec<(DevElem, usize)> = weights
             .iter()
             .map(|t| {
-                let n = t.numel();
-                match t.dtype {
-                    DType::F32 | DType::F16 | DType::BF16 => (DevElem::F16, n * 2),
-                    DType::I8 | DType::U8 => (DevElem::U8, n),
-                    DType::I32 => (DevElem::I32, n * 4),
-                }
+                let elem = lower::device_elem(t.dtype);
+                (elem, t.numel() * elem.size())
             })
             .collect();
         let total: usize = plan.iter().map(|(_, b)| b.div_ceil(256) * 256).sum();
@@ -672,177 +697,86 @@ impl Backend for CudaBackend {
 
     fn prepare(&mut self, graph: &Graph, plan: &Plan) -> Result<ProgramId> {
         self.dev.ctx.bind_to_thread()?;
-        let name = graph.name.clone();
-        let ctx = |what: String| format!("preparing graph '{name}' for CUDA: {what}");
-        // Plan and graph must agree with this backend's element sizes.
-        for (i, t) in graph.tensors.iter().enumerate() {
-            let want = t.numel() * DevElem::of(t.elem).size();
-            if plan.bytes.get(i) != Some(&want) {
-                bail!(
-                    "{}",
-                    ctx(format!(
-                        "tensor '{}' was planned for another backend",
-                        t.name
-                    ))
-                );
-            }
+        let ctx = |e: anyhow::Error| anyhow!("preparing graph '{}' for CUDA: {e}", graph.name);
+        for t in &graph.tensors {
             match t.storage {
-                Storage::Weight(w) if w >= self.weights.len() => {
-                    bail!(
-                        "{}",
-                        ctx(format!("weight {w} ('{}') was not loaded", t.name))
-                    )
+                Storage::Weight(w) if t.elem == Elem::F32 && w < self.weights.len() => {
+                    self.ensure_f32_weight(w).map_err(ctx)?
                 }
-                Storage::State(s) if s >= self.states.len() => {
-                    bail!(
-                        "{}",
-                        ctx(format!("state {s} ('{}') was not allocated", t.name))
-                    )
-                }
-                Storage::Weight(w) if t.elem == Elem::F32 => self.ensure_f32_weight(w)?,
                 _ => {}
             }
         }
+        let limits = DeviceLimits {
+            sms: self.dev.sms,
+            max_smem_optin: self.dev.max_smem_optin,
+        };
         let input_bytes: usize = graph
             .tensors
             .iter()
             .filter(|t| t.storage == Storage::Input)
             .map(|t| (t.numel() * DevElem::of(t.elem).size()).div_ceil(256) * 256)
             .sum();
-        let scratch_bytes = attention::scratch_bytes(graph, self.dev.sms);
+        let scratch_bytes = scratch_bytes(graph, &limits);
         self.ensure_fits(0, 0, plan.arena_bytes + input_bytes + scratch_bytes)?;
         let stream = self.dev.stream.clone();
-        let arena = if plan.arena_bytes > 0 {
-            Some(alloc_zeroed(&stream, plan.arena_bytes)?)
-        } else {
-            None
-        };
-        let scratch = if scratch_bytes > 0 {
-            Some(alloc_zeroed(&stream, scratch_bytes)?)
-        } else {
-            None
-        };
+        let arena = (plan.arena_bytes > 0)
+            .then(|| alloc_zeroed(&stream, plan.arena_bytes))
+            .transpose()?;
+        let scratch = (scratch_bytes > 0)
+            .then(|| alloc_zeroed(&stream, scratch_bytes))
+            .transpose()?;
+        let weights: Vec<lower::WeightSlot> = self
+            .weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| lower::WeightSlot {
+                ptr: w.buf.ptr,
+                elem: w.elem,
+                numel: w.numel,
+                dtype: w.host.dtype,
+                shape: w.host.shape.clone(),
+                f32_copy: self.weights_f32.get(&i).map(|b| b.ptr),
+            })
+            .collect();
+        let states: Vec<lower::StateSlot> = self
+            .states
+            .iter()
+            .map(|(b, e)| lower::StateSlot {
+                ptr: b.ptr,
+                bytes: b.bytes,
+                elem: *e,
+            })
+            .collect();
         let mut inputs = Vec::new();
-        let mut locs: Vec<Option<TensorLoc>> = vec![None; graph.tensors.len()];
-        for (i, t) in graph.tensors.iter().enumerate() {
-            let elem = DevElem::of(t.elem);
-            let bytes = t.numel() * elem.size();
-            let bad = |what: &str| {
-                anyhow!(
-                    "{}",
-                    ctx(format!("'{}' {}: {what}", t.name, shape_str(&t.shape)))
-                )
-            };
-            let loc = match t.storage {
-                Storage::Activation => {
-                    let Some(off) = plan.offsets[i] else {
-                        // Declared but never written by an op: nothing to place.
-                        continue;
-                    };
-                    let a = arena
-                        .as_ref()
-                        .ok_or_else(|| bad("planned without an arena"))?;
-                    if off + bytes > a.bytes {
-                        return Err(bad("planned past the end of the arena"));
-                    }
-                    TensorLoc {
-                        ptr: a.ptr + off as u64,
-                        bytes,
-                        elem,
-                    }
-                }
-                Storage::Input => {
-                    let b = alloc_zeroed(&stream, bytes)?;
-                    let loc = TensorLoc {
-                        ptr: b.ptr,
-                        bytes,
-                        elem,
-                    };
-                    inputs.push(b);
-                    loc
-                }
-                Storage::Weight(w) => {
-                    let dw = &self.weights[w];
-                    match t.elem {
-                        Elem::F32 => {
-                            let b = &self.weights_f32[&w];
-                            if dw.numel != t.numel() {
-                                return Err(bad(&format!("the weight holds {} values", dw.numel)));
-                            }
-                            TensorLoc {
-                                ptr: b.ptr,
-                                bytes,
-                                elem,
-                            }
-                        }
-                        Elem::Act | Elem::I32 => {
-                            if dw.elem != elem || dw.numel != t.numel() {
-                                return Err(bad(&format!(
-                                    "the weight is {} {}",
-                                    dw.host.dtype,
-                                    shape_str(&dw.host.shape)
-                                )));
-                            }
-                            TensorLoc {
-                                ptr: dw.buf.ptr,
-                                bytes,
-                                elem,
-                            }
-                        }
-                        Elem::Quant => {
-                            if dw.elem != DevElem::U8 {
-                                return Err(bad(&format!(
-                                    "quantized data must be bytes, is {}",
-                                    dw.host.dtype
-                                )));
-                            }
-                            // The graph's shape is logical ([out, in] of the matrix); the bytes are
-                            // what was uploaded (the matmul lowering checks they suffice).
-                            TensorLoc {
-                                ptr: dw.buf.ptr,
-                                bytes: dw.numel,
-                                elem,
-                            }
-                        }
-                    }
-                }
-                Storage::State(s) => {
-                    let (b, e) = &self.states[s];
-                    if *e != elem || bytes > b.bytes {
-                        return Err(bad("does not match the allocated state"));
-                    }
-                    TensorLoc {
-                        ptr: b.ptr,
-                        bytes,
-                        elem,
-                    }
-                }
-            };
-            locs[i] = Some(loc);
-        }
-        let mut lw = Lowerer {
+        let locs = lower::place(
+            graph,
+            plan,
+            arena.as_ref().map(|b| (b.ptr, b.bytes)),
+            &weights,
+            &states,
+            &mut |bytes| {
+                let b = alloc_zeroed(&stream, bytes)?;
+                let ptr = b.ptr;
+                inputs.push(b);
+                Ok(ptr)
+            },
+        )
+        .map_err(ctx)?;
+        let mut lw = Lowering {
             graph,
             locs: &locs,
-            functions: Some(&self.dev.functions),
-            sms: self.dev.sms,
-            max_smem_optin: self.dev.max_smem_optin,
-            variants: self.variants,
+            device: limits,
+            variants: &self.variants,
             scratch: scratch.as_ref().map(|b| (b.ptr, b.bytes)),
-            smem_set: &mut self.smem_set,
             checks: Vec::new(),
         };
-        let mut steps = Vec::new();
-        for (i, op) in graph.ops.iter().enumerate() {
-            let lowered = lw
-                .op(op)
-                .map_err(|e| anyhow!("{}", ctx(format!("op {i} ({}): {e}", op.name()))))?;
-            steps.extend(lowered.into_iter().map(|step| OpStep {
-                op_index: i,
-                op_name: op.name(),
-                step,
-            }));
-        }
+        let lowered = lower_program(&mut lw).map_err(ctx)?;
         let checks = std::mem::take(&mut lw.checks);
+        let steps = lowered
+            .into_iter()
+            .map(|step| self.resolve(step))
+            .collect::<Result<Vec<_>>>()
+            .map_err(ctx)?;
         self.bytes_activations += arena.as_ref().map_or(0, |b| b.bytes)
             + scratch.as_ref().map_or(0, |b| b.bytes)
             + inputs.iter().map(|b| b.bytes).sum::<usize>();
@@ -974,31 +908,39 @@ impl Backend for CudaBackend {
 
     fn matmul_rate(&mut self, m: usize, k: usize, n: usize) -> Result<f64> {
         let (x, w, y) = self.matmul_operands(m, k, n)?;
+        use crate::ops::linear as matmul;
         let shape = matmul::pick(m, n, self.dev.sms);
         let name = matmul::dense_kernel(shape, false);
-        let (grid, block) = matmul::grid_block(shape, m, n);
+        let (grid, block) = matmul::grid_block(shape, false, m, n);
         let func = device::function(&self.dev.functions, name)?;
-        let l = Launch {
-            kernel: name,
+        let args = vec![
+            Arg::Ptr(x.ptr),
+            Arg::Ptr(w.ptr),
+            Arg::Ptr(0),
+            Arg::Ptr(0),
+            Arg::Ptr(0),
+            Arg::Ptr(y.ptr),
+            Arg::I32(dim(m, "m")?),
+            Arg::I32(dim(k, "k")?),
+            Arg::I32(dim(n, "n")?),
+        ];
+        crate::ops::lowering::check_signature(name, &args)?;
+        let step = Runnable {
+            step: crate::ops::lowering::OpStep {
+                op_index: 0,
+                op_name: "linear",
+                step: Step::Kernel(Launch {
+                    kernel: name,
+                    grid,
+                    block,
+                    smem: 0,
+                    args,
+                }),
+            },
             func: Some(func),
-            grid,
-            block,
-            smem: 0,
-            args: vec![
-                Arg::Ptr(x.ptr),
-                Arg::Ptr(w.ptr),
-                Arg::Ptr(0),
-                Arg::Ptr(0),
-                Arg::Ptr(0),
-                Arg::Ptr(y.ptr),
-                Arg::I32(lower::dim(m, "m")?),
-                Arg::I32(lower::dim(k, "k")?),
-                Arg::I32(lower::dim(n, "n")?),
-            ],
         };
-        lower::check_signature(name, &l.args)?;
         let stream = self.dev.stream.clone();
-        let work = || lower::launch(&stream, &l);
+        let work = || step.enqueue(&stream);
         work()?;
         let mut best = f64::INFINITY;
         for _ in 0..5 {
@@ -1009,7 +951,7 @@ impl Backend for CudaBackend {
     }
 
     fn set_kernel_variants(&mut self, spec: &str) -> Result<()> {
-        self.variants = lower::Variants::parse(spec)?;
+        self.variants = Variants::parse(spec)?;
         Ok(())
     }
 
@@ -1025,11 +967,7 @@ impl Backend for CudaBackend {
             self.cublas = Some(cublas::Cublas::new(&self.dev.stream)?);
         }
         let blas = self.cublas.as_ref().expect("opened above");
-        let (mi, ki, ni) = (
-            lower::dim(m, "m")?,
-            lower::dim(k, "k")?,
-            lower::dim(n, "n")?,
-        );
+        let (mi, ki, ni) = (dim(m, "m")?, dim(k, "k")?, dim(n, "n")?);
         // SAFETY: the three buffers hold m·k, n·k and m·n halves.
         let run = || unsafe { blas.matmul_f16(x.ptr, w.ptr, y.ptr, mi, ki, ni) };
         run()?;

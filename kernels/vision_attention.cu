@@ -1,29 +1,10 @@
-// vision.cu — pieces of the CLIP ViT image tower that are not plain matmuls / norms.
-//   im2col_patches_f32_to_f16: pixels [3, S, S] f32 (normalized image) -> patches [g*g, 3*p*p] f16,
-//     g = S / p, patch index gy*g + gx, column order (c, ky, kx); the patch conv (stride p, no bias) is
-//     then a GEMM with the conv weight [width, 3, p, p] viewed as [width, 3*p*p].
-//   vision_attention_f16: full (bidirectional) multi-head attention over n tokens from a packed
-//     qkv [n, 3*width] (q | k | v, head h at columns h*hd of each part) into out [n, width],
-//     width = n_heads * hd. SIMT with online softmax: n is at most a few hundred (257 for ViT-L/14)
-//     and this runs once per image, so tensor cores would buy little.
+// vision_attention.cu — full (bidirectional) multi-head attention over n tokens from a packed
+// qkv [n, 3*width] (q | k | v, head h at columns h*hd of each part) into out [n, width],
+// width = n_heads * hd. SIMT with online softmax: n is at most a few hundred (257 for ViT-L/14)
+// and this runs once per image, so tensor cores would buy little.
 #include "common.cuh"
 
 using namespace lav2;
-
-// grid-stride over g*g*3*p*p outputs; e.g. block 256, grid ceil(total / 256).
-extern "C" __global__ void im2col_patches_f32_to_f16(const float* pixels, __half* patches, int S, int p) {
-    const int g = S / p;
-    const int cols = 3 * p * p;
-    const long long total = (long long)g * g * cols;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (long long)gridDim.x * blockDim.x) {
-        const int patch = (int)(i / cols), col = (int)(i % cols);
-        const int gy = patch / g, gx = patch % g;
-        const int c = col / (p * p), r = col % (p * p);
-        const int ky = r / p, kx = r % p;
-        patches[i] = __float2half_rn(pixels[((long long)c * S + gy * p + ky) * S + gx * p + kx]);
-    }
-}
 
 namespace {
 constexpr int VA_WARPS = 4;

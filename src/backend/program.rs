@@ -3,9 +3,9 @@
 
 use anyhow::{bail, Result};
 
-use super::plan::Plan;
-use super::{Elem, Graph, Storage, TensorId};
-use crate::backend::{Backend, HostData, ProgramId};
+use super::{Backend, HostData, ProgramId};
+use crate::graph::plan::Plan;
+use crate::graph::{Elem, Graph, Storage, TensorId};
 use crate::tensor::shape_str;
 
 pub struct Program {
@@ -15,12 +15,16 @@ pub struct Program {
 }
 
 impl Program {
-    /// Validates and plans `graph`, and lets the backend prepare it (arena, input buffers).
+    /// Validates `graph` by the op registry's rules, plans it (and proves the plan never lets an
+    /// op write over what it reads), and lets the backend prepare it (arena, input buffers).
     pub fn new(backend: &mut dyn Backend, graph: Graph) -> Result<Program> {
-        if let Err(e) = graph.validate() {
+        if let Err(e) = crate::ops::validate(&graph) {
             bail!("internal error: {e}");
         }
         let plan = Plan::new(&graph, backend.act_bytes());
+        if let Err(e) = plan.check_no_alias(&graph) {
+            bail!("internal error: {e}");
+        }
         let id = backend.prepare(&graph, &plan)?;
         Ok(Program { graph, plan, id })
     }
@@ -68,9 +72,24 @@ impl Program {
         backend.run(self.id)
     }
 
-    /// Reads output `index` (in `mark_output` order) as f32.
+    /// Reads output `index` (in `mark_output` order) as f32; integer outputs (sampled tokens)
+    /// as their values.
     pub fn output(&self, backend: &mut dyn Backend, index: usize) -> Result<Vec<f32>> {
-        let id = self.graph.outputs[index];
+        let Some(&id) = self.graph.outputs.get(index) else {
+            bail!(
+                "internal error: graph '{}' has {} outputs, not {}",
+                self.graph.name,
+                self.graph.outputs.len(),
+                index + 1
+            );
+        };
+        if self.graph.desc(id).elem == Elem::I32 {
+            return Ok(backend
+                .read_i32(self.id, id)?
+                .into_iter()
+                .map(|v| v as f32)
+                .collect());
+        }
         backend.read_f32(self.id, id)
     }
 }

@@ -1,56 +1,63 @@
-//! Embedding lookup, activations, additions and row moves, f32.
+//! Exact (erf) GELU, `x · Φ(x)`, the vision resampler blocks' activation (kernels/gelu.cu).
 
-pub fn embedding(ids: &[i32], table: &[f32], dim: usize, out: &mut [f32]) {
-    for (t, &id) in ids.iter().enumerate() {
-        let row = id as usize * dim;
-        out[t * dim..(t + 1) * dim].copy_from_slice(&table[row..row + dim]);
-    }
+use anyhow::Result;
+
+use super::case::{unary_cases, Case, Sizes};
+use super::lowering::{dim, elementwise, Arg, DevElem, Lowering, Step};
+use super::shape::Shapes;
+use super::{no_scratch, wrong_op, CpuTensors, OpEntry};
+use crate::graph::{Graph, Op};
+use crate::rng::Rng;
+
+pub const ENTRY: OpEntry = OpEntry {
+    name: "gelu",
+    kernel_files: &["gelu"],
+    check,
+    cpu,
+    lower,
+    scratch_bytes: no_scratch,
+    variants: &[],
+    cases,
+};
+
+fn check(g: &Graph, op: &Op) -> Result<(), String> {
+    let Op::Gelu { x, out } = op else {
+        return Err(wrong_op("gelu", op).to_string());
+    };
+    Shapes(g).same_size(*x, *out)
 }
 
-pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
-    for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
-        *o = g / (1.0 + (-g).exp()) * u;
-    }
-}
-
-/// Exact GELU, `x · Φ(x)`, with the error function evaluated in f64.
-pub fn gelu(x: &[f32], out: &mut [f32]) {
+/// Exact GELU with the error function evaluated in f64.
+pub fn reference(x: &[f32], out: &mut [f32]) {
     for (o, &v) in out.iter_mut().zip(x) {
         let v = v as f64;
         *o = (0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2))) as f32;
     }
 }
 
-pub fn quick_gelu(x: &[f32], out: &mut [f32]) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = v / (1.0 + (-1.702 * v).exp());
-    }
+fn cpu(op: &Op, t: &mut CpuTensors) -> Result<()> {
+    let Op::Gelu { x, out } = op else {
+        return Err(wrong_op("gelu", op));
+    };
+    reference(t.get(*x)?, t.take_mut(*out)?);
+    Ok(())
 }
 
-/// `a + b`, where `b` is either as long as `a` or one row repeated over `a`'s rows.
-pub fn add(a: &[f32], b: &[f32], out: &mut [f32]) {
-    for (i, (o, x)) in out.iter_mut().zip(a).enumerate() {
-        *o = x + b[i % b.len()];
-    }
+fn lower(lw: &mut Lowering, op: &Op) -> Result<Vec<Step>> {
+    let Op::Gelu { x, out } = op else {
+        return Err(wrong_op("gelu", op));
+    };
+    let n = lw.numel(*out);
+    let args = vec![
+        Arg::Ptr(lw.ptr(*x, DevElem::F16)?),
+        Arg::Ptr(lw.ptr(*out, DevElem::F16)?),
+        Arg::I32(dim(n, "elements")?),
+    ];
+    Ok(vec![elementwise(lw, "gelu_f16", n, args)?])
 }
 
-/// `[3, S, S]` → `[(S/p)², 3·p·p]`, each row one patch ordered (channel, row, column) like the
-/// flattened convolution weight.
-pub fn im2col_patches(pixels: &[f32], size: usize, patch: usize, out: &mut [f32]) {
-    let grid = size / patch;
-    let row_len = 3 * patch * patch;
-    for gy in 0..grid {
-        for gx in 0..grid {
-            let dst = &mut out[(gy * grid + gx) * row_len..(gy * grid + gx + 1) * row_len];
-            for c in 0..3 {
-                for ky in 0..patch {
-                    let src = c * size * size + (gy * patch + ky) * size + gx * patch;
-                    let d = c * patch * patch + ky * patch;
-                    dst[d..d + patch].copy_from_slice(&pixels[src..src + patch]);
-                }
-            }
-        }
-    }
+fn cases(rng: &mut Rng, sizes: Sizes) -> Vec<Case> {
+    unary_cases("gelu", rng, sizes, |x, out| Op::Gelu { x, out })
 }
 
 /// Error function to full f64 precision (W. J. Cody's rational approximations).

@@ -1,45 +1,10 @@
-// activation.cu — elementwise ops on f16 tensors, f32 math, grid-stride (any grid; e.g. block 256,
-// grid min(ceil(n / 2048), 4096)). Every op may run in place (out == an input).
-//   gelu_f16        out = 0.5·x·(1 + erf(x/√2))      exact GELU (visual-query blocks)
-//   quick_gelu_f16  out = x·sigmoid(1.702·x)         CLIP's QuickGELU
-//   add_f16         out = a + b
+// add.cu — elementwise sums on f16, f32 math, grid-stride (block 256, grid min(ceil(n / 2048), 4096)):
+//   add_f16                 out = a + b
 //   add_broadcast_rows_f16  out[r, :] = x[r, :] + row[:]   (x, out [rows, dim]; row [dim])
-// silu_mul_f16 lives in matmul.cu beside the FFN matmuls.
+// Either may run in place (out == an input).
 #include "common.cuh"
 
 using namespace lav2;
-
-namespace {
-
-struct Gelu {
-    LAV2_DEV float operator()(float x) const { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
-};
-struct QuickGelu {
-    LAV2_DEV float operator()(float x) const { return x / (1.0f + expf(-1.702f * x)); }
-};
-
-template <typename F>
-LAV2_DEV void unary(const __half* x, __half* out, int n, F f) {
-    const int stride = gridDim.x * blockDim.x;
-    const int tid = blockIdx.x * blockDim.x + threadIdx.x;
-    if ((n & 7) == 0 && aligned16(x) && aligned16(out)) {
-        for (int i = tid; i < (n >> 3); i += stride) {
-            float v[8];
-            unpack8(reinterpret_cast<const uint4*>(x)[i], v);
-#pragma unroll
-            for (int j = 0; j < 8; ++j) v[j] = f(v[j]);
-            reinterpret_cast<uint4*>(out)[i] = pack8(v);
-        }
-    } else {
-        for (int i = tid; i < n; i += stride) out[i] = __float2half_rn(f(__half2float(x[i])));
-    }
-}
-
-}  // namespace
-
-extern "C" __global__ void gelu_f16(const __half* x, __half* out, int n) { unary(x, out, n, Gelu()); }
-
-extern "C" __global__ void quick_gelu_f16(const __half* x, __half* out, int n) { unary(x, out, n, QuickGelu()); }
 
 extern "C" __global__ void add_f16(const __half* a, const __half* b, __half* out, int n) {
     const int stride = gridDim.x * blockDim.x;

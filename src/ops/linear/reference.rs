@@ -1,4 +1,5 @@
-//! `y = s ⊙ (x · wᵀ + b) + r` in f32, split across threads by output rows when large enough.
+//! The float32 reference of `linear`: `y = s ⊙ (x · wᵀ + b) + r`, split across threads by
+//! output columns when large enough.
 
 use crate::quant::QuantView;
 

@@ -1,7 +1,7 @@
-// sampling.cu — next-token selection from f32 logits [vocab], one block, result to a device int so
+// sample_token.cu — next-token selection from f32 logits [vocab], one block, result to a device int so
 // the decode loop (and a captured CUDA graph) never waits on the host.
-//   argmax_f32: index of the largest logit, ties -> lowest index (NaN never wins).
-//   top_p_sample_f32: the LLaMA-Adapter rule —
+//   sample_token_f32: temperature 0 -> the index of the largest logit, ties -> lowest index (NaN never
+//   wins); otherwise the LLaMA-Adapter rule —
 //     probs = softmax(logits / temperature), sorted descending (ties: lower index first);
 //     drop every token whose cumulative sum *before* it exceeds top_p (cumsum - p > top_p);
 //     renormalize; pick the first token in that order whose running cumsum exceeds u * kept_total,
@@ -181,21 +181,13 @@ LAV2_DEV Crossing find_crossing(const float* logits, int vocab, float temperatur
 
 }  // namespace
 
-// grid (rows), block 1024: one block per row of logits [rows, vocab], one token per row.
-extern "C" __global__ void __launch_bounds__(SP_THREADS) argmax_f32(const float* logits, int vocab, int* out_token) {
-    logits += (long long)blockIdx.x * vocab;
-    out_token += blockIdx.x;
-    const ArgMax a = block_argmax(logits, vocab);
-    // No finite largest logit (all NaN / -inf, or a +inf): -1, which the session reports.
-    if (threadIdx.x == 0) *out_token = (a.v == LAV2_POS_INF || a.v == LAV2_NEG_INF) ? -1 : a.i;
-}
-
-// grid (rows), block 1024 (exactly), ~33 KB static shared memory, no scratch buffers: one block per
-// row of logits [rows, vocab]. uniform: device pointer to one f32 in [0, 1) per row (written by the
-// host before each step / graph replay).
+// grid (rows), block SP_THREADS (exactly), ~33 KB static shared memory, no scratch buffers: one block
+// per row of logits [rows, vocab]. params: device pointer to {temperature, top_p}; uniform: one f32 in
+// [0, 1) per row — both written by the host before each step / graph replay, so one captured decode
+// graph serves every sampling setting.
 extern "C" __global__ void __launch_bounds__(SP_THREADS)
-    top_p_sample_f32(const float* logits, int vocab, float temperature, float top_p, const float* uniform,
-                     int* out_token) {
+    sample_token_f32(const float* logits, int vocab, const float* params, const float* uniform, int* out_token) {
+    const float temperature = params[0], top_p = params[1];
     __shared__ u64 hist1[SP_BINS];
     __shared__ u64 hist[SP_BINS];
     __shared__ SelectState st;

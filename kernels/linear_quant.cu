@@ -1,4 +1,4 @@
-// quant_matmul.cu — weight-only quantized linear layers with matmul.cu's epilogue
+// linear_quant.cu — weight-only quantized linear layers with linear.cu's epilogue
 //   y[r, o] = out_scale[o] * (Σ_k x[r, k] * w[o, k] + bias[o]) + residual[r, o]
 // where w is dequantized from the formats of src/quant.rs:
 //   int8: values int8 [N, K], scales f16 [N] (one per output channel):        w = q · s
@@ -9,12 +9,12 @@
 // point takes the same arguments (int8 ignores `zeros`):
 //   (x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features, out_features)
 //
-//   quant_gemv_*    decode (rows ≤ ~8): one warp per output feature, weights read exactly once with
+//   linear_quant_gemv_*  decode (rows ≤ ~8): one warp per output feature, weights read exactly once with
 //                   16-byte streaming loads, dequantized in registers (int → f16 by the 0x6400
 //                   exponent trick, exact), f32 FMAs; int4 applies each group's scale once per
 //                   32-element chunk. Any K: K % 16 (int8) / % 32 (int4) or an unaligned pointer
 //                   switches to a scalar path with the same math.
-//   quant_gemm_*    prefill: matmul.cu's tensor-core GEMM (mma.sync m16n8k16, swizzled shared tiles,
+//   linear_quant_gemm*  prefill: linear.cu's tensor-core GEMM (mma.sync m16n8k16, swizzled shared tiles,
 //                   cp.async for x) whose weight tiles are dequantized on the way into shared memory:
 //                   the raw bytes of stage k+2 are fetched into registers before the MMAs of stage k
 //                   and dequantized to f16 after them. gemm = 128x128x32 tiles (256 threads),
@@ -235,7 +235,7 @@ LAV2_DEV void qgemv(const __half* __restrict__ x, const unsigned char* __restric
 
 // ---------------------------------------------------------------------------------------------
 // Tensor-core GEMM with dequantized weight tiles. The tile layout, swizzle, fragment loads, MMAs and
-// epilogue are matmul.cu's gemm_tc; only the B (weight) tile loader differs.
+// epilogue are linear.cu's gemm_tc; only the B (weight) tile loader differs.
 // ---------------------------------------------------------------------------------------------
 constexpr int BK = TC_BK;
 
@@ -445,48 +445,48 @@ LAV2_DEV void qgemm_tc(const __half* __restrict__ A, const unsigned char* __rest
         const __half *out_scale, const T *residual, T *y, int rows, int in_features, int out_features
 #define LAV2_QUANT_PASS x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features, out_features
 
-extern "C" __global__ void __launch_bounds__(QV_WARPS * 32) quant_gemv_int8_f16(LAV2_QUANT_ARGS(__half)) {
+extern "C" __global__ void __launch_bounds__(QV_WARPS * 32) linear_quant_gemv_int8_f16(LAV2_QUANT_ARGS(__half)) {
     qgemv<false, __half>(LAV2_QUANT_PASS);
 }
-extern "C" __global__ void __launch_bounds__(QV_WARPS * 32) quant_gemv_int8_f16f32(LAV2_QUANT_ARGS(float)) {
+extern "C" __global__ void __launch_bounds__(QV_WARPS * 32) linear_quant_gemv_int8_f16f32(LAV2_QUANT_ARGS(float)) {
     qgemv<false, float>(LAV2_QUANT_PASS);
 }
-extern "C" __global__ void __launch_bounds__(QV_WARPS * 32) quant_gemv_int4_f16(LAV2_QUANT_ARGS(__half)) {
+extern "C" __global__ void __launch_bounds__(QV_WARPS * 32) linear_quant_gemv_int4_f16(LAV2_QUANT_ARGS(__half)) {
     qgemv<true, __half>(LAV2_QUANT_PASS);
 }
-extern "C" __global__ void __launch_bounds__(QV_WARPS * 32) quant_gemv_int4_f16f32(LAV2_QUANT_ARGS(float)) {
+extern "C" __global__ void __launch_bounds__(QV_WARPS * 32) linear_quant_gemv_int4_f16f32(LAV2_QUANT_ARGS(float)) {
     qgemv<true, float>(LAV2_QUANT_PASS);
 }
 
-extern "C" __global__ void __launch_bounds__(256) quant_gemm_int8_f16(LAV2_QUANT_ARGS(__half)) {
-    qgemm_tc<128, 128, 2, 4, 3, false, __half>(x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features,
+extern "C" __global__ void __launch_bounds__(GEMM128_THREADS) linear_quant_gemm128_int8_f16(LAV2_QUANT_ARGS(__half)) {
+    qgemm_tc<GEMM128_TILE, GEMM128_TILE, 2, 4, 3, false, __half>(x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features,
                                                 out_features);
 }
-extern "C" __global__ void __launch_bounds__(256) quant_gemm_int8_f16f32(LAV2_QUANT_ARGS(float)) {
-    qgemm_tc<128, 128, 2, 4, 3, false, float>(x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features,
+extern "C" __global__ void __launch_bounds__(GEMM128_THREADS) linear_quant_gemm128_int8_f16f32(LAV2_QUANT_ARGS(float)) {
+    qgemm_tc<GEMM128_TILE, GEMM128_TILE, 2, 4, 3, false, float>(x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features,
                                                out_features);
 }
-extern "C" __global__ void __launch_bounds__(256) quant_gemm_int4_f16(LAV2_QUANT_ARGS(__half)) {
-    qgemm_tc<128, 128, 2, 4, 3, true, __half>(x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features,
+extern "C" __global__ void __launch_bounds__(GEMM128_THREADS) linear_quant_gemm128_int4_f16(LAV2_QUANT_ARGS(__half)) {
+    qgemm_tc<GEMM128_TILE, GEMM128_TILE, 2, 4, 3, true, __half>(x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features,
                                                out_features);
 }
-extern "C" __global__ void __launch_bounds__(256) quant_gemm_int4_f16f32(LAV2_QUANT_ARGS(float)) {
-    qgemm_tc<128, 128, 2, 4, 3, true, float>(x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features,
+extern "C" __global__ void __launch_bounds__(GEMM128_THREADS) linear_quant_gemm128_int4_f16f32(LAV2_QUANT_ARGS(float)) {
+    qgemm_tc<GEMM128_TILE, GEMM128_TILE, 2, 4, 3, true, float>(x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features,
                                               out_features);
 }
-extern "C" __global__ void __launch_bounds__(128) quant_gemm64_int8_f16(LAV2_QUANT_ARGS(__half)) {
-    qgemm_tc<64, 64, 2, 2, 4, false, __half>(x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features,
+extern "C" __global__ void __launch_bounds__(GEMM64_THREADS) linear_quant_gemm64_int8_f16(LAV2_QUANT_ARGS(__half)) {
+    qgemm_tc<GEMM64_TILE, GEMM64_TILE, 2, 2, 4, false, __half>(x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features,
                                               out_features);
 }
-extern "C" __global__ void __launch_bounds__(128) quant_gemm64_int8_f16f32(LAV2_QUANT_ARGS(float)) {
-    qgemm_tc<64, 64, 2, 2, 4, false, float>(x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features,
+extern "C" __global__ void __launch_bounds__(GEMM64_THREADS) linear_quant_gemm64_int8_f16f32(LAV2_QUANT_ARGS(float)) {
+    qgemm_tc<GEMM64_TILE, GEMM64_TILE, 2, 2, 4, false, float>(x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features,
                                              out_features);
 }
-extern "C" __global__ void __launch_bounds__(128) quant_gemm64_int4_f16(LAV2_QUANT_ARGS(__half)) {
-    qgemm_tc<64, 64, 2, 2, 4, true, __half>(x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features,
+extern "C" __global__ void __launch_bounds__(GEMM64_THREADS) linear_quant_gemm64_int4_f16(LAV2_QUANT_ARGS(__half)) {
+    qgemm_tc<GEMM64_TILE, GEMM64_TILE, 2, 2, 4, true, __half>(x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features,
                                              out_features);
 }
-extern "C" __global__ void __launch_bounds__(128) quant_gemm64_int4_f16f32(LAV2_QUANT_ARGS(float)) {
-    qgemm_tc<64, 64, 2, 2, 4, true, float>(x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features,
+extern "C" __global__ void __launch_bounds__(GEMM64_THREADS) linear_quant_gemm64_int4_f16f32(LAV2_QUANT_ARGS(float)) {
+    qgemm_tc<GEMM64_TILE, GEMM64_TILE, 2, 2, 4, true, float>(x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features,
                                             out_features);
 }

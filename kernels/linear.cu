@@ -1,4 +1,4 @@
-// matmul.cu — linear layers y = x · Wᵀ with the fused epilogue
+// linear.cu — linear layers y = x · Wᵀ with the fused epilogue
 //   y[r, o] = out_scale[o] * (Σ_k x[r, k] * w[o, k] + bias[o]) + residual[r, o]
 // x: [rows, K] f16, w: [N, K] f16 (row-major, PyTorch's [out_features, in_features]),
 // bias / out_scale: [N] f16, residual: [rows, N], y: [rows, N]; bias, out_scale and residual may each be
@@ -231,7 +231,6 @@ LAV2_DEV void gemm_tc(const __half* __restrict__ A, const __half* __restrict__ W
     }
 }
 
-LAV2_DEV float silu(float g) { return g / (1.0f + expf(-g)); }
 
 }  // namespace
 
@@ -240,57 +239,37 @@ LAV2_DEV float silu(float g) { return g / (1.0f + expf(-g)); }
 // ---------------------------------------------------------------------------------------------
 
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32)
-    matmul_gemv_f16(const __half* x, const __half* w, const __half* bias, const __half* out_scale,
+    linear_gemv_f16(const __half* x, const __half* w, const __half* bias, const __half* out_scale,
                     const __half* residual, __half* y, int rows, int in_features, int out_features) {
     gemv<__half>(x, w, bias, out_scale, residual, y, rows, in_features, out_features);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32)
-    matmul_gemv_f16f32(const __half* x, const __half* w, const __half* bias, const __half* out_scale,
+    linear_gemv_f16f32(const __half* x, const __half* w, const __half* bias, const __half* out_scale,
                        const float* residual, float* y, int rows, int in_features, int out_features) {
     gemv<float>(x, w, bias, out_scale, residual, y, rows, in_features, out_features);
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-    matmul_gemm_f16(const __half* x, const __half* w, const __half* bias, const __half* out_scale,
+extern "C" __global__ void __launch_bounds__(GEMM128_THREADS)
+    linear_gemm128_f16(const __half* x, const __half* w, const __half* bias, const __half* out_scale,
                     const __half* residual, __half* y, int rows, int in_features, int out_features) {
-    gemm_tc<128, 128, 2, 4, 3, __half>(x, w, bias, out_scale, residual, y, rows, in_features, out_features);
+    gemm_tc<GEMM128_TILE, GEMM128_TILE, 2, 4, 3, __half>(x, w, bias, out_scale, residual, y, rows, in_features, out_features);
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-    matmul_gemm_f16f32(const __half* x, const __half* w, const __half* bias, const __half* out_scale,
+extern "C" __global__ void __launch_bounds__(GEMM128_THREADS)
+    linear_gemm128_f16f32(const __half* x, const __half* w, const __half* bias, const __half* out_scale,
                        const float* residual, float* y, int rows, int in_features, int out_features) {
-    gemm_tc<128, 128, 2, 4, 3, float>(x, w, bias, out_scale, residual, y, rows, in_features, out_features);
+    gemm_tc<GEMM128_TILE, GEMM128_TILE, 2, 4, 3, float>(x, w, bias, out_scale, residual, y, rows, in_features, out_features);
 }
 
-extern "C" __global__ void __launch_bounds__(128)
-    matmul_gemm64_f16(const __half* x, const __half* w, const __half* bias, const __half* out_scale,
+extern "C" __global__ void __launch_bounds__(GEMM64_THREADS)
+    linear_gemm64_f16(const __half* x, const __half* w, const __half* bias, const __half* out_scale,
                       const __half* residual, __half* y, int rows, int in_features, int out_features) {
-    gemm_tc<64, 64, 2, 2, 4, __half>(x, w, bias, out_scale, residual, y, rows, in_features, out_features);
+    gemm_tc<GEMM64_TILE, GEMM64_TILE, 2, 2, 4, __half>(x, w, bias, out_scale, residual, y, rows, in_features, out_features);
 }
 
-extern "C" __global__ void __launch_bounds__(128)
-    matmul_gemm64_f16f32(const __half* x, const __half* w, const __half* bias, const __half* out_scale,
+extern "C" __global__ void __launch_bounds__(GEMM64_THREADS)
+    linear_gemm64_f16f32(const __half* x, const __half* w, const __half* bias, const __half* out_scale,
                          const float* residual, float* y, int rows, int in_features, int out_features) {
-    gemm_tc<64, 64, 2, 2, 4, float>(x, w, bias, out_scale, residual, y, rows, in_features, out_features);
-}
-
-// out = silu(gate) * up, elementwise over n; the SwiGLU between w1/w3 and w2. In place is fine.
-extern "C" __global__ void silu_mul_f16(const __half* gate, const __half* up, __half* out, int n) {
-    const int stride = gridDim.x * blockDim.x;
-    const int tid = blockIdx.x * blockDim.x + threadIdx.x;
-    if ((n & 7) == 0 && aligned16(gate) && aligned16(up) && aligned16(out)) {
-        const int n8 = n >> 3;
-        for (int i = tid; i < n8; i += stride) {
-            float g[8], u[8];
-            unpack8(reinterpret_cast<const uint4*>(gate)[i], g);
-            unpack8(reinterpret_cast<const uint4*>(up)[i], u);
-#pragma unroll
-            for (int j = 0; j < 8; ++j) g[j] = silu(g[j]) * u[j];
-            reinterpret_cast<uint4*>(out)[i] = pack8(g);
-        }
-    } else {
-        for (int i = tid; i < n; i += stride)
-            out[i] = __float2half_rn(silu(__half2float(gate[i])) * __half2float(up[i]));
-    }
+    gemm_tc<GEMM64_TILE, GEMM64_TILE, 2, 2, 4, float>(x, w, bias, out_scale, residual, y, rows, in_features, out_features);
 }

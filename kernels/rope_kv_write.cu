@@ -1,4 +1,4 @@
-// rope.cu — rotary position embedding fused with the KV-cache write, for T new tokens:
+// rope_kv_write.cu — rotary position embedding fused with the KV-cache write, for T new tokens:
 //   q [T, n_heads, hd] is rotated in place; k, v [T, n_kv_heads, hd] are read, and the rotated k and
 //   the unchanged v are written to k_cache / v_cache [max_seq, n_kv_heads, hd] at rows start_pos + t.
 // Token t has position start_pos + t (start_pos read from device memory: CUDA-graph replayable).

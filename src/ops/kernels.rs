@@ -65,6 +65,45 @@ pub fn signatures() -> &'static std::collections::HashMap<String, Vec<ParamKind>
     })
 }
 
+/// The most threads per block each entry point takes: the `.maxntid` its `__launch_bounds__`
+/// put in the PTX (entry points without one are absent).
+pub fn launch_bounds() -> &'static std::collections::HashMap<String, u32> {
+    static BOUNDS: std::sync::OnceLock<std::collections::HashMap<String, u32>> =
+        std::sync::OnceLock::new();
+    BOUNDS.get_or_init(|| {
+        KERNEL_MODULES
+            .iter()
+            .filter_map(|m| m.ptx)
+            .flat_map(|ptx| parse_max_threads(&String::from_utf8_lossy(ptx)))
+            .collect()
+    })
+}
+
+/// `.entry name(…) .maxntid x, y, z {`: the product of the three, per entry point.
+fn parse_max_threads(ptx: &str) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    let mut rest = ptx;
+    while let Some(at) = rest.find(".entry ") {
+        rest = &rest[at + ".entry ".len()..];
+        let (Some(open), Some(body)) = (rest.find('('), rest.find('{')) else {
+            break;
+        };
+        let name = rest[..open].trim().to_string();
+        let head = &rest[..body];
+        if let Some(m) = head.find(".maxntid") {
+            let dims: Vec<u32> = head[m + ".maxntid".len()..]
+                .split(',')
+                .filter_map(|d| d.trim().parse().ok())
+                .collect();
+            if !dims.is_empty() {
+                out.push((name, dims.iter().product()));
+            }
+        }
+        rest = &rest[body..];
+    }
+    out
+}
+
 /// `.entry name( .param .u64 name_param_0, … )` blocks of a PTX module.
 fn parse_entries(ptx: &str) -> Vec<(String, Vec<ParamKind>)> {
     let mut out = Vec::new();
@@ -120,8 +159,9 @@ mod tests {
     #[test]
     fn ptx_parameters_are_read_by_type() {
         let ptx = ".visible .entry k(\n\t.param .u64 .ptr .align 1 k_param_0,\n\t.param .u32 \
-                   k_param_1,\n\t.param .f32 k_param_2,\n\t.param .align 8 .b8 k_param_3[16]\n)\n{\n}\n\
-                   .visible .entry empty()\n{\n}\n";
+                   k_param_1,\n\t.param .f32 k_param_2,\n\t.param .align 8 .b8 k_param_3[16]\n)\n\
+                   .maxntid 256, 1, 1\n{\n}\n.visible .entry empty()\n{\n}\n";
+        assert_eq!(parse_max_threads(ptx), vec![("k".to_string(), 256)]);
         let e = parse_entries(ptx);
         assert_eq!(e.len(), 2);
         assert_eq!(e[0].0, "k");
