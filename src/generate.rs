@@ -5,6 +5,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use crate::notice::OptionError;
+// Re-exported for the tests and benchmarks that import it from here; it lives in `crate::rng`.
+pub use crate::rng::Rng;
+use crate::sampling::check_sampling;
 use crate::session::Session;
 
 /// The prompt formats of the LLaMA-Adapter releases.
@@ -41,7 +45,7 @@ pub fn format_prompt(
     Ok(match (template, context) {
         (Template::None, None) => instruction.to_string(),
         (Template::None, Some(_)) => {
-            bail!("--context needs a template with an input slot (use --template alpaca)")
+            bail!("context text needs a template with an input slot (Template::Alpaca)")
         }
         (Template::Alpaca, None) => ALPACA_NO_INPUT.replace("{instruction}", instruction),
         (Template::Alpaca, Some(input)) => ALPACA_WITH_INPUT
@@ -75,39 +79,9 @@ impl Default for SamplingOptions {
 }
 
 impl SamplingOptions {
-    pub fn validate(&self) -> Result<()> {
-        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            bail!(
-                "--temperature must be a finite number ≥ 0, got {}",
-                self.temperature
-            );
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            bail!("--top-p must be in (0, 1], got {}", self.top_p);
-        }
-        Ok(())
-    }
-}
-
-/// A small seeded generator (SplitMix64), so a seed gives the same text on every machine.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    /// Refuses a temperature or top-p the sampler cannot use, naming it.
+    pub fn validate(&self) -> Result<(), OptionError> {
+        check_sampling(self.temperature, self.top_p)
     }
 }
 
@@ -277,16 +251,5 @@ mod tests {
         assert!(p.contains("paired with an input that provides further context."));
         assert!(p.ends_with("### Instruction:\nQ\n\n### Input:\nctx\n\n### Response:"));
         assert!(format_prompt(Template::None, "x", Some("y")).is_err());
-    }
-
-    #[test]
-    fn seeded_rng_is_reproducible() {
-        let a: Vec<u64> = (0..4)
-            .scan(Rng::new(3), |r, _| Some(r.next_u64()))
-            .collect();
-        let b: Vec<u64> = (0..4)
-            .scan(Rng::new(3), |r, _| Some(r.next_u64()))
-            .collect();
-        assert_eq!(a, b);
     }
 }

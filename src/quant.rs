@@ -26,7 +26,13 @@ impl QuantFormat {
             ("f16" | "f32" | "none", false) => QuantFormat::None,
             ("int8", false) => QuantFormat::Int8,
             ("int4", z) => QuantFormat::Int4 { zero_point: z },
-            (_, true) => bail!("--zero-point applies to int4 only"),
+            (_, true) => {
+                return Err(crate::notice::OptionError::new(
+                    &["zero_point"],
+                    "{zero_point} applies to int4 only",
+                )
+                .into())
+            }
             (other, _) => bail!("unknown quantization '{other}' (expected f16, int8 or int4)"),
         })
     }
@@ -214,7 +220,7 @@ mod tests {
     use super::*;
 
     fn random(n: usize, seed: u64) -> Vec<f32> {
-        let mut rng = crate::generate::Rng::new(seed);
+        let mut rng = crate::rng::Rng::new(seed);
         (0..n).map(|_| (rng.uniform() as f32 - 0.5) * 2.0).collect()
     }
 
