@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lav2::backend::program::Program;
 use lav2::backend::{self, Backend, DeviceChoice};
-use lav2::generate::Rng;
+use lav2::rng::Rng;
 use lav2::graph::{Elem, Graph, Op, PromptKv, QuantRef, StateDesc};
 use lav2::quant::{quantize, QuantFormat};
 use lav2::tensor::HostTensor;

@@ -2,9 +2,9 @@
 //! caption adapter, any command) put into the template's input slot, as the LLaMA-Adapter V2
 //! paper does with its caption and OCR experts — whose code the authors never released.
 //!
-//! Every expert reads the picture file given with `--image`, so experts refuse to run without
-//! one. They run in a fixed order (OCR, caption, then each `--expert-cmd` in the order given),
-//! so that the same flags always build the same prompt whatever their order on the line.
+//! Every expert reads a picture file, so experts refuse to run without one. They run in a fixed
+//! order (OCR, caption, then each `expert_cmd` in the order given), so that the same options
+//! always build the same prompt whatever the order they were given in.
 //!
 //! Call [`run_experts`] before loading the answering model: the caption expert loads a second
 //! copy of the base model and frees it when done, so only one model is held at a time.
@@ -15,16 +15,17 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::backend::{self, DeviceChoice};
 use crate::generate::{self, SamplingOptions, Template};
 use crate::io::{
     image::{check_image, load_image},
-    tokenizer::Tokenizer,
+    tokenizer::{parse_token_ids, Tokenizer},
 };
 use crate::model::config::ChannelOrder;
+use crate::notice::OptionError;
 use crate::session::Session;
 use crate::{LoadOptions, Model};
 
@@ -38,76 +39,46 @@ const TESSERACT: &str = "tesseract";
 const TESSERACT_PACKAGE: &str = "tesseract-ocr";
 /// Where a command's image path goes.
 const IMAGE_TOKEN: &str = "{image}";
-/// Default of `--expert-timeout`, seconds.
+/// Default of [`ExpertOptions::expert_timeout`], seconds.
 pub const DEFAULT_TIMEOUT_S: f64 = 120.0;
-/// Default of `--expert-max-output`: 1 MiB of stdout.
+/// Default of [`ExpertOptions::expert_max_output`]: 1 MiB of stdout.
 pub const DEFAULT_MAX_OUTPUT: usize = 1 << 20;
 /// How much of an expert's stderr is kept (its end, for the last line of an error).
 const STDERR_TAIL: usize = 64 << 10;
 /// How long a killed expert is waited for before lav2 stops waiting on it.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
-/// The expert flags of `lav2 generate` (flattened into its arguments).
-#[derive(clap::Args, Clone, Debug, PartialEq)]
-pub struct ExpertArgs {
-    /// Read the text in the image with Tesseract OCR (`tesseract IMAGE -`) and give it to the
-    /// model as context. Needs --image and the tesseract program (Debian: tesseract-ocr).
-    #[arg(long)]
+/// Which experts to run and their settings. `Default` gives no expert and the settings the
+/// command line defaults to (a derived `Default` would give a zero-token caption).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExpertOptions {
+    /// Read the text in the image with Tesseract OCR (`tesseract IMAGE -`).
     pub ocr: bool,
-    /// Tesseract language(s), e.g. eng or eng+deu (its `-l`); the default is Tesseract's own.
-    #[arg(long, value_name = "LANG", requires = "ocr")]
+    /// Tesseract language(s), e.g. eng or eng+deu (its `-l`); `None`: Tesseract's own default.
     pub ocr_lang: Option<String>,
-    /// Caption the image first with this caption adapter (e.g. the converted CAPTION-7B) on the
-    /// same base model, and give the caption to the model as context. Needs --image.
-    #[arg(long, value_name = "DIR")]
+    /// Caption the image first with this caption adapter (e.g. the converted CAPTION-7B) on
+    /// the same base model.
     pub caption_adapter: Option<PathBuf>,
     /// Most tokens the caption may have (the authors' generate default: 256).
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 256,
-        requires = "caption_adapter"
-    )]
     pub caption_max_new_tokens: usize,
-    /// Caption sampling temperature; 0 (the default) is greedy, so the same image always gives
-    /// the same context. The authors' demos sample at 0.1 with top-p 0.75.
-    #[arg(
-        long,
-        value_name = "T",
-        default_value_t = 0.0,
-        requires = "caption_adapter"
-    )]
+    /// Caption sampling temperature; 0 is greedy, so the same image always gives the same
+    /// context.
     pub caption_temperature: f32,
     /// Caption prompt as comma-separated token ids, used as given instead of the formatted
-    /// "Generate caption of this image" (no BOS added): for models with their own vocabulary.
-    #[arg(long, value_name = "IDS", requires = "caption_adapter")]
+    /// [`CAPTION_INSTRUCTION`] (no BOS added): for models with their own vocabulary.
     pub caption_prompt_ids: Option<String>,
-    /// Any other expert: a command run without a shell, its stdout the expert's text.
-    /// `{image}` stands for the image path and must appear; quotes group words as in a shell.
-    /// Repeat for several experts.
-    #[arg(long = "expert-cmd", value_name = "CMD {image}")]
+    /// Other experts: commands run without a shell, each one's stdout its text. `{image}`
+    /// stands for the image path and must appear; quotes group words as in a shell.
     pub expert_cmd: Vec<String>,
-    /// Seconds each expert may take (OCR, caption, each command); a program still running then
-    /// is killed, with everything it started, and the run fails naming it.
-    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT_S,
-          value_parser = parse_timeout, allow_negative_numbers = true)]
+    /// Seconds each expert may take; a program still running then is killed, with everything
+    /// it started.
     pub expert_timeout: f64,
-    /// Most bytes an expert program may print on stdout; more is an error naming it.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_OUTPUT,
-          value_parser = parse_max_output)]
+    /// Most bytes an expert program may print on stdout.
     pub expert_max_output: usize,
 }
 
-/// `--expert-timeout`: a finite number of seconds > 0 (fractions allowed).
-fn parse_timeout(s: &str) -> std::result::Result<f64, String> {
-    let t = s
-        .trim()
-        .parse::<f64>()
-        .map_err(|_| format!("'{s}' is not a number of seconds (e.g. 120 or 2.5)"))?;
-    check_timeout(t)
-}
-
-fn check_timeout(t: f64) -> std::result::Result<f64, String> {
+/// A timeout in seconds that is finite and > 0 (fractions allowed), or why not.
+pub fn check_timeout(t: f64) -> std::result::Result<f64, String> {
     if t > 0.0 && Duration::try_from_secs_f64(t).is_ok() {
         Ok(t)
     } else {
@@ -115,19 +86,9 @@ fn check_timeout(t: f64) -> std::result::Result<f64, String> {
     }
 }
 
-/// `--expert-max-output`: a byte count ≥ 1.
-fn parse_max_output(s: &str) -> std::result::Result<usize, String> {
-    match s.trim().parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!("'{s}' is not a byte count ≥ 1 (e.g. 1048576)")),
-    }
-}
-
-/// The command line's defaults, so that arguments built in code (a derived `Default` would
-/// give a zero-token caption) behave as the same flags typed on the command line.
-impl Default for ExpertArgs {
+impl Default for ExpertOptions {
     fn default() -> Self {
-        ExpertArgs {
+        ExpertOptions {
             ocr: false,
             ocr_lang: None,
             caption_adapter: None,
@@ -141,32 +102,35 @@ impl Default for ExpertArgs {
     }
 }
 
-impl ExpertArgs {
+impl ExpertOptions {
     /// Whether any expert was asked for.
     pub fn any(&self) -> bool {
         self.ocr || self.caption_adapter.is_some() || !self.expert_cmd.is_empty()
     }
 
-    fn flags_given(&self) -> String {
-        let mut f = Vec::new();
-        if self.ocr {
-            f.push("--ocr");
-        }
-        if self.caption_adapter.is_some() {
-            f.push("--caption-adapter");
-        }
-        if !self.expert_cmd.is_empty() {
-            f.push("--expert-cmd");
-        }
-        f.join(", ")
+    /// The options that asked for an expert.
+    fn experts_asked(&self) -> Vec<&'static str> {
+        [
+            ("ocr", self.ocr),
+            ("caption_adapter", self.caption_adapter.is_some()),
+            ("expert_cmd", !self.expert_cmd.is_empty()),
+        ]
+        .into_iter()
+        .filter_map(|(option, asked)| asked.then_some(option))
+        .collect()
     }
 
-    /// What every expert is held to, checked (arguments built in code skip clap's parser).
+    /// What every expert is held to, checked.
     pub fn bounds(&self) -> Result<Bounds> {
-        let timeout =
-            check_timeout(self.expert_timeout).map_err(|e| anyhow!("--expert-timeout {e}"))?;
+        let timeout = check_timeout(self.expert_timeout).map_err(|e| {
+            OptionError::new(&["expert_timeout"], format!("{{expert_timeout}} {e}"))
+        })?;
         if self.expert_max_output == 0 {
-            bail!("--expert-max-output must be at least 1 byte");
+            return Err(OptionError::new(
+                &["expert_max_output"],
+                "{expert_max_output} must be at least 1 byte",
+            )
+            .into());
         }
         Ok(Bounds {
             timeout: Duration::from_secs_f64(timeout),
@@ -175,7 +139,7 @@ impl ExpertArgs {
     }
 }
 
-/// The limits an expert runs under: `--expert-timeout` and `--expert-max-output`.
+/// The limits an expert runs under: `expert_timeout` and `expert_max_output`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Bounds {
     pub timeout: Duration,
@@ -198,11 +162,11 @@ impl Default for Bounds {
 pub struct ExpertContext {
     pub model_dir: PathBuf,
     pub load: LoadOptions,
-    /// cpu | cuda | auto, as `--device`.
-    pub device: String,
+    /// The device of the caption session, as the answering model's.
+    pub device: DeviceChoice,
     /// Tokenizer for the caption prompt and the caption.
     pub tokenizer: PathBuf,
-    /// Overrides the caption adapter's channel order (`--channel-order`).
+    /// Overrides the caption adapter's channel order.
     pub channel_order: Option<ChannelOrder>,
 }
 
@@ -210,7 +174,7 @@ pub struct ExpertContext {
 /// told and what it cost.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ExpertOutput {
-    /// `ocr`, `caption`, or `cmd:PROGRAM` for `--expert-cmd`.
+    /// `ocr`, `caption`, or `cmd:PROGRAM` for an `expert_cmd`.
     pub name: String,
     /// Whitespace-normalized text (empty when the expert found nothing).
     pub text: String,
@@ -220,7 +184,7 @@ pub struct ExpertOutput {
 
 /// Runs every expert `args` asks for on `image`, in the order OCR, caption, commands.
 pub fn run_experts(
-    args: &ExpertArgs,
+    args: &ExpertOptions,
     image: Option<&Path>,
     ctx: &ExpertContext,
 ) -> Result<Vec<ExpertOutput>> {
@@ -228,10 +192,14 @@ pub fn run_experts(
         return Ok(Vec::new());
     }
     let Some(image) = image else {
-        bail!(
-            "{} read(s) a picture file: give --image FILE (--pixels cannot be read by an expert)",
-            args.flags_given()
+        let asked = args.experts_asked();
+        let named: Vec<String> = asked.iter().map(|o| format!("{{{o}}}")).collect();
+        let text = format!(
+            "{} read(s) a picture file: give {{image}} FILE ({{pixels}} cannot be read by an expert)",
+            named.join(", ")
         );
+        let options: Vec<&str> = asked.into_iter().chain(["image", "pixels"]).collect();
+        return Err(OptionError::new(&options, text).into());
     };
     if !image.is_file() {
         bail!("image not found: {}", image.display());
@@ -367,24 +335,41 @@ pub enum RunFailure {
 }
 
 impl RunFailure {
-    /// The error, after `who` (e.g. `--expert-cmd 'x {image}'`).
-    fn describe(&self, who: &str, program: &str, bounds: &Bounds) -> anyhow::Error {
+    /// The error of the expert that `option` asked for, told apart by `detail` (the command of
+    /// an `expert_cmd`).
+    fn describe(
+        &self,
+        option: &'static str,
+        detail: &str,
+        program: &str,
+        bounds: &Bounds,
+    ) -> anyhow::Error {
         let secs = bounds.timeout.as_secs_f64();
-        match self {
-            RunFailure::NotFound => anyhow!("{who}: program '{program}' not found"),
-            RunFailure::Io(e) => anyhow!("{who}: cannot run '{program}': {e}"),
-            RunFailure::TimedOut => {
-                anyhow!("{who}: still running after {secs} s (--expert-timeout), killed")
-            }
-            RunFailure::TooMuchOutput => anyhow!(
-                "{who}: printed more than {} bytes (--expert-max-output), killed",
-                bounds.max_output
+        let who = format!("{{{option}}}{detail}");
+        let (limit, text) = match self {
+            RunFailure::NotFound => (None, format!("{who}: program '{program}' not found")),
+            RunFailure::Io(e) => (None, format!("{who}: cannot run '{program}': {e}")),
+            RunFailure::TimedOut => (
+                Some("expert_timeout"),
+                format!("{who}: still running after {secs} s ({{expert_timeout}}), killed"),
             ),
-            RunFailure::OutputHeldOpen => anyhow!(
-                "{who}: exited, but a process it started kept its output open for {secs} s \
-                 (--expert-timeout)"
+            RunFailure::TooMuchOutput => (
+                Some("expert_max_output"),
+                format!(
+                    "{who}: printed more than {} bytes ({{expert_max_output}}), killed",
+                    bounds.max_output
+                ),
             ),
-        }
+            RunFailure::OutputHeldOpen => (
+                Some("expert_timeout"),
+                format!(
+                    "{who}: exited, but a process it started kept its output open for {secs} s \
+                     ({{expert_timeout}})"
+                ),
+            ),
+        };
+        let options: Vec<&str> = std::iter::once(option).chain(limit).collect();
+        OptionError::new(&options, text).into()
     }
 }
 
@@ -538,27 +523,35 @@ fn ocr(image: &Path, lang: Option<&str>, bounds: &Bounds) -> Result<String> {
     }
     let out = match run_bounded(&argv, bounds) {
         Ok(o) => o,
-        Err(RunFailure::NotFound) => bail!(
-            "--ocr: the '{TESSERACT}' program is not installed or not on PATH \
-             (Debian/Ubuntu: apt-get install {TESSERACT_PACKAGE})"
-        ),
-        Err(f) => return Err(f.describe("--ocr", TESSERACT, bounds)),
+        Err(RunFailure::NotFound) => {
+            return Err(OptionError::new(
+                &["ocr"],
+                format!(
+                    "{{ocr}}: the '{TESSERACT}' program is not installed or not on PATH \
+                     (Debian/Ubuntu: apt-get install {TESSERACT_PACKAGE})"
+                ),
+            )
+            .into())
+        }
+        Err(f) => return Err(f.describe("ocr", "", TESSERACT, bounds)),
     };
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         if let (Some(l), true) = (lang, err.contains("Failed loading language")) {
-            bail!(
-                "--ocr: tesseract has no data for language '{l}' (Debian/Ubuntu: apt-get install \
+            let text = format!(
+                "{{ocr}}: tesseract has no data for language '{l}' (Debian/Ubuntu: apt-get install \
                  {TESSERACT_PACKAGE}-LANG, e.g. {TESSERACT_PACKAGE}-deu; `tesseract --list-langs` shows what is installed)"
             );
+            return Err(OptionError::new(&["ocr"], text).into());
         }
-        bail!(
-            "--ocr: tesseract {} on {} ({}): {}",
+        let text = format!(
+            "{{ocr}}: tesseract {} on {} ({}): {}",
             failed_or_crashed(&out.status),
             image.display(),
             out.status,
             last_line(&out.stderr)
         );
+        return Err(OptionError::new(&["ocr"], text).into());
     }
     Ok(normalize(&String::from_utf8_lossy(&out.stdout)))
 }
@@ -571,7 +564,7 @@ pub fn caption_prompt() -> String {
 }
 
 fn caption(
-    args: &ExpertArgs,
+    args: &ExpertOptions,
     adapter: &Path,
     image: &Path,
     ctx: &ExpertContext,
@@ -583,12 +576,7 @@ fn caption(
         max_new_tokens: args.caption_max_new_tokens,
         ..SamplingOptions::default()
     };
-    if !(sampling.temperature >= 0.0 && sampling.temperature.is_finite()) {
-        bail!(
-            "--caption-temperature must be a finite number ≥ 0, got {}",
-            sampling.temperature
-        );
-    }
+    sampling.validate().map_err(|e| e.within("caption"))?;
     let model = Model::load(&ctx.model_dir, Some(adapter), &ctx.load)?;
     let Some(visual) = model
         .adapter
@@ -603,7 +591,19 @@ fn caption(
     );
     let tokenizer = Tokenizer::load(&ctx.tokenizer)?;
     let prompt_ids = match &args.caption_prompt_ids {
-        Some(s) => parse_ids(s)?,
+        Some(s) => {
+            let refuse = |problem: String| {
+                OptionError::new(
+                    &["caption_prompt_ids"],
+                    format!("{{caption_prompt_ids}}{problem}"),
+                )
+            };
+            let ids = parse_token_ids(s).map_err(|e| refuse(format!(": {e}")))?;
+            if ids.is_empty() {
+                return Err(refuse(" is empty".into()).into());
+            }
+            ids
+        }
         None => {
             let mut ids = vec![model.config.bos_id];
             ids.extend(tokenizer.encode(&caption_prompt())?);
@@ -611,19 +611,16 @@ fn caption(
         }
     };
     let pixels = load_image(image, size, order)?;
-    let choice: DeviceChoice = ctx
-        .device
-        .parse()
-        .map_err(|e: String| anyhow!("--device: {e}"))?;
-    let mut session = Session::new(model, backend::open(choice)?)?;
+    let mut session = Session::new(model, backend::open(ctx.device)?)?;
     // In-process, so nothing to kill: the deadline is checked before the first token and
     // after each (loading the model and the vision tower cannot be cut short).
     let out_of_time = || {
         if t0.elapsed() > bounds.timeout {
-            bail!(
-                "still running after {} s (--expert-timeout), stopped",
+            let text = format!(
+                "still running after {} s ({{expert_timeout}}), stopped",
                 bounds.timeout.as_secs_f64()
             );
+            return Err(OptionError::new(&["expert_timeout"], text).into());
         }
         Ok(())
     };
@@ -658,32 +655,23 @@ fn caption_core(
     Ok(generate::generate(session, prompt_ids, sampling, on_token)?.ids)
 }
 
-fn parse_ids(s: &str) -> Result<Vec<u32>> {
-    let ids: Vec<u32> = s
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            p.parse::<u32>().map_err(|_| {
-                anyhow!("--caption-prompt-ids: '{p}' is not a token id (expected e.g. 1,2,3)")
-            })
-        })
-        .collect::<Result<_>>()?;
-    if ids.is_empty() {
-        bail!("--caption-prompt-ids is empty");
-    }
-    Ok(ids)
-}
-
-/// The argv of an `--expert-cmd`, with `{image}` replaced by the image path inside any word
+/// The argv of an `expert_cmd`, with `{image}` replaced by the image path inside any word
 /// (so `--file={image}` works, and a path with spaces stays one argument).
 pub fn command_argv(cmd: &str, image: &Path) -> Result<Vec<String>> {
-    let words = split_command(cmd).with_context(|| format!("--expert-cmd '{cmd}'"))?;
+    let refuse = |text: String| OptionError::new(&["expert_cmd"], text);
+    let words = split_command(cmd).map_err(|e| refuse(format!("{{expert_cmd}} '{cmd}': {e}")))?;
     if words.is_empty() {
-        bail!("--expert-cmd is empty (expected e.g. \"my-detector {IMAGE_TOKEN}\")");
+        return Err(refuse(format!(
+            "{{expert_cmd}} is empty (expected e.g. \"my-detector {IMAGE_TOKEN}\")"
+        ))
+        .into());
     }
     if !words.iter().any(|w| w.contains(IMAGE_TOKEN)) {
-        bail!("--expert-cmd '{cmd}' has no {IMAGE_TOKEN}: write where the image path goes, e.g. \"{} {IMAGE_TOKEN}\"", words[0]);
+        return Err(refuse(format!(
+            "{{expert_cmd}} '{cmd}' has no {IMAGE_TOKEN}: write where the image path goes, e.g. \"{} {IMAGE_TOKEN}\"",
+            words[0]
+        ))
+        .into());
     }
     let path = image.to_string_lossy();
     Ok(words
@@ -694,14 +682,15 @@ pub fn command_argv(cmd: &str, image: &Path) -> Result<Vec<String>> {
 
 fn run_command(cmd: &str, argv: &[String], bounds: &Bounds) -> Result<String> {
     let out = run_bounded(argv, bounds)
-        .map_err(|f| f.describe(&format!("--expert-cmd '{cmd}'"), &argv[0], bounds))?;
+        .map_err(|f| f.describe("expert_cmd", &format!(" '{cmd}'"), &argv[0], bounds))?;
     if !out.status.success() {
-        bail!(
-            "--expert-cmd '{cmd}' {} ({}): {}",
+        let text = format!(
+            "{{expert_cmd}} '{cmd}' {} ({}): {}",
             failed_or_crashed(&out.status),
             out.status,
             last_line(&out.stderr)
         );
+        return Err(OptionError::new(&["expert_cmd"], text).into());
     }
     Ok(normalize(&String::from_utf8_lossy(&out.stdout)))
 }

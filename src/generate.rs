@@ -5,6 +5,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use crate::notice::OptionError;
+// Re-exported for the tests and benchmarks that import it from here; it lives in `crate::rng`.
+use crate::rng::Rng;
+use crate::sampling::check_sampling;
 use crate::session::Session;
 
 /// The prompt formats of the LLaMA-Adapter releases.
@@ -41,7 +45,7 @@ pub fn format_prompt(
     Ok(match (template, context) {
         (Template::None, None) => instruction.to_string(),
         (Template::None, Some(_)) => {
-            bail!("--context needs a template with an input slot (use --template alpaca)")
+            bail!("context text needs a template with an input slot (Template::Alpaca)")
         }
         (Template::Alpaca, None) => ALPACA_NO_INPUT.replace("{instruction}", instruction),
         (Template::Alpaca, Some(input)) => ALPACA_WITH_INPUT
@@ -75,21 +79,12 @@ impl Default for SamplingOptions {
 }
 
 impl SamplingOptions {
-    pub fn validate(&self) -> Result<()> {
-        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            bail!(
-                "--temperature must be a finite number ≥ 0, got {}",
-                self.temperature
-            );
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            bail!("--top-p must be in (0, 1], got {}", self.top_p);
-        }
-        Ok(())
+    /// Refuses a temperature or top-p the sampler cannot use, naming it.
+    pub fn validate(&self) -> Result<(), OptionError> {
+        check_sampling(self.temperature, self.top_p)
     }
 }
 
-pub use crate::rng::Rng;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StopReason {

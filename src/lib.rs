@@ -13,13 +13,15 @@ pub mod graph;
 pub mod io;
 pub mod limits;
 pub mod model;
+pub mod notice;
 pub mod ops;
 pub mod quant;
-pub mod quant_io;
 pub mod rng;
+pub mod sampling;
 pub mod session;
 pub mod tensor;
 
 pub use backend::DeviceChoice;
 pub use model::{LoadOptions, Model};
+pub use notice::{Notice, OptionError};
 pub use session::Session;

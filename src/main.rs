@@ -1,24 +1,29 @@
 //! The `lav2` command line.
 
-use std::io::Write;
+mod bench_cli;
+mod convert_cli;
+mod expert_flags;
+
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
-use lav2::backend::{self, DeviceChoice};
-use lav2::experts::{self, ExpertArgs, ExpertContext};
+use expert_flags::ExpertFlags;
+use lav2::backend::{self, DeviceChoice, UploadProgress};
+use lav2::experts::{self, ExpertContext, ExpertOutput};
 use lav2::generate::{self, SamplingOptions, Template};
-use lav2::graph::plan::Plan;
-use lav2::io::{image::load_image, tokenizer::Tokenizer};
-use lav2::model::config::ChannelOrder;
+use lav2::io::image::load_image;
+use lav2::io::tokenizer::{parse_token_ids, Tokenizer};
+use lav2::model::config::{ChannelOrder, LINEARS};
 use lav2::model::weights::TensorFiles;
 use lav2::quant::QuantFormat;
 use lav2::tensor::shape_str;
-use lav2::{LoadOptions, Model, Session};
+use lav2::{LoadOptions, Model, Notice, Session};
 
 #[derive(Parser)]
 #[command(
@@ -42,12 +47,12 @@ enum Command {
     /// Quantize the linear layers once and write them for `--quantized`.
     Quantize(QuantizeArgs),
     /// Benchmark a synthetic LLaMA-Adapter V2 model against this device's roofline.
-    Bench(BenchArgs),
+    Bench(bench_cli::BenchArgs),
     /// List the compiled CUDA kernels with their register and spill report.
     Kernels,
     /// Convert the authors' PyTorch releases into lav2 folders.
     #[command(subcommand)]
-    Convert(lav2::convert::ConvertCommand),
+    Convert(convert_cli::ConvertCommand),
 }
 
 #[derive(Args, Clone)]
@@ -132,60 +137,7 @@ struct GenerateArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    experts: ExpertArgs,
-}
-
-#[derive(Args)]
-struct BenchArgs {
-    /// Model shape: 7b, 13b or tiny (default: 7b on a GPU, tiny on the CPU).
-    #[arg(long)]
-    preset: Option<String>,
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// Weight formats to measure, comma-separated (f16, int8, int4).
-    #[arg(long, default_value = "f16,int8,int4")]
-    quant: String,
-    /// with | without | both.
-    #[arg(long, default_value = "both")]
-    adapter: String,
-    /// Prompt lengths for prefill, comma-separated.
-    #[arg(long, default_value = "128,512", allow_hyphen_values = true)]
-    prefill: String,
-    /// Contexts for decode, comma-separated.
-    #[arg(long, default_value = "128,2048", allow_hyphen_values = true)]
-    contexts: String,
-    /// Decode steps timed per context.
-    #[arg(long, default_value_t = 32, allow_negative_numbers = true)]
-    decode_tokens: usize,
-    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
-    repeats: usize,
-    /// Sequences decoded side by side, each with its own KV cache (one shared image).
-    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
-    batch: usize,
-    /// Model width, replacing the preset's (with --layers, --heads, --kv-heads, --ffn, --vocab).
-    #[arg(long, allow_negative_numbers = true)]
-    dim: Option<usize>,
-    #[arg(long, allow_negative_numbers = true)]
-    layers: Option<usize>,
-    #[arg(long, allow_negative_numbers = true)]
-    heads: Option<usize>,
-    /// Key/value heads (grouped-query attention); defaults to --heads when --heads is given.
-    #[arg(long, allow_negative_numbers = true)]
-    kv_heads: Option<usize>,
-    /// Hidden size of the feed-forward layers.
-    #[arg(long, allow_negative_numbers = true)]
-    ffn: Option<usize>,
-    #[arg(long, allow_negative_numbers = true)]
-    vocab: Option<usize>,
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-    seed: u64,
-    /// Kernel variants to measure instead of the model's, comma-separated (CUDA only):
-    /// rmsnorm=fused|naive, attention=fused|unfused.
-    #[arg(long, default_value = "")]
-    kernels: String,
-    /// Print JSON instead of the markdown table.
-    #[arg(long)]
-    json: bool,
+    experts: ExpertFlags,
 }
 
 #[derive(Args)]
@@ -220,31 +172,64 @@ fn main() -> ExitCode {
         Command::Forward(a) => cmd_forward(a),
         Command::Info(a) => cmd_info(a),
         Command::Quantize(a) => cmd_quantize(a),
-        Command::Bench(a) => cmd_bench(a),
+        Command::Bench(a) => bench_cli::run(a),
         Command::Kernels => {
             print!("{}", lav2::backend::cuda::kernels::report());
             Ok(())
         }
-        Command::Convert(c) => lav2::convert::run(c),
+        Command::Convert(c) => convert_cli::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("lav2: error: {e:#}");
+            eprintln!("lav2: error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
 }
 
-fn parse_ids(s: &str) -> Result<Vec<u32>> {
-    s.split(',')
-        .map(|p| p.trim())
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            p.parse::<u32>()
-                .map_err(|_| anyhow!("--prompt-ids: '{p}' is not a token id (expected e.g. 1,2,3)"))
-        })
-        .collect()
+/// The flag that sets a library option, by the option's Rust name.
+fn flag(option: &str) -> String {
+    match option {
+        "quantized_file" => "--quantized".to_string(),
+        "decode_contexts" => "--contexts".to_string(),
+        "prefill_lens" => "--prefill".to_string(),
+        o => format!("--{}", o.replace('_', "-")),
+    }
+}
+
+/// An error and its causes as `{:#}` writes them, the options the library names called by
+/// their flags.
+fn error_text(e: &anyhow::Error) -> String {
+    lav2::notice::render_error(e, flag)
+}
+
+fn print_notice(notice: &Notice) {
+    eprintln!("lav2: {}", notice.render(flag));
+}
+
+/// The weights' way to the GPU: one line redrawn on a terminal, else a line every quarter.
+fn print_upload_progress(p: UploadProgress) {
+    let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+    let msg = format!(
+        "lav2: weights on the GPU: {:>3}% ({:.2} / {:.2} GiB, {:.1} s)",
+        p.percent,
+        gib(p.done_bytes),
+        gib(p.total_bytes),
+        p.elapsed.as_secs_f64()
+    );
+    if std::io::stderr().is_terminal() {
+        eprint!("\r{msg}");
+        if p.percent == 100 {
+            eprintln!();
+        }
+    } else if p.percent.is_multiple_of(25) {
+        eprintln!("{msg}");
+    }
+}
+
+fn parse_prompt_ids(s: &str) -> Result<Vec<u32>> {
+    parse_token_ids(s).context("--prompt-ids")
 }
 
 /// The paths of the model arguments exist and are what they should be (folder or file).
@@ -275,7 +260,7 @@ fn load_options(a: &ModelArgs) -> Result<LoadOptions> {
     check_model_paths(a)?;
     Ok(LoadOptions {
         max_seq_len: a.max_seq_len,
-        quant: QuantFormat::parse(&a.quant, a.zero_point).map_err(|e| anyhow!("--quant: {e:#}"))?,
+        quant: QuantFormat::parse(&a.quant, a.zero_point).context("--quant")?,
         quantized_file: a.quantized.clone(),
         skip_finite_check: a.skip_finite_check,
     })
@@ -285,11 +270,18 @@ fn load_model(a: &ModelArgs) -> Result<Model> {
     Model::load(&a.model, a.adapter.as_deref(), &load_options(a)?)
 }
 
+fn parse_device(device: &str) -> Result<DeviceChoice> {
+    device.parse().map_err(|e: String| anyhow!("--device: {e}"))
+}
+
+/// A session on `device`, its notices (a CPU fallback, a lowered context) printed.
 fn open_session(model: Model, device: &str) -> Result<Session> {
-    let choice: DeviceChoice = device
-        .parse()
-        .map_err(|e: String| anyhow!("--device: {e}"))?;
-    Session::new(model, backend::open(choice)?)
+    let (mut backend, fallback) = backend::open_with_notice(parse_device(device)?)?;
+    fallback.iter().for_each(print_notice);
+    backend.set_upload_progress(Box::new(print_upload_progress));
+    let mut session = Session::new(model, backend)?;
+    session.take_notices().iter().for_each(print_notice);
+    Ok(session)
 }
 
 fn read_pixels(path: &Path) -> Result<Vec<f32>> {
@@ -359,6 +351,79 @@ fn visual_prompts(session: &mut Session, a: &ImageArgs) -> Result<Option<(Vec<f3
     Ok(Some((vq, t0.elapsed().as_secs_f64() * 1e3)))
 }
 
+/// Experts fill the template's input slot: refuses a prompt that has none.
+fn check_expert_prompt(a: &GenerateArgs) -> Result<()> {
+    if a.experts.any() && a.prompt_ids.is_some() {
+        bail!("experts fill the template's input slot; give --prompt, not --prompt-ids");
+    }
+    if a.experts.any() && a.template.as_deref() == Some("none") {
+        bail!("experts fill the template's input slot, which --template none does not have");
+    }
+    Ok(())
+}
+
+/// Runs the experts `a` asks for (before the answering model is loaded).
+fn run_generate_experts(
+    a: &GenerateArgs,
+    opts: &LoadOptions,
+    tok_path: &Path,
+) -> Result<Vec<ExpertOutput>> {
+    check_image_paths(&a.image)?;
+    experts::run_experts(
+        &a.experts.options(),
+        a.image.image.as_deref(),
+        &ExpertContext {
+            model_dir: a.model.model.clone(),
+            load: LoadOptions {
+                quantized_file: None,
+                ..opts.clone()
+            },
+            device: parse_device(&a.device)?,
+            tokenizer: tok_path.to_path_buf(),
+            channel_order: parse_channel_order(&a.image)?,
+        },
+    )
+}
+
+/// The prompt's token ids: `--prompt-ids` as given, or `--prompt` in its template (with
+/// `context` in the input slot) after BOS.
+fn prompt_of(
+    a: &GenerateArgs,
+    model: &Model,
+    tokenizer: &Tokenizer,
+    context: Option<&str>,
+) -> Result<Vec<u32>> {
+    let template = match &a.template {
+        Some(t) => t
+            .parse::<Template>()
+            .map_err(|e| anyhow!("--template: {e}"))?,
+        None if model.adapter.is_some() || context.is_some() => Template::Alpaca,
+        None => Template::None,
+    };
+    if template == Template::None && a.context.is_some() {
+        bail!("--context needs a template with an input slot (use --template alpaca)");
+    }
+    let bos = model.config.bos_id;
+    Ok(match (&a.prompt, &a.prompt_ids) {
+        (_, Some(ids)) => {
+            // `--template none` is what --prompt-ids means; a template with text is not.
+            if a.template.as_deref().is_some_and(|t| t != "none") || a.context.is_some() {
+                bail!(
+                    "--prompt-ids is used as given; --template alpaca and --context need --prompt"
+                );
+            }
+            parse_prompt_ids(ids)?
+        }
+        (Some(text), None) => {
+            let formatted = generate::format_prompt(template, text, context)?;
+            let mut ids = vec![bos];
+            ids.extend(tokenizer.encode(&formatted)?);
+            ids
+        }
+        (None, None) => bail!("give --prompt or --prompt-ids"),
+    })
+}
+
 fn cmd_generate(a: GenerateArgs) -> Result<()> {
     let sampling = SamplingOptions {
         temperature: a.temperature,
@@ -372,29 +437,10 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
         .tokenizer
         .clone()
         .unwrap_or_else(|| a.model.model.join("tokenizer.json"));
-    if a.experts.any() && a.prompt_ids.is_some() {
-        bail!("experts fill the template's input slot; give --prompt, not --prompt-ids");
-    }
-    if a.experts.any() && a.template.as_deref() == Some("none") {
-        bail!("experts fill the template's input slot, which --template none does not have");
-    }
+    check_expert_prompt(&a)?;
     // Experts run first, so only one model is in memory at a time.
     let opts = load_options(&a.model)?;
-    check_image_paths(&a.image)?;
-    let expert_outputs = experts::run_experts(
-        &a.experts,
-        a.image.image.as_deref(),
-        &ExpertContext {
-            model_dir: a.model.model.clone(),
-            load: LoadOptions {
-                quantized_file: None,
-                ..opts.clone()
-            },
-            device: a.device.clone(),
-            tokenizer: tok_path.clone(),
-            channel_order: parse_channel_order(&a.image)?,
-        },
-    )?;
+    let expert_outputs = run_generate_experts(&a, &opts, &tok_path)?;
     let context = match (a.context.clone(), experts::combine(&expert_outputs)) {
         (Some(user), Some(found)) => Some(format!("{user}\n{found}")),
         (user, found) => user.or(found),
@@ -402,32 +448,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     let t0 = Instant::now();
     let model = Model::load(&a.model.model, a.model.adapter.as_deref(), &opts)?;
     let tokenizer = Tokenizer::load(&tok_path)?;
-    let template = match &a.template {
-        Some(t) => t
-            .parse::<Template>()
-            .map_err(|e| anyhow!("--template: {e}"))?,
-        None if model.adapter.is_some() || context.is_some() => Template::Alpaca,
-        None => Template::None,
-    };
-    let bos = model.config.bos_id;
-    let prompt_ids = match (&a.prompt, &a.prompt_ids) {
-        (_, Some(ids)) => {
-            // `--template none` is what --prompt-ids means; a template with text is not.
-            if a.template.as_deref().is_some_and(|t| t != "none") || a.context.is_some() {
-                bail!(
-                    "--prompt-ids is used as given; --template alpaca and --context need --prompt"
-                );
-            }
-            parse_ids(ids)?
-        }
-        (Some(text), None) => {
-            let formatted = generate::format_prompt(template, text, context.as_deref())?;
-            let mut ids = vec![bos];
-            ids.extend(tokenizer.encode(&formatted)?);
-            ids
-        }
-        (None, None) => bail!("give --prompt or --prompt-ids"),
-    };
+    let prompt_ids = prompt_of(&a, &model, &tokenizer, context.as_deref())?;
     let mut session = open_session(model, &a.device)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     // With a text-only model an image may still feed the experts.
@@ -472,11 +493,12 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
         });
         writeln!(stdout, "{out}")?;
     }
+    session.take_notices().iter().for_each(print_notice);
     Ok(())
 }
 
 fn cmd_forward(a: ForwardArgs) -> Result<()> {
-    let ids = parse_ids(&a.prompt_ids)?;
+    let ids = parse_prompt_ids(&a.prompt_ids)?;
     if ids.is_empty() {
         bail!("--prompt-ids is empty");
     }
@@ -560,7 +582,7 @@ fn cmd_info(a: ModelArgs) -> Result<()> {
         }
     );
     let per_layer = |l: usize| {
-        ["wq", "wk", "wv", "wo", "w1", "w2", "w3"]
+        LINEARS
             .iter()
             .map(|w| {
                 model
@@ -593,23 +615,18 @@ fn cmd_info(a: ModelArgs) -> Result<()> {
         model.weights.total_bytes()
     );
     // The planner's arenas: what one step needs beyond weights and KV cache.
-    let kv: usize = lav2::model::llama::states(&model, 1)
-        .iter()
-        .map(|st| st.shape.iter().product::<usize>())
-        .sum();
+    let planned = lav2::model::memory::planned_memory(&model);
+    let kv = planned.state_elements;
     println!("planned memory (f32 on the CPU / f16 on CUDA):");
     println!(
         "  session state (KV cache, prompt K/V): {} / {} bytes",
         kv * 4,
         kv * 2
     );
-    for t in [1, c.max_seq_len.min(512)] {
-        let g =
-            lav2::model::llama::build_forward(&model, 1, t, lav2::model::llama::Head::LastLogits);
-        let (a, b) = (Plan::new(&g, 4), Plan::new(&g, 2));
+    for g in &planned.graphs {
         println!(
             "  {} activations: {} / {} bytes (without reuse: {} / {})",
-            g.name, a.arena_bytes, b.arena_bytes, a.unplanned_bytes, b.unplanned_bytes
+            g.name, g.f32.planned, g.f16.planned, g.f32.unplanned, g.f16.unplanned
         );
     }
     Ok(())
@@ -626,112 +643,13 @@ fn cmd_quantize(a: QuantizeArgs) -> Result<()> {
     }
     let model = Model::load(&a.model.model, a.model.adapter.as_deref(), &opts)?;
     let t0 = Instant::now();
-    let bytes = lav2::quant_io::write_quantized(&a.out, &model.config, &model.weights, format)?;
+    let bytes =
+        lav2::model::quant_io::write_quantized(&a.out, &model.config, &model.weights, format)?;
     eprintln!(
         "lav2: wrote {} ({} quantized bytes, {:.1} s)",
         a.out.display(),
         bytes,
         t0.elapsed().as_secs_f64()
     );
-    Ok(())
-}
-
-fn parse_list(flag: &str, s: &str) -> Result<Vec<usize>> {
-    let v: Vec<usize> = s
-        .split(',')
-        .map(|p| {
-            p.trim()
-                .parse::<usize>()
-                .map_err(|_| anyhow!("--{flag}: '{p}' is not a positive integer"))
-        })
-        .collect::<Result<_>>()?;
-    if v.is_empty() || v.contains(&0) {
-        bail!("--{flag}: give positive integers, e.g. 128,512");
-    }
-    Ok(v)
-}
-
-/// Bounds on `lav2 bench`'s sizes, checked before anything is built: each dimension, context
-/// and the batch within what lav2 accepts, so the products the memory plan forms cannot wrap
-/// (the plan itself compares them with the device when the session opens).
-fn check_bench_sizes(a: &BenchArgs, prefill: &[usize], contexts: &[usize]) -> Result<()> {
-    use lav2::model::config::{MAX_CONTEXT, MAX_DIMENSION};
-    for (flag, v) in [
-        ("dim", a.dim),
-        ("layers", a.layers),
-        ("heads", a.heads),
-        ("kv-heads", a.kv_heads),
-        ("ffn", a.ffn),
-        ("vocab", a.vocab),
-    ] {
-        if let Some(v) = v.filter(|&v| v > MAX_DIMENSION) {
-            bail!("--{flag} {v} is more than lav2 accepts ({MAX_DIMENSION}); lower --{flag}");
-        }
-    }
-    for (flag, list) in [("prefill", prefill), ("contexts", contexts)] {
-        if let Some(v) = list.iter().find(|&&v| v > MAX_CONTEXT) {
-            bail!("--{flag} {v} is more than lav2 accepts ({MAX_CONTEXT} tokens); lower --{flag}");
-        }
-    }
-    const MAX_BATCH: usize = 1 << 16;
-    if a.batch > MAX_BATCH {
-        bail!(
-            "--batch {} is more than lav2 accepts ({MAX_BATCH}); lower --batch",
-            a.batch
-        );
-    }
-    for (flag, v) in [("decode-tokens", a.decode_tokens), ("repeats", a.repeats)] {
-        if v > MAX_CONTEXT {
-            bail!("--{flag} {v} is more than lav2 accepts ({MAX_CONTEXT}); lower --{flag}");
-        }
-    }
-    Ok(())
-}
-
-fn cmd_bench(a: BenchArgs) -> Result<()> {
-    use lav2::bench::{AdapterChoice, BenchOptions};
-    let prefill_lens = parse_list("prefill", &a.prefill)?;
-    let decode_contexts = parse_list("contexts", &a.contexts)?;
-    check_bench_sizes(&a, &prefill_lens, &decode_contexts)?;
-    let formats = a
-        .quant
-        .split(',')
-        .map(|q| QuantFormat::parse(q.trim(), false).map_err(|e| anyhow!("--quant: {e:#}")))
-        .collect::<Result<Vec<_>>>()?;
-    let opts = BenchOptions {
-        preset: a.preset,
-        shape: lav2::model::synthetic::ShapeOverrides {
-            dim: a.dim,
-            layers: a.layers,
-            heads: a.heads,
-            kv_heads: a.kv_heads,
-            ffn: a.ffn,
-            vocab: a.vocab,
-        },
-        device: a
-            .device
-            .parse()
-            .map_err(|e: String| anyhow!("--device: {e}"))?,
-        formats,
-        prefill_lens,
-        decode_contexts,
-        decode_tokens: a.decode_tokens,
-        repeats: a.repeats,
-        batch: a.batch,
-        seed: a.seed,
-        adapter: match a.adapter.as_str() {
-            "both" => AdapterChoice::Both,
-            "with" => AdapterChoice::With,
-            "without" => AdapterChoice::Without,
-            other => bail!("--adapter: '{other}' is not with, without or both"),
-        },
-        kernels: a.kernels,
-    };
-    let report = lav2::bench::run(&opts)?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.markdown());
-    }
     Ok(())
 }

@@ -26,7 +26,13 @@ impl QuantFormat {
             ("f16" | "f32" | "none", false) => QuantFormat::None,
             ("int8", false) => QuantFormat::Int8,
             ("int4", z) => QuantFormat::Int4 { zero_point: z },
-            (_, true) => bail!("--zero-point applies to int4 only"),
+            (_, true) => {
+                return Err(crate::notice::OptionError::new(
+                    &["zero_point"],
+                    "{zero_point} applies to int4 only",
+                )
+                .into())
+            }
             (other, _) => bail!("unknown quantization '{other}' (expected f16, int8 or int4)"),
         })
     }

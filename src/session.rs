@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 
 use crate::backend::program::Program;
 use crate::backend::{Backend, ProgramId, WeightOutOfRange};
 use crate::graph::TensorId;
 use crate::model::llama::Head;
 use crate::model::{llama, vision, Model};
+use crate::notice::{Notice, OptionError};
 
 /// The inputs of a sampling head for one step.
 #[derive(Clone, Copy)]
@@ -28,6 +29,8 @@ pub struct Session {
     forward: HashMap<(usize, Head), Program>,
     vision: Option<Program>,
     prompt: Option<Program>,
+    /// What the session did that its user should know (a context it lowered), until taken.
+    notices: Vec<Notice>,
 }
 
 impl Session {
@@ -46,16 +49,22 @@ impl Session {
         if batch == 0 {
             bail!("a session needs at least one sequence (batch 0)");
         }
-        fit_memory(&mut model, backend.as_ref(), batch)?;
+        let notices = fit_memory(&mut model, backend.as_ref(), batch)?
+            .into_iter()
+            .collect();
         backend.load_weights(&model.weights.tensors).map_err(|e| {
             match e.downcast_ref::<WeightOutOfRange>() {
-                Some(w) => anyhow::anyhow!(
-                    "weight '{}' holds {}, beyond the ±65504 that {} stores weights in (f16): \
-                     run this model on the CPU (--device cpu)",
-                    model.weights.names[w.index],
-                    w.value,
-                    backend.describe()
-                ),
+                Some(w) => OptionError::new(
+                    &["device"],
+                    format!(
+                        "weight '{}' holds {}, beyond the ±65504 that {} stores weights in \
+                         (f16): run this model on the CPU ({{device}} cpu)",
+                        model.weights.names[w.index],
+                        w.value,
+                        backend.describe()
+                    ),
+                )
+                .into(),
                 None => e,
             }
         })?;
@@ -82,6 +91,7 @@ impl Session {
             forward: HashMap::new(),
             vision,
             prompt,
+            notices,
         };
         // An adapter always has prompts in place, even before any image is given.
         s.set_visual_query(None)?;
@@ -103,6 +113,13 @@ impl Session {
 
     pub fn backend_mut(&mut self) -> &mut dyn Backend {
         self.backend.as_mut()
+    }
+
+    /// The notices of the session and its backend since the last call, oldest first.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        let mut all = std::mem::take(&mut self.notices);
+        all.extend(self.backend.take_notices());
+        all
     }
 
     /// Activation bytes the plans of this session need, largest plan first.
@@ -237,7 +254,7 @@ impl Session {
         top_p: f32,
         uniforms: &[f32],
     ) -> Result<Vec<u32>> {
-        crate::ops::sample_token::check_params(temperature, top_p).map_err(|e| anyhow!(e))?;
+        crate::sampling::check_sampling(temperature, top_p)?;
         let t = self.validate(tokens, start_pos)?;
         if uniforms.len() != self.batch {
             bail!(
@@ -266,10 +283,12 @@ impl Session {
             .read_i32(program, out)?
             .into_iter()
             .map(|token| match token {
-                -1 => bail!(
+                -1 => Err(OptionError::new(
+                    &["skip_finite_check"],
                     "the logits are NaN or infinite, so no token can be sampled (non-finite \
-                     weights? they are refused at load unless --skip-finite-check is given)"
-                ),
+                     weights? they are refused at load unless {skip_finite_check} is given)",
+                )
+                .into()),
                 t => u32::try_from(t)
                     .map_err(|_| anyhow::anyhow!("the backend sampled token {token}")),
             })
@@ -423,21 +442,22 @@ impl MemoryPlan {
 
 /// Compares the planned bytes with what the device (and `LAV2_MEMORY_LIMIT`) allows before
 /// anything is allocated. A model's own context that does not fit becomes the largest that
-/// does, with a notice; a context that was asked for is an error naming the setting to lower.
-fn fit_memory(model: &mut Model, backend: &dyn Backend, batch: usize) -> Result<()> {
+/// does, with the notice returned; a context that was asked for is an error naming the option
+/// to lower.
+fn fit_memory(model: &mut Model, backend: &dyn Backend, batch: usize) -> Result<Option<Notice>> {
     use crate::limits::human_bytes as hb;
     let limit = crate::limits::memory_limit_env()?;
     let (budget, source) = match (backend.memory_available(), limit) {
         (Some(d), Some(l)) if l < d => (l, crate::limits::MEMORY_LIMIT_ENV.to_string()),
         (Some(d), _) => (d, backend.describe()),
         (None, Some(l)) => (l, crate::limits::MEMORY_LIMIT_ENV.to_string()),
-        (None, None) => return Ok(()),
+        (None, None) => return Ok(None),
     };
     let plan = MemoryPlan::of(model, backend.act_bytes(), batch);
     let ctx = model.config.max_seq_len;
     let budget = budget as u128;
     if plan.total(ctx) <= budget {
-        return Ok(());
+        return Ok(None);
     }
     let fixed = plan.weights + plan.prompts + plan.activations;
     let seqs = if batch > 1 {
@@ -446,34 +466,44 @@ fn fit_memory(model: &mut Model, backend: &dyn Backend, batch: usize) -> Result<
         String::new()
     };
     if fixed + plan.kv_per_token > budget {
-        bail!(
-            "the model needs {} before any context (weights {}, activations {}, prompt K/V {}) but {source} has {} available: use --quant int8 or int4, or a smaller model",
+        let text = format!(
+            "the model needs {} before any context (weights {}, activations {}, prompt K/V {}) but {source} has {} available: use {{quant}} int8 or int4, or a smaller model",
             hb(fixed + plan.kv_per_token),
             hb(plan.weights),
             hb(plan.activations),
             hb(plan.prompts),
             hb(budget)
         );
+        return Err(OptionError::new(&["quant"], text).into());
     }
     let fit = ((budget - fixed) / plan.kv_per_token).min(ctx as u128) as usize;
     if let Some(setting) = model.context_setting {
         let batch_hint = if batch > 1 { " (or the batch)" } else { "" };
-        bail!(
-            "a context of {ctx} tokens{seqs} needs {} (KV cache {}, weights {}, activations {}) but {source} has {} available: lower {setting}{batch_hint} to at most {fit} tokens",
+        let setting_names = setting
+            .iter()
+            .map(|o| format!("{{{o}}}"))
+            .collect::<Vec<_>>()
+            .join(" / ");
+        let text = format!(
+            "a context of {ctx} tokens{seqs} needs {} (KV cache {}, weights {}, activations {}) but {source} has {} available: lower {setting_names}{batch_hint} to at most {fit} tokens",
             hb(plan.total(ctx)),
             hb(plan.kv_per_token * ctx as u128),
             hb(plan.weights),
             hb(plan.activations + plan.prompts),
             hb(budget)
         );
+        return Err(OptionError::new(setting, text).into());
     }
-    eprintln!(
-        "lav2: the model's context of {ctx} tokens needs {} of KV cache{seqs}; {source} has {} available: using {fit} tokens, the largest that fits (--max-seq-len sets it)",
-        hb(plan.kv_per_token * ctx as u128),
-        hb(budget)
+    let notice = Notice::naming(
+        &["max_seq_len"],
+        format!(
+            "the model's context of {ctx} tokens needs {} of KV cache{seqs}; {source} has {} available: using {fit} tokens, the largest that fits ({{max_seq_len}} sets it)",
+            hb(plan.kv_per_token * ctx as u128),
+            hb(budget)
+        ),
     );
     model.config.max_seq_len = fit;
-    Ok(())
+    Ok(Some(notice))
 }
 
 /// Tokens `done .. done + n` of every sequence (each `t` long), sequence-major.

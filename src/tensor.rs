@@ -90,25 +90,17 @@ pub enum Synthetic {
     FillByte { value: u8 },
 }
 
-/// SplitMix64 of `seed + i·φ`: the per-element hash behind [`Synthetic`].
-pub fn synthetic_hash(seed: u64, i: u64) -> u64 {
-    let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 impl Synthetic {
     /// Element `i` as its little-endian bytes (2 for f16, 1 for bytes).
     pub fn element(self, i: u64) -> [u8; 2] {
         match self {
             Synthetic::UniformF16 { seed, amp } => {
-                let u = (synthetic_hash(seed, i) >> 40) as f32 / (1u64 << 24) as f32;
+                let u = (crate::rng::nth(seed, i) >> 40) as f32 / (1u64 << 24) as f32;
                 f16::from_f32((2.0 * u - 1.0) * amp).to_le_bytes()
             }
             Synthetic::ConstF16 { value } => f16::from_f32(value).to_le_bytes(),
             Synthetic::Bytes { seed, int8 } => {
-                let h = synthetic_hash(seed, i);
+                let h = crate::rng::nth(seed, i);
                 let b = if int8 {
                     ((h % 255) as i32 - 127) as i8 as u8
                 } else {

@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 
 use crate::graph::plan::Plan;
 use crate::graph::{Graph, StateDesc, TensorId};
+use crate::notice::Notice;
 use crate::tensor::HostTensor;
 
 /// A prepared graph inside a backend.
@@ -20,7 +21,9 @@ pub enum HostData<'a> {
     F32(&'a [f32]),
 }
 
-pub trait Backend {
+/// Executes planned graphs. Every backend can also be measured ([`Measure`]): a `&mut dyn
+/// Backend` coerces to the `&mut dyn Measure` the benchmarks take.
+pub trait Backend: Measure {
     /// One line naming the device, for logs and benchmark reports.
     fn describe(&self) -> String;
     /// Whether the device is an emulator (the PTX emulator behind a drop-in libcuda): results
@@ -37,6 +40,9 @@ pub trait Backend {
     }
     /// Uploads every weight once; graphs refer to them by index.
     fn load_weights(&mut self, weights: &[HostTensor]) -> Result<()>;
+    /// Has [`Backend::load_weights`] tell `report` how far it has got, where an upload takes
+    /// long enough to show (a large model going to a GPU); the CPU reads weights in place.
+    fn set_upload_progress(&mut self, _report: UploadProgressFn) {}
     /// Allocates the persistent state (KV cache, prompt K/V), zero-filled.
     fn alloc_states(&mut self, states: &[StateDesc]) -> Result<()>;
     /// Keeps a planned graph and allocates what it needs.
@@ -48,11 +54,6 @@ pub trait Backend {
     fn read_i32(&mut self, program: ProgramId, tensor: TensorId) -> Result<Vec<i32>>;
     /// Waits until queued work is done, so a host timer measures it.
     fn synchronize(&mut self) -> Result<()>;
-    /// Copy bandwidth of this device in bytes/s, counting bytes read plus bytes written, measured
-    /// now on buffers of `bytes`: the roofline a memory-bound step is compared against.
-    fn copy_bandwidth(&mut self, bytes: usize) -> Result<f64>;
-    /// Dense matmul rate in FLOP/s (2·m·k·n per product) in the activation precision.
-    fn matmul_rate(&mut self, m: usize, k: usize, n: usize) -> Result<f64>;
     /// Picks, for graphs prepared from now on, among the kernels of the op families that have
     /// several (`"rmsnorm=naive,attention=unfused"`; empty: the defaults), so variants can be
     /// compared on the same graph. The CPU reference has one implementation of each op.
@@ -65,6 +66,20 @@ pub trait Backend {
             self.describe()
         )
     }
+    /// What the backend did that its user should know (a fallback it took while running),
+    /// since the last call.
+    fn take_notices(&mut self) -> Vec<Notice> {
+        Vec::new()
+    }
+}
+
+/// The device's own speeds, measured now, for the rooflines benchmarks compare against.
+pub trait Measure {
+    /// Copy bandwidth of this device in bytes/s, counting bytes read plus bytes written, measured
+    /// now on buffers of `bytes`: the roofline a memory-bound step is compared against.
+    fn copy_bandwidth(&mut self, bytes: usize) -> Result<f64>;
+    /// Dense matmul rate in FLOP/s (2·m·k·n per product) in the activation precision.
+    fn matmul_rate(&mut self, m: usize, k: usize, n: usize) -> Result<f64>;
     /// Time of `iters` products `[m, k] · [n, k]ᵀ` by the vendor library a user would otherwise
     /// pick (cuBLAS on CUDA), for comparison only; `None` where there is none (the CPU).
     fn vendor_matmul_time(
@@ -77,6 +92,19 @@ pub trait Backend {
         Ok(None)
     }
 }
+
+/// How far an upload of weights has got.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct UploadProgress {
+    /// Whole percent done, in steps of 5; 100 once every weight is on the device.
+    pub percent: usize,
+    pub done_bytes: usize,
+    pub total_bytes: usize,
+    pub elapsed: std::time::Duration,
+}
+
+/// Receives [`UploadProgress`] as weights reach the device.
+pub type UploadProgressFn = Box<dyn FnMut(UploadProgress)>;
 
 /// The smallest magnitude that rounds to infinity in f16 (65504 is the largest finite f16).
 pub const F16_OVERFLOW: f32 = 65520.0;
@@ -108,13 +136,13 @@ pub fn beyond_f16(values: impl IntoIterator<Item = f32>) -> Option<f32> {
         .find(|v| v.is_finite() && v.abs() >= F16_OVERFLOW)
 }
 
-/// What `--device` asks for.
+/// Which device a backend is opened on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceChoice {
     Cpu,
     Cuda,
-    /// CUDA when a usable GPU is present, else the CPU with a one-line notice. The PTX emulator
-    /// is not a GPU: it is taken only with `Cuda` (or `LAV2_REQUIRE_GPU=1`, as the GPU tests set).
+    /// CUDA when a usable GPU is present, else the CPU with a notice. The PTX emulator is not a
+    /// GPU: it is taken only with `Cuda` (or `LAV2_REQUIRE_GPU=1`, as the GPU tests set).
     Auto,
 }
 
@@ -132,29 +160,42 @@ impl std::str::FromStr for DeviceChoice {
     }
 }
 
-/// Opens the backend `choice` names.
+/// Opens the backend `choice` names; with `Auto`, a fallback to the CPU is not reported (see
+/// [`open_with_notice`]).
 pub fn open(choice: DeviceChoice) -> Result<Box<dyn Backend>> {
+    open_with_notice(choice).map(|(backend, _)| backend)
+}
+
+/// Opens the backend `choice` names, with a notice when `Auto` fell back to the CPU (and why).
+pub fn open_with_notice(choice: DeviceChoice) -> Result<(Box<dyn Backend>, Option<Notice>)> {
+    let cpu = || -> Box<dyn Backend> { Box::new(cpu::CpuBackend::new()) };
     match choice {
-        DeviceChoice::Cpu => Ok(Box::new(cpu::CpuBackend::new())),
-        DeviceChoice::Cuda => Ok(Box::new(cuda::CudaBackend::new()?)),
+        DeviceChoice::Cpu => Ok((cpu(), None)),
+        DeviceChoice::Cuda => Ok((Box::new(cuda::CudaBackend::new()?), None)),
         DeviceChoice::Auto => match cuda::CudaBackend::new() {
             Ok(b) if b.is_emulated() && !require_gpu() => {
-                eprintln!(
-                    "lav2: found the CUDA emulator '{}', not a GPU; it is used only with --device cuda (or LAV2_REQUIRE_GPU=1); running on the CPU",
-                    cuda::EMULATOR_NAME
+                let notice = Notice::naming(
+                    &["device"],
+                    format!(
+                        "found the CUDA emulator '{}', not a GPU; it is used only with {{device}} cuda (or LAV2_REQUIRE_GPU=1); running on the CPU",
+                        cuda::EMULATOR_NAME
+                    ),
                 );
-                Ok(Box::new(cpu::CpuBackend::new()))
+                Ok((cpu(), Some(notice)))
             }
-            Ok(b) => Ok(Box::new(b)),
+            Ok(b) => Ok((Box::new(b), None)),
             Err(e) => {
-                eprintln!("lav2: CUDA unavailable ({e}); running on the CPU");
-                Ok(Box::new(cpu::CpuBackend::new()))
+                let notice = Notice::of_error(&e, |reason| {
+                    format!("CUDA unavailable ({reason}); running on the CPU")
+                });
+                Ok((cpu(), Some(notice)))
             }
         },
     }
 }
 
-/// `LAV2_REQUIRE_GPU=1`: the GPU tests' switch, under which `--device auto` takes the emulator too.
+/// `LAV2_REQUIRE_GPU=1`: the GPU tests' switch, under which `DeviceChoice::Auto` takes the
+/// emulator too.
 fn require_gpu() -> bool {
     std::env::var("LAV2_REQUIRE_GPU").is_ok_and(|v| !v.is_empty() && v != "0")
 }
@@ -169,6 +210,17 @@ pub(crate) fn check_program(count: usize, program: ProgramId) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_says_why_it_fell_back_to_the_cpu() {
+        let (backend, notice) = open_with_notice(DeviceChoice::Auto).unwrap();
+        let on_cpu = backend.act_bytes() == 4;
+        assert_eq!(notice.is_some(), on_cpu, "{notice:?}");
+        if let Some(n) = notice {
+            assert!(n.to_string().ends_with("running on the CPU"), "{n}");
+        }
+        assert!(open_with_notice(DeviceChoice::Cpu).unwrap().1.is_none());
+    }
 
     #[test]
     fn f16_range_is_checked_where_rounding_overflows() {

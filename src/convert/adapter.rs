@@ -26,8 +26,10 @@ use super::pickle::Value;
 use super::pth::Checkpoint;
 use super::source::{state_dict_of, sub_state_dict, StateDict, TSrc};
 use super::st_writer::{self, OutDType, Planned};
+use super::ConvertReport;
 use crate::model::config::{AdapterConfig, ClipConfig, ModelConfig, ADAPTER_FORMAT};
-use crate::model::LINEARS;
+use crate::model::{linear_group, LINEARS};
+use crate::notice::Notice;
 
 /// Options beyond the input file.
 #[derive(Clone, Debug, Default)]
@@ -47,13 +49,6 @@ pub struct AdapterOptions {
 pub const DEFAULT_V_NUM_HEADS: usize = 16;
 /// The V1 code's `ModelArgs.adapter_len` default, used when nothing else says the prompt length.
 pub const V1_DEFAULT_QUERY_LEN: usize = 10;
-
-fn group(w: &str) -> &'static str {
-    match w {
-        "w1" | "w2" | "w3" => "feed_forward",
-        _ => "attention",
-    }
-}
 
 fn linear(w: &str) -> Option<&'static str> {
     LINEARS.iter().copied().find(|x| *x == w)
@@ -130,7 +125,7 @@ fn classify(name: &str) -> Key {
     if grp != "attention" && grp != "feed_forward" {
         return Key::Unknown;
     }
-    let in_group = |w: &str| linear(w).filter(|w| group(w) == grp);
+    let in_group = |w: &str| linear(w).filter(|w| linear_group(w) == grp);
     if let Some((w, what)) = item.split_once('.') {
         if let Some(w) = in_group(w) {
             return match what {
@@ -666,9 +661,9 @@ pub fn plan<'a>(
             for &w in LINEARS.iter() {
                 let out_name = |u: bool| {
                     if u {
-                        pre(format!("layers.{l}.{}.{w}_bias", group(w)))
+                        pre(format!("layers.{l}.{}.{w}_bias", linear_group(w)))
                     } else {
-                        pre(format!("layers.{l}.{}.{w}.bias", group(w)))
+                        pre(format!("layers.{l}.{}.{w}.bias", linear_group(w)))
                     }
                 };
                 match p.biases.get(&(l, w)) {
@@ -702,7 +697,7 @@ pub fn plan<'a>(
         for l in 0..dims.n_layers {
             for &w in LINEARS.iter() {
                 let (_, in_f) = dims.shape(w)?;
-                let out = pre(format!("layers.{l}.{}.{w}_scale", group(w)));
+                let out = pre(format!("layers.{l}.{}.{w}_scale", linear_group(w)));
                 match p.scales.get(&(l, w)) {
                     Some((name, src)) => {
                         check(name, src, &[in_f])?;
@@ -746,7 +741,10 @@ pub fn plan<'a>(
             for &w in LINEARS.iter() {
                 let (out_f, in_f) = dims.shape(w)?;
                 for (k, shape) in [(1u8, vec![lora_rank, in_f]), (2u8, vec![out_f, lora_rank])] {
-                    let out = pre(format!("layers.{l}.{}.lora_{w}_l{k}.weight", group(w)));
+                    let out = pre(format!(
+                        "layers.{l}.{}.lora_{w}_l{k}.weight",
+                        linear_group(w)
+                    ));
                     match p.lora.get(&(l, w, k)) {
                         Some((name, src)) => {
                             if src.shape() != shape.as_slice() {
@@ -987,19 +985,23 @@ pub fn plan<'a>(
 }
 
 /// `lav2 convert adapter`.
-pub fn convert(from: &Path, out: &Path, dtype: OutDType, opts: &AdapterOptions) -> Result<()> {
+pub fn convert(
+    from: &Path,
+    out: &Path,
+    dtype: OutDType,
+    opts: &AdapterOptions,
+) -> Result<ConvertReport> {
     let ckpt = Checkpoint::open(from)?;
     let clip_input = match &opts.clip {
         Some(c) => Some(clip::open(c).with_context(|| format!("--clip {}", c.display()))?),
         None => None,
     };
     let plan = plan(&ckpt, clip_input.as_ref(), opts)?;
-    for w in &plan.warnings {
-        eprintln!("lav2: warning: {w}");
-    }
-    for n in &plan.notes {
-        eprintln!("lav2: note: {n}");
-    }
+    let mut report = ConvertReport {
+        warnings: plan.warnings.iter().map(Notice::new).collect(),
+        notes: plan.notes.iter().map(Notice::new).collect(),
+        written: Vec::new(),
+    };
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let count = plan.tensors.len();
     let bytes = st_writer::write(
@@ -1014,15 +1016,15 @@ pub fn convert(from: &Path, out: &Path, dtype: OutDType, opts: &AdapterOptions) 
     // What we wrote must be what the loader accepts.
     AdapterConfig::load(&cfg_path)
         .context("internal: the written adapter_config.json does not load")?;
-    println!(
+    report.written.push(format!(
         "{}: {} → {} ({count} tensors, {} {})",
         plan.kind,
         from.display(),
         out.display(),
         super::size_str(bytes),
         dtype.name()
-    );
-    Ok(())
+    ));
+    Ok(report)
 }
 
 pub fn file_name(p: &Path) -> String {

@@ -12,8 +12,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::pth::Checkpoint;
 use super::source::{state_dict_of, StateDict, TSrc};
 use super::st_writer::{self, OutDType, Planned};
+use super::ConvertReport;
 use crate::model::config::ModelConfig;
-use crate::model::LINEARS;
+use crate::model::{linear_group, LINEARS};
+use crate::notice::Notice;
 
 /// How a tensor is spread over Meta's shards.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,7 +221,13 @@ fn natural_key(name: &str) -> (usize, usize, String) {
 const SHARD_BYTES: u64 = 10 << 30;
 
 /// `lav2 convert base`.
-pub fn convert(from: &Path, out: &Path, dtype: OutDType, tokenizer: Option<&Path>) -> Result<()> {
+pub fn convert(
+    from: &Path,
+    out: &Path,
+    dtype: OutDType,
+    tokenizer: Option<&Path>,
+) -> Result<ConvertReport> {
+    let mut report = ConvertReport::default();
     let params = from.join("params.json");
     if !params.is_file() {
         bail!("{}: no params.json; `lav2 convert base` reads Meta's checkpoint folder (params.json + consolidated.*.pth)", from.display());
@@ -236,9 +244,12 @@ pub fn convert(from: &Path, out: &Path, dtype: OutDType, tokenizer: Option<&Path
     let plan = plan_meta(&shards)?;
     for s in &plan.skipped {
         if s == "rope.freqs" {
-            eprintln!("lav2: note: 'rope.freqs' skipped (a precomputed RoPE table; the runtime computes its own)");
+            report.notes.push(Notice::new(
+                "'rope.freqs' skipped (a precomputed RoPE table; the runtime computes its own)",
+            ));
         } else {
-            eprintln!("lav2: warning: '{s}' is not a LLaMA weight; skipped");
+            let text = format!("'{s}' is not a LLaMA weight; skipped");
+            report.warnings.push(Notice::new(text));
         }
     }
     // Check the essentials against params.json before writing anything.
@@ -254,12 +265,7 @@ pub fn convert(from: &Path, out: &Path, dtype: OutDType, tokenizer: Option<&Path
     }
     for l in 0..config.n_layers {
         for w in LINEARS {
-            let grp = if matches!(w, "w1" | "w2" | "w3") {
-                "feed_forward"
-            } else {
-                "attention"
-            };
-            let n = format!("layers.{l}.{grp}.{w}.weight");
+            let n = format!("layers.{l}.{}.{w}.weight", linear_group(w));
             if find(&n).is_none() {
                 bail!(
                     "{}: missing '{n}' (params.json says {} layers)",
@@ -328,13 +334,17 @@ pub fn convert(from: &Path, out: &Path, dtype: OutDType, tokenizer: Option<&Path
     match tok {
         Some(t) => {
             let m = super::convert_tokenizer(&t, &out.join("tokenizer.json"))?;
-            println!("{} ({} pieces) → tokenizer.json", t.display(), m.pieces.len());
+            let line = format!("{} ({} pieces) → tokenizer.json", t.display(), m.pieces.len());
+            report.written.push(line);
         }
-        None => eprintln!(
-            "lav2: note: no tokenizer.model in {} or its parent; pass --tokenizer, or put a tokenizer.json in {}",
-            from.display(),
-            out.display()
-        ),
+        None => report.notes.push(Notice::naming(
+            &["tokenizer"],
+            format!(
+                "no tokenizer.model in {} or its parent; pass {{tokenizer}}, or put a tokenizer.json in {}",
+                from.display(),
+                out.display()
+            ),
+        )),
     }
     // What we wrote must load.
     crate::Model::load(out, None, &crate::LoadOptions::default()).with_context(|| {
@@ -343,13 +353,13 @@ pub fn convert(from: &Path, out: &Path, dtype: OutDType, tokenizer: Option<&Path
             out.display()
         )
     })?;
-    println!(
+    report.written.push(format!(
         "Meta LLaMA ({} shard{}) → {} ({count} tensors, {} {})",
         shards.len(),
         if shards.len() == 1 { "" } else { "s" },
         out.display(),
         super::size_str(total),
         dtype.name()
-    );
-    Ok(())
+    ));
+    Ok(report)
 }

@@ -203,14 +203,6 @@ impl Value {
         }
     }
 
-    pub fn as_int(&self) -> Option<i64> {
-        match self {
-            Value::Int(i) => Some(*i),
-            Value::Bool(b) => Some(*b as i64),
-            _ => None,
-        }
-    }
-
     /// A short, human-readable rendering (for `lav2 info` and messages); long containers are
     /// elided.
     pub fn brief(&self) -> String {

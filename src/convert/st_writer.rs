@@ -10,7 +10,7 @@ use half::f16;
 use serde_json::json;
 
 /// The element type written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutDType {
     F16,
     F32,

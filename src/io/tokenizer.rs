@@ -6,6 +6,19 @@ use std::path::Path;
 
 use anyhow::{anyhow, Result};
 
+/// Token ids written as comma-separated numbers (`1,2,3`), used as given: blanks around an id
+/// and empty parts are skipped, so `""` is no ids.
+pub fn parse_token_ids(s: &str) -> Result<Vec<u32>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<u32>()
+                .map_err(|_| anyhow!("'{p}' is not a token id (expected e.g. 1,2,3)"))
+        })
+        .collect()
+}
+
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     /// Set for the sentencepiece decoder (`▁` → space, byte fallback, fuse, strip): the text
@@ -264,5 +277,18 @@ impl TextStream<'_> {
             }
             _ => String::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_token_ids;
+
+    #[test]
+    fn token_ids_are_comma_separated_numbers() {
+        assert_eq!(parse_token_ids(" 1, 2,,3 ").unwrap(), [1, 2, 3]);
+        assert!(parse_token_ids("").unwrap().is_empty());
+        let e = parse_token_ids("1,-1").unwrap_err().to_string();
+        assert_eq!(e, "'-1' is not a token id (expected e.g. 1,2,3)");
     }
 }

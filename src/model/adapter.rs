@@ -81,14 +81,6 @@ impl AdapterFile {
         Ok(t)
     }
 
-    pub fn get_exact_opt(&mut self, name: &str, shape: &[usize]) -> Result<Option<HostTensor>> {
-        let t = self.files.get_opt(name, shape)?;
-        if t.is_some() {
-            self.used.insert(name.to_string());
-        }
-        Ok(t)
-    }
-
     pub fn unused(&self) -> Vec<String> {
         self.files
             .names()

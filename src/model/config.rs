@@ -53,8 +53,8 @@ pub const DEFAULT_MAX_SEQ_LEN: usize = 2048;
 /// device. Contexts are bounded by the memory plan instead (see [`MAX_CONTEXT`]).
 pub const MAX_DIMENSION: usize = 1 << 24;
 
-/// Largest context a configuration or `--max-seq-len` may state (2^31 tokens); whether it fits
-/// is decided by the memory plan when a session opens.
+/// Largest context a configuration or `LoadOptions::max_seq_len` may state (2^31 tokens);
+/// whether it fits is decided by the memory plan when a session opens.
 pub const MAX_CONTEXT: usize = 1 << 31;
 
 /// Largest CLIP input side an adapter configuration may state (pixels).
@@ -287,6 +287,36 @@ impl ModelConfig {
 
     pub fn kv_dim(&self) -> usize {
         self.n_kv_heads * self.head_dim
+    }
+
+    /// Shape `[out, in]` of a block's linear layer `name`, one of [`LINEARS`].
+    pub fn linear_shape(&self, name: &str) -> (usize, usize) {
+        let (d, h, kv, f) = (
+            self.dim,
+            self.n_heads * self.head_dim,
+            self.kv_dim(),
+            self.ffn_dim,
+        );
+        match name {
+            "wq" => (h, d),
+            "wk" | "wv" => (kv, d),
+            "wo" => (d, h),
+            "w1" | "w3" => (f, d),
+            "w2" => (d, f),
+            other => unreachable!("no linear layer {other}"),
+        }
+    }
+}
+
+/// The seven linear layers of a LLaMA block, by the authors' short names.
+pub const LINEARS: [&str; 7] = ["wq", "wk", "wv", "wo", "w1", "w2", "w3"];
+
+/// The module of a block that holds the linear layer `name` in the authors' checkpoints
+/// (`layers.N.attention.wq`, `layers.N.feed_forward.w1`).
+pub fn linear_group(name: &str) -> &'static str {
+    match name {
+        "w1" | "w2" | "w3" => "feed_forward",
+        _ => "attention",
     }
 }
 

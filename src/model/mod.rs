@@ -3,9 +3,14 @@
 pub mod adapter;
 pub mod config;
 pub mod llama;
+pub mod memory;
+pub mod quant_io;
 pub mod synthetic;
 pub mod vision;
 pub mod weights;
+
+pub use config::{linear_group, LINEARS};
+pub use weights::WeightStore;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,69 +18,12 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use crate::quant::{QuantFormat, QuantizedMatrix};
+use crate::notice::OptionError;
+use crate::quant::QuantFormat;
 use crate::tensor::{shape_str, Bytes, HostTensor};
 use adapter::{fold_linear, meta_rows_to_hf, AdapterFile, LinearDelta};
 use config::{AdapterConfig, GateActivation, Layout, ModelConfig, ScaleForm};
 use weights::TensorFiles;
-
-/// Every tensor the graphs use, by our own canonical name, in upload order.
-#[derive(Default)]
-pub struct WeightStore {
-    pub tensors: Vec<HostTensor>,
-    pub names: Vec<String>,
-    index: HashMap<String, usize>,
-    /// Quantized matrices: format and logical input width, by name.
-    quant: HashMap<String, (QuantFormat, usize)>,
-}
-
-impl WeightStore {
-    pub fn insert(&mut self, name: &str, t: HostTensor) -> usize {
-        if let Some(&i) = self.index.get(name) {
-            self.tensors[i] = t;
-            return i;
-        }
-        self.tensors.push(t);
-        self.names.push(name.to_string());
-        self.index.insert(name.to_string(), self.tensors.len() - 1);
-        self.tensors.len() - 1
-    }
-
-    /// Replaces the matrix `name` by its quantized form (`name`, `name.scales`, `name.zeros`).
-    pub fn insert_quantized(&mut self, name: &str, q: QuantizedMatrix) {
-        self.insert(name, q.values);
-        self.insert(&format!("{name}.scales"), q.scales);
-        if let Some(z) = q.zeros {
-            self.insert(&format!("{name}.zeros"), z);
-        }
-        self.quant
-            .insert(name.to_string(), (q.format, q.in_features));
-    }
-
-    pub fn quant_info(&self, name: &str) -> Option<(QuantFormat, usize)> {
-        self.quant.get(name).copied()
-    }
-
-    pub fn id(&self, name: &str) -> Option<usize> {
-        self.index.get(name).copied()
-    }
-
-    pub fn get(&self, name: &str) -> Option<&HostTensor> {
-        self.id(name).map(|i| &self.tensors[i])
-    }
-
-    pub fn contains(&self, name: &str) -> bool {
-        self.index.contains_key(name)
-    }
-
-    pub fn total_bytes(&self) -> usize {
-        self.tensors.iter().map(|t| t.bytes.as_slice().len()).sum()
-    }
-
-    pub fn total_params(&self) -> usize {
-        self.tensors.iter().map(|t| t.numel()).sum()
-    }
-}
 
 /// The adapter as loaded: its configuration and which of its features were found.
 pub struct AdapterInfo {
@@ -91,27 +39,10 @@ pub struct Model {
     pub config: ModelConfig,
     pub adapter: Option<AdapterInfo>,
     pub weights: WeightStore,
-    /// The setting the context was asked for with (`--max-seq-len`, a benchmark's contexts): a
-    /// session that cannot hold it is an error naming it. `None`: the model's own context, and
+    /// The options the context was asked for with (`max_seq_len`, a benchmark's contexts): a
+    /// session that cannot hold it is an error naming them. `None`: the model's own context, and
     /// a session that cannot hold it takes the largest that fits, with a notice.
-    pub context_setting: Option<&'static str>,
-}
-
-/// The seven linear layers of a LLaMA block, by the authors' short names.
-pub const LINEARS: [&str; 7] = ["wq", "wk", "wv", "wo", "w1", "w2", "w3"];
-
-fn linear_group(name: &str) -> &'static str {
-    if name.starts_with('w')
-        && name.len() == 2
-        && name != "wq"
-        && name != "wk"
-        && name != "wv"
-        && name != "wo"
-    {
-        "feed_forward"
-    } else {
-        "attention"
-    }
+    pub context_setting: Option<&'static [&'static str]>,
 }
 
 /// Base-checkpoint names of one layer's tensors in each layout.
@@ -197,10 +128,14 @@ impl Model {
         let mut config = ModelConfig::load(dir)?;
         if let Some(n) = opts.max_seq_len {
             if n == 0 || n > config::MAX_CONTEXT {
-                bail!(
-                    "--max-seq-len must be between 1 and {}, got {n}",
-                    config::MAX_CONTEXT
-                );
+                return Err(OptionError::new(
+                    &["max_seq_len"],
+                    format!(
+                        "{{max_seq_len}} must be between 1 and {}, got {n}",
+                        config::MAX_CONTEXT
+                    ),
+                )
+                .into());
             }
             config.max_seq_len = n;
         }
@@ -214,18 +149,23 @@ impl Model {
         };
         match (&opts.quantized_file, opts.quant) {
             (Some(_), q) if q != QuantFormat::None => {
-                bail!("give either --quant or --quantized, not both")
+                return Err(OptionError::new(
+                    &["quantized_file", "quant"],
+                    "{quantized_file} holds weights quantized already: leave {quant} at f16 \
+                     with it",
+                )
+                .into())
             }
-            (Some(file), _) => crate::quant_io::load_quantized(file, &config, &mut weights)?,
+            (Some(file), _) => quant_io::load_quantized(file, &config, &mut weights)?,
             (None, QuantFormat::None) => {}
-            (None, q) => crate::quant_io::quantize_store(&config, &mut weights, q)?,
+            (None, q) => quant_io::quantize_store(&config, &mut weights, q)?,
         }
         Ok(Model {
             dir: dir.to_path_buf(),
             config,
             adapter,
             weights,
-            context_setting: opts.max_seq_len.map(|_| "--max-seq-len"),
+            context_setting: opts.max_seq_len.map(|_| &["max_seq_len"][..]),
         })
     }
 
@@ -371,19 +311,6 @@ fn load_base(config: &mut ModelConfig, files: &TensorFiles, store: &mut WeightSt
     Ok(())
 }
 
-/// Shapes `[out, in]` of one layer's linear layers.
-fn linear_shape(c: &ModelConfig, name: &str) -> (usize, usize) {
-    let (d, h, kv, f) = (c.dim, c.n_heads * c.head_dim, c.kv_dim(), c.ffn_dim);
-    match name {
-        "wq" => (h, d),
-        "wk" | "wv" => (kv, d),
-        "wo" => (d, h),
-        "w1" | "w3" => (f, d),
-        "w2" => (d, f),
-        other => unreachable!("no linear {other}"),
-    }
-}
-
 fn load_adapter(
     c: &ModelConfig,
     dir: &Path,
@@ -417,7 +344,7 @@ fn load_adapter(
         let prompted = l >= first_prompt_layer;
         let mut deltas: HashMap<&str, LinearDelta> = HashMap::new();
         for name in LINEARS {
-            let (out_f, in_f) = linear_shape(c, name);
+            let (out_f, in_f) = c.linear_shape(name);
             let group = linear_group(name);
             let mut delta = LinearDelta::default();
             if cfg.w_bias {
@@ -567,7 +494,7 @@ fn apply_linear_delta(
     prompted: bool,
 ) -> Result<()> {
     let key = format!("layers.{l}.{name}");
-    let (out_f, in_f) = linear_shape(c, name);
+    let (out_f, in_f) = c.linear_shape(name);
     // Authors' checkpoints are in Meta row order; an HF base has wq / wk rows permuted.
     let heads = match name {
         "wq" => c.n_heads,

@@ -10,6 +10,7 @@ use super::config::{
     AdapterConfig, ChannelOrder, ClipConfig, GateActivation, Layout, ModelConfig, VisualConfig,
 };
 use super::{AdapterInfo, Model, WeightStore, LINEARS};
+use crate::notice::OptionError;
 use crate::quant::{groups, QuantFormat};
 use crate::tensor::{DType, HostTensor, Synthetic};
 
@@ -127,7 +128,7 @@ pub fn preset(name: &str, ctx: usize) -> Result<Preset> {
     })
 }
 
-/// Explicit LLaMA dimensions that replace a preset's (`lav2 bench --dim … --layers …`).
+/// Explicit LLaMA dimensions that replace a preset's (a benchmark of another shape).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ShapeOverrides {
     pub dim: Option<usize>,
@@ -165,46 +166,60 @@ impl Preset {
         c.dim = o.dim.unwrap_or(c.dim);
         c.n_layers = o.layers.unwrap_or(c.n_layers);
         c.n_heads = o.heads.unwrap_or(c.n_heads);
-        // Without --kv-heads, multi-head attention when the heads change, else the preset's.
+        // Without kv_heads, multi-head attention when the heads change, else the preset's.
         c.n_kv_heads = o
             .kv_heads
             .unwrap_or(if heads_given { c.n_heads } else { c.n_kv_heads });
         c.ffn_dim = o.ffn.unwrap_or(c.ffn_dim);
         c.vocab_size = o.vocab.unwrap_or(c.vocab_size);
-        for (what, v) in [
-            ("--dim", c.dim),
-            ("--layers", c.n_layers),
-            ("--heads", c.n_heads),
-            ("--kv-heads", c.n_kv_heads),
-            ("--ffn", c.ffn_dim),
-            ("--vocab", c.vocab_size),
+        let refuse = |option: &str, text: String| Err(OptionError::new(&[option], text).into());
+        for (option, v) in [
+            ("dim", c.dim),
+            ("layers", c.n_layers),
+            ("heads", c.n_heads),
+            ("kv_heads", c.n_kv_heads),
+            ("ffn", c.ffn_dim),
+            ("vocab", c.vocab_size),
         ] {
             if v == 0 {
-                bail!("{what} must be positive");
+                return refuse(option, format!("{{{option}}} must be positive"));
             }
         }
         if c.n_layers < 2 {
-            bail!(
-                "--layers {}: the adapter needs at least 2 layers (prompts skip the first)",
-                c.n_layers
+            return refuse(
+                "layers",
+                format!(
+                    "{{layers}} {}: the adapter needs at least 2 layers (prompts skip the first)",
+                    c.n_layers
+                ),
             );
         }
         if !c.dim.is_multiple_of(c.n_heads) || !(c.dim / c.n_heads).is_multiple_of(2) {
-            bail!(
-                "--dim {} must split into {} heads of an even size",
-                c.dim,
-                c.n_heads
+            return refuse(
+                "dim",
+                format!(
+                    "{{dim}} {} must split into {} heads of an even size",
+                    c.dim, c.n_heads
+                ),
             );
         }
         if !c.n_heads.is_multiple_of(c.n_kv_heads) {
-            bail!(
-                "--kv-heads {} must divide the {} query heads",
-                c.n_kv_heads,
-                c.n_heads
+            return refuse(
+                "kv_heads",
+                format!(
+                    "{{kv_heads}} {} must divide the {} query heads",
+                    c.n_kv_heads, c.n_heads
+                ),
             );
         }
         if c.vocab_size < 3 {
-            bail!("--vocab {} leaves no room beside BOS and EOS", c.vocab_size);
+            return refuse(
+                "vocab",
+                format!(
+                    "{{vocab}} {} leaves no room beside BOS and EOS",
+                    c.vocab_size
+                ),
+            );
         }
         c.head_dim = c.dim / c.n_heads;
         self.adapter.query_layer = c.n_layers - 1;
@@ -220,7 +235,7 @@ struct Gen {
 
 impl Gen {
     fn next_seed(&mut self) -> u64 {
-        self.seed = crate::tensor::synthetic_hash(self.seed, 0x5EED);
+        self.seed = crate::rng::nth(self.seed, 0x5EED);
         self.seed
     }
 
@@ -337,20 +352,14 @@ pub fn build(p: &Preset, seed: u64, quant: QuantFormat, with_adapter: bool) -> M
         store: WeightStore::default(),
         seed,
     };
-    let (d, h, kv, f) = (c.dim, c.n_heads * c.head_dim, c.kv_dim(), c.ffn_dim);
+    let d = c.dim;
     g.matrix("tok_embeddings", c.vocab_size, d);
     g.ones("norm", d);
     for l in 0..c.n_layers {
         g.ones(&format!("layers.{l}.attention_norm"), d);
         g.ones(&format!("layers.{l}.ffn_norm"), d);
         for name in LINEARS {
-            let (o, i) = match name {
-                "wq" => (h, d),
-                "wk" | "wv" => (kv, d),
-                "wo" => (d, h),
-                "w2" => (d, f),
-                _ => (f, d),
-            };
+            let (o, i) = c.linear_shape(name);
             let full = format!("layers.{l}.{name}");
             if quant == QuantFormat::None {
                 g.matrix(&full, o, i);
@@ -429,7 +438,8 @@ pub fn build(p: &Preset, seed: u64, quant: QuantFormat, with_adapter: bool) -> M
         config: c.clone(),
         adapter,
         weights: g.store,
-        context_setting: Some("--contexts / --prefill / --decode-tokens"),
+        // The benchmark options that set the context (`crate::bench::BenchOptions`).
+        context_setting: Some(&["decode_contexts", "prefill_lens", "decode_tokens"]),
     }
 }
 

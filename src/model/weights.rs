@@ -1,7 +1,7 @@
 //! Tensor files: memory-mapped safetensors, looked up by name, with shape checks that name
 //! the tensor, the file and the expected shape.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use memmap2::Mmap;
 use safetensors::tensor::Dtype as StDtype;
 use safetensors::SafeTensors;
 
+use crate::quant::{QuantFormat, QuantizedMatrix};
 use crate::tensor::{shape_str, Bytes, DType, HostTensor};
 
 struct Entry {
@@ -87,20 +88,6 @@ impl TensorFiles {
             files.push((path.clone(), Arc::new(map)));
         }
         Ok(TensorFiles { files, entries })
-    }
-
-    /// Every `*.safetensors` file in a folder, sorted by name.
-    pub fn open_dir(dir: &Path) -> Result<TensorFiles> {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .with_context(|| format!("cannot read model folder {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-            .collect();
-        paths.sort();
-        if paths.is_empty() {
-            bail!("{}: no *.safetensors file found", dir.display());
-        }
-        TensorFiles::open(&paths)
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
@@ -195,11 +182,15 @@ impl TensorFiles {
             }
             let raw = &self.files[e.file].1[e.start..e.end];
             if let Some((i, v)) = crate::limits::first_non_finite_par(e.dtype, raw) {
-                bail!(
-                    "tensor '{name}' in {file} holds {v} at element {i} (shape {}); NaN and \
-                     infinite weights are refused (--skip-finite-check skips this scan)",
-                    shape_str(&e.shape)
-                );
+                return Err(crate::notice::OptionError::new(
+                    &["skip_finite_check"],
+                    format!(
+                        "tensor '{name}' in {file} holds {v} at element {i} (shape {}); NaN and \
+                         infinite weights are refused ({{skip_finite_check}} skips this scan)",
+                        shape_str(&e.shape)
+                    ),
+                )
+                .into());
             }
         }
         Ok(())
@@ -212,4 +203,62 @@ impl TensorFiles {
 
 fn files_path<'a>(files: &'a [(PathBuf, Arc<Mmap>)], i: usize, fallback: &'a Path) -> &'a Path {
     files.get(i).map(|(p, _)| p.as_path()).unwrap_or(fallback)
+}
+
+/// Every tensor the graphs use, by our own canonical name, in upload order.
+#[derive(Default)]
+pub struct WeightStore {
+    pub tensors: Vec<HostTensor>,
+    pub names: Vec<String>,
+    index: HashMap<String, usize>,
+    /// Quantized matrices: format and logical input width, by name.
+    quant: HashMap<String, (QuantFormat, usize)>,
+}
+
+impl WeightStore {
+    pub fn insert(&mut self, name: &str, t: HostTensor) -> usize {
+        if let Some(&i) = self.index.get(name) {
+            self.tensors[i] = t;
+            return i;
+        }
+        self.tensors.push(t);
+        self.names.push(name.to_string());
+        self.index.insert(name.to_string(), self.tensors.len() - 1);
+        self.tensors.len() - 1
+    }
+
+    /// Replaces the matrix `name` by its quantized form (`name`, `name.scales`, `name.zeros`).
+    pub fn insert_quantized(&mut self, name: &str, q: QuantizedMatrix) {
+        self.insert(name, q.values);
+        self.insert(&format!("{name}.scales"), q.scales);
+        if let Some(z) = q.zeros {
+            self.insert(&format!("{name}.zeros"), z);
+        }
+        self.quant
+            .insert(name.to_string(), (q.format, q.in_features));
+    }
+
+    pub fn quant_info(&self, name: &str) -> Option<(QuantFormat, usize)> {
+        self.quant.get(name).copied()
+    }
+
+    pub fn id(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&HostTensor> {
+        self.id(name).map(|i| &self.tensors[i])
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    pub fn total_bytes(&self) -> usize {
+        self.tensors.iter().map(|t| t.bytes.as_slice().len()).sum()
+    }
+
+    pub fn total_params(&self) -> usize {
+        self.tensors.iter().map(|t| t.numel()).sum()
+    }
 }

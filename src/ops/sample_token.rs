@@ -29,20 +29,6 @@ pub const ENTRY: OpEntry = OpEntry {
 /// Largest vocabulary the device sampler takes: masses are 40-bit fixed point summed in 64 bits.
 pub const MAX_VOCAB: usize = 1 << 24;
 
-/// Whether `temperature` and `top_p` are a sampling setting: a finite temperature ≥ 0 (0 is
-/// greedy) and top-p in (0, 1]. The one definition every caller checks against.
-pub fn check_params(temperature: f32, top_p: f32) -> Result<(), String> {
-    if !(temperature.is_finite() && temperature >= 0.0) {
-        return Err(format!(
-            "the temperature must be a finite number ≥ 0 (0 is greedy), got {temperature}"
-        ));
-    }
-    if !(top_p > 0.0 && top_p <= 1.0) {
-        return Err(format!("top-p must be in (0, 1], got {top_p}"));
-    }
-    Ok(())
-}
-
 fn check(g: &Graph, op: &Op) -> Result<(), String> {
     let Op::SampleToken {
         logits,
@@ -141,9 +127,7 @@ fn cpu(op: &Op, t: &mut CpuTensors) -> Result<()> {
     };
     let (logits, uniform, params) = (t.get(*logits)?, t.get(*uniform)?, t.get(*params)?);
     let (temperature, top_p) = (params[0], params[1]);
-    if let Err(e) = check_params(temperature, top_p) {
-        bail!("{e}");
-    }
+    crate::sampling::check_sampling(temperature, top_p)?;
     let out = t.take_mut(*out)?;
     let vocab = logits.len() / out.len().max(1);
     for (i, row) in logits.chunks_exact(vocab).enumerate() {
@@ -270,20 +254,5 @@ mod tests {
         assert_eq!(reference(&[f32::NAN; 4], 0.8, 0.9, 0.5), -1);
         // Ties go to the lowest index, as on the device.
         assert_eq!(argmax(&[1.0, 5.0, 5.0]), Some(1));
-    }
-
-    #[test]
-    fn sampling_settings_are_checked_in_one_place() {
-        assert!(check_params(0.0, 1.0).is_ok());
-        assert!(check_params(0.7, 0.9).is_ok());
-        for (t, p) in [
-            (-0.1, 0.9),
-            (f32::NAN, 0.9),
-            (f32::INFINITY, 0.9),
-            (0.7, 0.0),
-            (0.7, 1.5),
-        ] {
-            assert!(check_params(t, p).is_err(), "T {t} p {p}");
-        }
     }
 }

@@ -72,10 +72,12 @@ fn version_str(v: i32) -> String {
 pub fn open() -> Result<Device> {
     // cudarc panics when libcuda is absent; ask first.
     if !unsafe { sys::is_culib_present() } {
-        bail!(
-            "no CUDA driver found (libcuda.so could not be loaded): this machine has no NVIDIA driver \
-             or no GPU; use --device cpu"
-        );
+        return Err(crate::notice::OptionError::new(
+            &["device"],
+            "no CUDA driver found (libcuda.so could not be loaded): this machine has no NVIDIA \
+             driver or no GPU; use {device} cpu",
+        )
+        .into());
     }
     match std::panic::catch_unwind(open_inner) {
         Ok(r) => r,

@@ -15,20 +15,23 @@
 mod cublas;
 mod device;
 mod lower;
+mod measure;
 
 pub use crate::ops::kernels;
 pub use crate::ops::lowering::Variants;
 pub use lower::{dry_lower, place, DryDevice, StateSlot, WeightSlot};
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use cudarc::driver::{result, sys, CudaGraph, CudaSlice, CudaStream, DevicePtr};
 use half::{bf16, f16};
 
-use super::{beyond_f16, check_program, Backend, HostData, ProgramId, WeightOutOfRange};
+use super::{
+    beyond_f16, check_program, Backend, HostData, ProgramId, UploadProgress, UploadProgressFn,
+    WeightOutOfRange,
+};
 use crate::graph::plan::Plan;
 use crate::graph::{Elem, Graph, StateDesc, Storage, TensorDesc, TensorId};
 use crate::ops::lowering::{
@@ -38,11 +41,12 @@ use crate::ops::lowering::{
 use crate::tensor::{shape_str, Bytes, DType, HostTensor, Synthetic};
 use device::Device;
 use lower::Runnable;
+use crate::notice::Notice;
 
 const GIB: f64 = (1u64 << 30) as f64;
 /// The device name of the PTX emulator (`emu/`, run by `scripts/with-cuda-emu.sh`): a test tool
-/// that executes our kernels on the CPU. `--device auto` never picks it, and nothing it runs is a
-/// timing.
+/// that executes our kernels on the CPU. `DeviceChoice::Auto` never picks it, and nothing it runs
+/// is a timing.
 pub const EMULATOR_NAME: &str = "cuda-emu (PTX emulator, not a GPU)";
 /// Kept free beyond what we allocate: module code, graph executables, driver staging.
 const RESERVE_BYTES: usize = 256 << 20;
@@ -117,10 +121,13 @@ pub struct CudaBackend {
     bytes_activations: usize,
     cuda_graphs: bool,
     sync_each_op: bool,
-    /// Opened on first use by [`Backend::vendor_matmul_time`].
+    /// Opened on first use by [`crate::backend::Measure::vendor_matmul_time`].
     cublas: Option<cublas::Cublas>,
     /// Kernels for the ops that have several, for programs prepared from now on.
     variants: Variants,
+    /// Fallbacks taken while running (a decode graph that could not be captured), until taken.
+    notices: Vec<Notice>,
+    upload_progress: Option<UploadProgressFn>,
     dev: Device,
 }
 
@@ -188,6 +195,8 @@ impl CudaBackend {
             sync_each_op: env_flag("LAV2_CUDA_SYNC"),
             cublas: None,
             variants: Variants::defaults(),
+            notices: Vec::new(),
+            upload_progress: None,
             dev,
         })
     }
@@ -222,19 +231,6 @@ impl CudaBackend {
             unsafe { result::memset_d8_async(b.ptr, 0xFF, b.bytes, self.dev.stream.cu_stream()) }?;
         }
         Ok(())
-    }
-
-    /// The kernel names the steps of `program` launch, in order (for tests and logs).
-    pub fn kernels_of(&self, program: ProgramId) -> Vec<&'static str> {
-        self.programs.get(program.0).map_or(Vec::new(), |p| {
-            p.steps
-                .iter()
-                .map(|s| match &s.step.step {
-                    Step::Kernel(l) => l.kernel,
-                    Step::Copy { .. } => "memcpy_dtod",
-                })
-                .collect()
-        })
     }
 
     /// Compiles every kernel module's embedded source with NVRTC for `arch` (`compute_90`, …):
@@ -440,56 +436,6 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// Times `work` (enqueued on the stream) in milliseconds: CUDA events, or a host timer
-    /// around a synchronized stream on drivers older than 12.8 (no cuEventElapsedTime_v2).
-    /// Random f16 operands `x [m, k]`, `w [n, k]` and an output `y [m, n]` for timing products.
-    fn matmul_operands(&mut self, m: usize, k: usize, n: usize) -> Result<(Buf, Buf, Buf)> {
-        self.dev.ctx.bind_to_thread()?;
-        let (xb, wb, yb) = (m * k * 2, n * k * 2, m * n * 2);
-        self.ensure_fits(0, 0, xb + wb + yb)?;
-        let x = alloc(&self.dev.stream, xb)?;
-        let w = alloc(&self.dev.stream, wb)?;
-        let y = alloc(&self.dev.stream, yb)?;
-        let amp = (1.0 / k.max(1) as f32).sqrt();
-        for (b, count, seed) in [(&x, m * k, 1u64), (&w, n * k, 2u64)] {
-            self.launch_now(
-                "synthetic_uniform_f16",
-                count,
-                vec![
-                    Arg::Ptr(b.ptr),
-                    Arg::I64(count as i64),
-                    Arg::U64(seed),
-                    Arg::F32(amp),
-                ],
-            )?;
-        }
-        Ok((x, w, y))
-    }
-
-    fn time_ms(&self, work: &dyn Fn() -> Result<()>) -> Result<f64> {
-        if self.dev.driver_version >= 12080 {
-            let start = self
-                .dev
-                .ctx
-                .new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))?;
-            let end = self
-                .dev
-                .ctx
-                .new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))?;
-            start.record(&self.dev.stream)?;
-            work()?;
-            end.record(&self.dev.stream)?;
-            end.synchronize()?;
-            Ok(start.elapsed_ms(&end)? as f64)
-        } else {
-            self.dev.stream.synchronize()?;
-            let t0 = Instant::now();
-            work()?;
-            self.dev.stream.synchronize()?;
-            Ok(t0.elapsed().as_secs_f64() * 1e3)
-        }
-    }
-
     /// Loads a lowered step's kernel and allows the dynamic shared memory it asks for.
     fn resolve(&mut self, step: crate::ops::lowering::OpStep) -> Result<Runnable> {
         let Step::Kernel(l) = &step.step else {
@@ -624,8 +570,8 @@ impl Backend for CudaBackend {
         } else {
             None
         };
+        // Smaller models upload in moments: no progress to show.
         let show = total as f64 > GIB;
-        let tty = std::io::stderr().is_terminal();
         let started = Instant::now();
         let mut done = 0usize;
         let mut shown = 0usize;
@@ -644,26 +590,21 @@ impl Backend for CudaBackend {
                 host: t.clone(),
             });
             let step = done * 20 / total.max(1);
-            if show && step > shown {
+            if let Some(report) = self
+                .upload_progress
+                .as_mut()
+                .filter(|_| show && step > shown)
+            {
                 shown = step;
                 // Generation is asynchronous: wait so the progress is real.
                 self.dev.stream.synchronize()?;
-                let msg = format!(
-                    "lav2: weights on the GPU: {:>3}% ({} / {} GiB, {:.1} s)",
-                    step * 5,
-                    gib(done),
-                    gib(total),
-                    started.elapsed().as_secs_f64()
-                );
-                if tty {
-                    eprint!("\r{msg}");
-                } else if step.is_multiple_of(5) {
-                    eprintln!("{msg}");
-                }
+                report(UploadProgress {
+                    percent: step * 5,
+                    done_bytes: done,
+                    total_bytes: total,
+                    elapsed: started.elapsed(),
+                });
             }
-        }
-        if show && tty {
-            eprintln!();
         }
         self.dev.stream.synchronize().context("uploading weights")?;
         drop(staging);
@@ -838,7 +779,9 @@ impl Backend for CudaBackend {
             match Self::capture(&stream, &p.steps) {
                 Ok(g) => p.capture.graph = Some(g),
                 Err(e) => {
-                    eprintln!("lav2: capturing '{name}' as a CUDA graph failed ({e}); running it op by op");
+                    self.notices.push(Notice::new(format!(
+                        "capturing '{name}' as a CUDA graph failed ({e}); running it op by op"
+                    )));
                     p.capture.failed = true;
                 }
             }
@@ -885,98 +828,16 @@ impl Backend for CudaBackend {
         Ok(())
     }
 
-    fn copy_bandwidth(&mut self, bytes: usize) -> Result<f64> {
-        self.dev.ctx.bind_to_thread()?;
-        let bytes = bytes.max(1 << 20).div_ceil(256) * 256;
-        self.ensure_fits(0, 0, 2 * bytes)?;
-        let src = alloc_zeroed(&self.dev.stream, bytes)?;
-        let dst = alloc(&self.dev.stream, bytes)?;
-        let cu = self.dev.stream.cu_stream();
-        // SAFETY (both closures): the ranges are the two allocations.
-        let copy = || -> Result<()> {
-            unsafe { result::memcpy_dtod_async(dst.ptr, src.ptr, bytes, cu) }?;
-            Ok(())
-        };
-        copy()?;
-        let mut best = f64::INFINITY;
-        for _ in 0..5 {
-            best = best.min(self.time_ms(&copy)?);
-        }
-        self.dev.stream.synchronize()?;
-        Ok(2.0 * bytes as f64 / (best.max(1e-6) * 1e-3))
-    }
-
-    fn matmul_rate(&mut self, m: usize, k: usize, n: usize) -> Result<f64> {
-        let (x, w, y) = self.matmul_operands(m, k, n)?;
-        use crate::ops::linear as matmul;
-        let shape = matmul::pick(m, n, self.dev.sms);
-        let name = matmul::dense_kernel(shape, false);
-        let (grid, block) = matmul::grid_block(shape, false, m, n);
-        let func = device::function(&self.dev.functions, name)?;
-        let args = vec![
-            Arg::Ptr(x.ptr),
-            Arg::Ptr(w.ptr),
-            Arg::Ptr(0),
-            Arg::Ptr(0),
-            Arg::Ptr(0),
-            Arg::Ptr(y.ptr),
-            Arg::I32(dim(m, "m")?),
-            Arg::I32(dim(k, "k")?),
-            Arg::I32(dim(n, "n")?),
-        ];
-        crate::ops::lowering::check_signature(name, &args)?;
-        let step = Runnable {
-            step: crate::ops::lowering::OpStep {
-                op_index: 0,
-                op_name: "linear",
-                step: Step::Kernel(Launch {
-                    kernel: name,
-                    grid,
-                    block,
-                    smem: 0,
-                    args,
-                }),
-            },
-            func: Some(func),
-        };
-        let stream = self.dev.stream.clone();
-        let work = || step.enqueue(&stream);
-        work()?;
-        let mut best = f64::INFINITY;
-        for _ in 0..5 {
-            best = best.min(self.time_ms(&work)?);
-        }
-        self.dev.stream.synchronize()?;
-        Ok(2.0 * (m * k * n) as f64 / (best.max(1e-6) * 1e-3))
-    }
-
     fn set_kernel_variants(&mut self, spec: &str) -> Result<()> {
         self.variants = Variants::parse(spec)?;
         Ok(())
     }
 
-    fn vendor_matmul_time(
-        &mut self,
-        m: usize,
-        k: usize,
-        n: usize,
-        iters: u64,
-    ) -> Result<Option<(&'static str, Duration)>> {
-        let (x, w, y) = self.matmul_operands(m, k, n)?;
-        if self.cublas.is_none() {
-            self.cublas = Some(cublas::Cublas::new(&self.dev.stream)?);
-        }
-        let blas = self.cublas.as_ref().expect("opened above");
-        let (mi, ki, ni) = (dim(m, "m")?, dim(k, "k")?, dim(n, "n")?);
-        // SAFETY: the three buffers hold m·k, n·k and m·n halves.
-        let run = || unsafe { blas.matmul_f16(x.ptr, w.ptr, y.ptr, mi, ki, ni) };
-        run()?;
-        self.dev.stream.synchronize()?;
-        let t = Instant::now();
-        for _ in 0..iters {
-            run()?;
-        }
-        self.dev.stream.synchronize()?;
-        Ok(Some(("cuBLAS", t.elapsed())))
+    fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    fn set_upload_progress(&mut self, report: UploadProgressFn) {
+        self.upload_progress = Some(report);
     }
 }

@@ -5,9 +5,8 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::model::config::ModelConfig;
-use crate::model::weights::TensorFiles;
-use crate::model::{WeightStore, LINEARS};
+use super::config::{ModelConfig, LINEARS};
+use super::weights::{TensorFiles, WeightStore};
 use crate::quant::{groups, quantize, QuantFormat, QuantizedMatrix};
 use crate::tensor::{shape_str, DType, HostTensor};
 
@@ -103,7 +102,7 @@ pub fn write_quantized(
     format: QuantFormat,
 ) -> Result<usize> {
     if format == QuantFormat::None {
-        bail!("--quant must be int8 or int4 for a quantized file");
+        bail!("a quantized file needs the int8 or int4 format, not f16");
     }
     let names = quantized_names(c);
     let print = fingerprint(store, &names)?;
