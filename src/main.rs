@@ -157,7 +157,8 @@ struct BenchArgs {
     /// Decode steps timed per context.
     #[arg(long, default_value_t = 32, allow_negative_numbers = true)]
     decode_tokens: usize,
-    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
+    /// Timed runs of every step (at least 5 for the adapter's overhead to resolve from noise).
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true)]
     repeats: usize,
     /// Sequences decoded side by side, each with its own KV cache (one shared image).
     #[arg(long, default_value_t = 1, allow_negative_numbers = true)]

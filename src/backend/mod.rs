@@ -52,6 +52,11 @@ pub trait Backend {
     fn copy_bandwidth(&mut self, bytes: usize) -> Result<f64>;
     /// Dense matmul rate in FLOP/s (2·m·k·n per product) in the activation precision.
     fn matmul_rate(&mut self, m: usize, k: usize, n: usize) -> Result<f64>;
+    /// Bytes of the device's last-level cache (the L2 on a GPU), where known: kernel benchmarks
+    /// write twice this between timed runs (`bench::CacheFlush`) so none starts warm.
+    fn cache_bytes(&self) -> Option<usize> {
+        None
+    }
     /// Picks, for graphs prepared from now on, among the kernels of the op families that have
     /// several (`"rmsnorm=naive,attention=unfused"`; empty: the defaults), so variants can be
     /// compared on the same graph. The CPU reference has one implementation of each op.
