@@ -1,17 +1,23 @@
 //! Kernel variants side by side at LLaMA-7B shapes, through the same backend interface the
 //! model uses: each variant is a one- or two-op graph. Runs on the CPU reference everywhere
 //! and on CUDA when a GPU is present (`LAV2_BENCH_DEVICE=cpu|cuda|auto`, default auto).
-//! Throughput is the bytes each variant must move, so criterion prints GB/s beside the time;
-//! the copy bandwidth of the same device is measured first and printed for the ratio. Variants
-//! are either other graphs (unfused ops) or other kernels for the same graph (CUDA's kernel
-//! variants, e.g. `rmsnorm=naive`), and cuBLAS for the products.
+//!
+//! Every sample is one cold run: the device's last-level cache is flushed first
+//! (`lav2::bench::CacheFlush`, twice the L2), because inside a model the other layers' weights
+//! have pushed a kernel's operands out, and a loop that reran one kernel on hot data would time
+//! the cache instead (a 7B GEMV's 32 MiB of f16 fits in an H100's 50 MiB L2). Each case prints
+//! the median over `LAV2_BENCH_SAMPLES` samples (default 15) with the fastest and slowest, and
+//! the rate at the median: GB/s for what the variant must move (compare with the copy bandwidth
+//! printed first) or TFLOP/s for the products. A sample is timed on the host around one run and
+//! a synchronize, so a kernel of a few microseconds includes the launch latency.
+//! `cargo bench --bench kernels -- gemv` runs the cases whose name contains `gemv`.
+//! Variants are either other graphs (unfused ops) or other kernels for the same graph (CUDA's
+//! kernel variants, e.g. `rmsnorm=naive`), and cuBLAS for the products.
 
-use std::time::{Duration, Instant};
-
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use lav2::backend::program::Program;
 use lav2::backend::{self, Backend, DeviceChoice};
+use lav2::bench::{case_line, CacheFlush, Stats, Work};
 use lav2::rng::Rng;
+use lav2::backend::program::Program;
 use lav2::graph::{Elem, Graph, Op, PromptKv, QuantRef, StateDesc};
 use lav2::quant::{quantize, QuantFormat};
 use lav2::tensor::HostTensor;
@@ -49,6 +55,7 @@ fn random(rng: &mut Rng, n: usize, amp: f32) -> Vec<f32> {
 struct Case {
     backend: Box<dyn Backend>,
     program: Program,
+    flush: CacheFlush,
 }
 
 impl Case {
@@ -73,6 +80,7 @@ impl Case {
         backend.set_kernel_variants(kernels).unwrap();
         backend.load_weights(&weights).unwrap();
         backend.alloc_states(&states).unwrap();
+        let flush = CacheFlush::new(backend.as_mut()).unwrap();
         let program = Program::new(backend.as_mut(), graph).unwrap();
         for (name, data) in inputs {
             if name == &"start_pos" {
@@ -83,18 +91,60 @@ impl Case {
                 program.set_f32(backend.as_mut(), name, data).unwrap();
             }
         }
-        Case { backend, program }
+        // One run outside the timing: plans, module loads and first-touch page faults.
+        program.run(backend.as_mut()).unwrap();
+        backend.synchronize().unwrap();
+        Case {
+            backend,
+            program,
+            flush,
+        }
     }
 
-    fn time(&mut self, iters: u64) -> Duration {
-        self.program.run(self.backend.as_mut()).unwrap();
-        self.backend.synchronize().unwrap();
-        let t = Instant::now();
-        for _ in 0..iters {
-            self.program.run(self.backend.as_mut()).unwrap();
+    /// One run from a cold cache, in ms.
+    fn cold_ms(&mut self) -> f64 {
+        let program = &self.program;
+        self.flush
+            .time_cold_ms(self.backend.as_mut(), |b| program.run(b))
+            .unwrap()
+    }
+}
+
+/// The samples per case, the case filter from the command line, and the device's labelling.
+struct Harness {
+    samples: usize,
+    /// Cases whose name contains it run; `None`: all.
+    filter: Option<String>,
+    emulated: bool,
+}
+
+impl Harness {
+    fn from_env() -> Harness {
+        let samples = std::env::var("LAV2_BENCH_SAMPLES")
+            .ok()
+            .map(|v| v.parse().expect("LAV2_BENCH_SAMPLES: a positive count"))
+            .unwrap_or(15usize)
+            .max(1);
+        // `cargo bench` adds `--bench`; the first other argument is the filter.
+        let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+        Harness {
+            samples,
+            filter,
+            emulated: device().is_emulated(),
         }
-        self.backend.synchronize().unwrap();
-        t.elapsed()
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|f| name.contains(f.as_str()))
+    }
+
+    /// Takes the samples of one case and prints its line.
+    fn report(&self, name: &str, work: Work, mut cold_ms: impl FnMut() -> f64) {
+        let times: Vec<f64> = (0..self.samples).map(|_| cold_ms()).collect();
+        let line = case_line(name, &Stats::of(&times), "cold runs", work, self.emulated);
+        println!("{line}");
     }
 }
 
@@ -112,29 +162,39 @@ fn act_bytes() -> u64 {
     device().act_bytes() as u64
 }
 
-fn bench_copy_bandwidth(c: &mut Criterion) {
+fn print_copy_bandwidth(h: &Harness) {
     let mut b = device();
     let bw = b.copy_bandwidth(1 << 28).unwrap();
-    eprintln!(
-        "copy bandwidth on {}: {:.1} GB/s (read + write); compare each variant's GB/s to it",
+    let flush = CacheFlush::new(b.as_mut()).unwrap();
+    let label = if h.emulated {
+        format!(" [{}]", lav2::bench::EMULATED_LABEL)
+    } else {
+        String::new()
+    };
+    println!(
+        "copy bandwidth on {}: {:.1} GB/s (read + write; the backend's best); compare each \
+         variant's GB/s to it. Cache flush before every sample: {} MiB.{label}",
         b.describe(),
-        bw / 1e9
+        bw / 1e9,
+        flush.bytes >> 20
     );
-    let _ = c;
 }
 
-fn rmsnorm(c: &mut Criterion) {
+fn rmsnorm(h: &Harness) {
     let mut rng = Rng::new(1);
-    let mut group = c.benchmark_group("rmsnorm_7b");
     for rows in [1usize, 128] {
         let n = rows * DIM;
         // Fused: read x and residual, write residual and y. Unfused adds a pass over both.
-        group.throughput(Throughput::Bytes(4 * n as u64 * act_bytes()));
+        let work = Work::Bytes((4 * n as u64 * act_bytes()) as f64);
         for (label, fused, kernels) in variants(&[
             ("fused", true, ""),
             ("add_then_norm", false, ""),
             ("naive_kernel", true, "rmsnorm=naive"),
         ]) {
+            let name = format!("rmsnorm_7b/{label}/rows{rows}");
+            if !h.wants(&name) {
+                continue;
+            }
             let mut g = Graph::new("rmsnorm");
             let x = g.input("x", &[rows, DIM], Elem::Act);
             let res = g.input("residual", &[rows, DIM], Elem::Act);
@@ -172,17 +232,13 @@ fn rmsnorm(c: &mut Criterion) {
                 ("residual", random(&mut rng, n, 1.0)),
             ];
             let mut case = Case::with_kernels(g, weights, vec![], &inputs, kernels);
-            group.bench_function(format!("{label}/rows{rows}"), |b| {
-                b.iter_custom(|iters| case.time(iters))
-            });
+            h.report(&name, work, || case.cold_ms());
         }
     }
-    group.finish();
 }
 
-fn gemv(c: &mut Criterion) {
+fn gemv(h: &Harness) {
     let mut rng = Rng::new(2);
-    let mut group = c.benchmark_group("gemv_7b");
     for (out_f, in_f) in [(DIM, DIM), (FFN, DIM)] {
         let w = random(&mut rng, out_f * in_f, 0.02);
         for format in [
@@ -190,6 +246,10 @@ fn gemv(c: &mut Criterion) {
             QuantFormat::Int8,
             QuantFormat::Int4 { zero_point: false },
         ] {
+            let name = format!("gemv_7b/{}/{out_f}x{in_f}", format.name());
+            if !h.wants(&name) {
+                continue;
+            }
             let mut g = Graph::new("gemv");
             let x = g.input("x", &[1, in_f], Elem::Act);
             let out = g.activation("y", &[1, out_f]);
@@ -222,7 +282,6 @@ fn gemv(c: &mut Criterion) {
                         }
                 })
                 .sum();
-            group.throughput(Throughput::Bytes(bytes as u64));
             g.push(Op::Linear {
                 x,
                 w: wid,
@@ -234,35 +293,32 @@ fn gemv(c: &mut Criterion) {
             });
             g.mark_output(out);
             let mut case = Case::new(g, weights, vec![], &[("x", random(&mut rng, in_f, 1.0))]);
-            group.bench_function(format!("{}/{out_f}x{in_f}", format.name()), |b| {
-                b.iter_custom(|iters| case.time(iters))
-            });
+            h.report(&name, Work::Bytes(bytes as f64), || case.cold_ms());
         }
-        group.throughput(Throughput::Bytes((out_f * in_f) as u64 * act_bytes()));
-        vendor_variant(&mut group, 1, in_f, out_f);
+        let work = Work::Bytes(((out_f * in_f) as u64 * act_bytes()) as f64);
+        vendor_variant(h, "gemv_7b", work, 1, in_f, out_f);
     }
-    group.finish();
 }
 
 /// The vendor library's product (cuBLAS on CUDA) as one more variant of `group`, where the
-/// device has one; skipped with the reason where it cannot be opened.
-fn vendor_variant(
-    group: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>,
-    m: usize,
-    k: usize,
-    n: usize,
-) {
+/// device has one, timed cold like ours; skipped with the reason where it cannot be opened.
+fn vendor_variant(h: &Harness, group: &str, work: Work, m: usize, k: usize, n: usize) {
     let mut b = device();
+    // The first call of a shape writes the operands and warms cuBLAS up; later ones only time.
     match b.vendor_matmul_time(m, k, n, 1) {
-        Ok(Some((name, _))) => {
-            let label = format!("{}_f16/{n}x{k}", name.to_lowercase());
-            group.bench_function(label, |bench| {
-                bench.iter_custom(|iters| {
-                    b.vendor_matmul_time(m, k, n, iters)
-                        .expect("timed once already")
-                        .expect("the same backend")
-                        .1
-                })
+        Ok(Some((library, _))) => {
+            let name = format!("{group}/{}_f16/{n}x{k}", library.to_lowercase());
+            if !h.wants(&name) {
+                return;
+            }
+            let flush = CacheFlush::new(b.as_mut()).unwrap();
+            h.report(&name, work, || {
+                flush.run(b.as_mut()).unwrap();
+                let (_, t) = b
+                    .vendor_matmul_time(m, k, n, 1)
+                    .expect("timed once already")
+                    .expect("the same backend");
+                t.as_secs_f64() * 1e3
             });
         }
         Ok(None) => {}
@@ -271,14 +327,18 @@ fn vendor_variant(
 }
 
 /// Prefill-sized products (512 tokens; 64 on the CPU reference, which would take seconds an
-/// iteration) on tensor cores: ours against the vendor library, as FLOP/s (criterion's
-/// elements are multiply-adds × 2).
-fn gemm(c: &mut Criterion) {
+/// iteration) on tensor cores: ours against the vendor library, as FLOP/s.
+fn gemm(h: &Harness) {
     let mut rng = Rng::new(4);
     let m = if act_bytes() == 2 { 512 } else { 64 };
-    let mut group = c.benchmark_group(format!("gemm_7b_{m}_tokens"));
+    let group = format!("gemm_7b_{m}_tokens");
     for (out_f, in_f) in [(DIM, DIM), (FFN, DIM)] {
-        group.throughput(Throughput::Elements(2 * (m * in_f * out_f) as u64));
+        let work = Work::Flops(2.0 * (m * in_f * out_f) as f64);
+        let name = format!("{group}/lav2_f16/{out_f}x{in_f}");
+        if !h.wants(&name) {
+            vendor_variant(h, &group, work, m, in_f, out_f);
+            continue;
+        }
         let mut g = Graph::new("gemm");
         let x = g.input("x", &[m, in_f], Elem::Act);
         let w = g.weight("w", &[out_f, in_f], Elem::Act, 0);
@@ -303,51 +363,54 @@ fn gemm(c: &mut Criterion) {
             vec![],
             &[("x", random(&mut rng, m * in_f, 1.0))],
         );
-        group.bench_function(format!("lav2_f16/{out_f}x{in_f}"), |b| {
-            b.iter_custom(|iters| case.time(iters))
-        });
-        vendor_variant(&mut group, m, in_f, out_f);
+        h.report(&name, work, || case.cold_ms());
+        vendor_variant(h, &group, work, m, in_f, out_f);
     }
-    group.finish();
+}
+
+/// The KV cache (one row past `ctx`) and the prompt K/V of one 7B attention layer.
+fn attention_states(ctx: usize) -> Vec<StateDesc> {
+    vec![
+        StateDesc {
+            name: "k".into(),
+            shape: vec![ctx + 1, HEADS, HEAD_DIM],
+            elem: Elem::Act,
+        },
+        StateDesc {
+            name: "v".into(),
+            shape: vec![ctx + 1, HEADS, HEAD_DIM],
+            elem: Elem::Act,
+        },
+        StateDesc {
+            name: "pk".into(),
+            shape: vec![PROMPT, HEADS, HEAD_DIM],
+            elem: Elem::Act,
+        },
+        StateDesc {
+            name: "pv".into(),
+            shape: vec![PROMPT, HEADS, HEAD_DIM],
+            elem: Elem::Act,
+        },
+    ]
 }
 
 /// Decode attention at context 2048: the fused kernel (causal + gated prompt in one pass) vs
 /// plain causal attention followed by a separate pass over the prompt.
-fn adapter_attention(c: &mut Criterion) {
+fn adapter_attention(h: &Harness) {
     let mut rng = Rng::new(3);
-    let mut group = c.benchmark_group("adapter_attention_decode_7b");
     let ctx = 2048;
     let kv = ctx * HEADS * HEAD_DIM;
-    group.throughput(Throughput::Bytes(
-        2 * (kv + PROMPT * HEADS * HEAD_DIM) as u64 * act_bytes(),
-    ));
+    let work = Work::Bytes((2 * (kv + PROMPT * HEADS * HEAD_DIM) as u64 * act_bytes()) as f64);
     for (label, fused, kernels) in variants(&[
         ("fused", true, ""),
         ("causal_then_prompt_pass", false, ""),
         ("unfused_kernels", true, "attention=unfused"),
     ]) {
-        let states = vec![
-            StateDesc {
-                name: "k".into(),
-                shape: vec![ctx + 1, HEADS, HEAD_DIM],
-                elem: Elem::Act,
-            },
-            StateDesc {
-                name: "v".into(),
-                shape: vec![ctx + 1, HEADS, HEAD_DIM],
-                elem: Elem::Act,
-            },
-            StateDesc {
-                name: "pk".into(),
-                shape: vec![PROMPT, HEADS, HEAD_DIM],
-                elem: Elem::Act,
-            },
-            StateDesc {
-                name: "pv".into(),
-                shape: vec![PROMPT, HEADS, HEAD_DIM],
-                elem: Elem::Act,
-            },
-        ];
+        let name = format!("adapter_attention_decode_7b/{label}");
+        if !h.wants(&name) {
+            continue;
+        }
+        let states = attention_states(ctx);
         let mut g = Graph::new("attention");
         let q = g.input("q", &[1, HEADS * HEAD_DIM], Elem::Act);
         let start = g.input("start_pos", &[1], Elem::I32);
@@ -410,21 +473,15 @@ fn adapter_attention(c: &mut Criterion) {
                 .set_i32(case.backend.as_mut(), "prompt_pos", &[(PROMPT - 1) as i32])
                 .unwrap();
         }
-        group.bench_function(label, |b| b.iter_custom(|iters| case.time(iters)));
+        h.report(&name, work, || case.cold_ms());
     }
-    group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(2))
+fn main() {
+    let h = Harness::from_env();
+    print_copy_bandwidth(&h);
+    rmsnorm(&h);
+    gemv(&h);
+    gemm(&h);
+    adapter_attention(&h);
 }
-
-criterion_group! {
-    name = kernels;
-    config = config();
-    targets = bench_copy_bandwidth, rmsnorm, gemv, gemm, adapter_attention
-}
-criterion_main!(kernels);

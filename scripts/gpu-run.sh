@@ -12,7 +12,7 @@
 #   sanitizer  compute-sanitizer memcheck on the GPU test binary (quick shapes, per-op tests)
 #   bench      `lav2 bench --device cuda --json` (extra arguments: LAV2_BENCH_ARGS)
 #   torch      python3 bench/torch_baseline.py (extra arguments: LAV2_TORCH_ARGS)
-#   benches    each bundled criterion bench binary with --bench (informational)
+#   benches    each bundled bench binary (kernels, decode) with --bench (informational)
 #   report     $OUT/report.md and $OUT/report.json from whatever results exist
 # A failing step never stops the others. Each step is limited to LAV2_STEP_TIMEOUT seconds
 # (default 540). Results and logs: $LAV2_RESULTS (default <bundle>/results); the report and the
@@ -286,14 +286,22 @@ if bench:
                   if vendor.get("library") else "")
     md += ["", "## lav2 bench", "", f"device: {bench.get('device', '?')}; preset {bench.get('preset', '?')}: {bench.get('shape', '?')}; kernels: {bench.get('kernels', 'default')}", "",
            f"copy bandwidth {bench.get('copy_bandwidth_gb_s', 0):.0f} GB/s, f16 matmul {bench.get('matmul_tflop_s', 0):.1f} TFLOP/s{vendor_txt}", "",
-           "| format | adapter | step | batch | tokens | context | ms | tokens/s | roofline |", "|---|---|---|---|---|---|---|---|---|"]
+           "| format | adapter | step | batch | tokens | context | ms (median) | ms min … max | tokens/s | roofline |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows(bench):
+        spread = (f"{r['ms_min']:.2f} … {r['ms_max']:.2f}" if "ms_min" in r else "–")
         md.append(f"| {r.get('format')} | {r.get('adapter')} | {r.get('step')} | {r.get('batch', 1)} | {r.get('tokens')} | {r.get('context')} | "
-                  f"{r.get('ms', 0):.2f} | {r.get('tokens_per_s', 0):.1f} | {100 * r.get('roofline_fraction', 0):.1f} % |")
+                  f"{r.get('ms', 0):.2f} | {spread} | {r.get('tokens_per_s', 0):.1f} | {100 * r.get('roofline_fraction', 0):.1f} % |")
     overhead = bench.get("adapter_overhead") or []
     if overhead:
-        md += ["", "| format | step | context | adapter adds |", "|---|---|---|---|"]
-        md += [f"| {o['format']} | {o['step']} | {o['context']} | {100 * o['fraction']:+.1f} % |" for o in overhead]
+        # `fraction` is null when the interleaved pairs' spread includes 0 (within noise).
+        def adds(o):
+            return "within noise" if o.get("fraction") is None else f"{100 * o['fraction']:+.1f} %"
+        def per_pair(o):
+            p = o.get("per_pair") or {}
+            return (f"{100 * p['median']:+.1f} % ({100 * p['min']:+.1f} … {100 * p['max']:+.1f}), {p['samples']} pairs"
+                    if p else "–")
+        md += ["", "| format | step | context | adapter adds | per pair: median (min … max) |", "|---|---|---|---|---|"]
+        md += [f"| {o['format']} | {o['step']} | {o['context']} | {adds(o)} | {per_pair(o)} |" for o in overhead]
     runs = bench.get("runs") or []
     if runs:
         md += ["", "| run | setup s | image → visual prompts ms | time to first token ms |", "|---|---|---|---|"]

@@ -27,7 +27,8 @@ pub struct BenchArgs {
     /// Decode steps timed per context.
     #[arg(long, default_value_t = 32, allow_negative_numbers = true)]
     decode_tokens: usize,
-    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
+    /// Timed runs of every step (at least 5 for the adapter's overhead to resolve from noise).
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true)]
     repeats: usize,
     /// Sequences decoded side by side, each with its own KV cache (one shared image).
     #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
@@ -50,7 +51,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     seed: u64,
     /// Kernel variants to measure instead of the model's, comma-separated (CUDA only):
-    /// rmsnorm=fused|naive, attention=fused|unfused.
+    /// rmsnorm=fused|naive, adapter_attention=fused|unfused.
     #[arg(long, default_value = "")]
     kernels: String,
     /// Print JSON instead of the markdown table.

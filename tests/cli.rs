@@ -476,12 +476,24 @@ fn bench_reports_every_field_with_roofline_ratios() {
             "tokens",
             "context",
             "ms",
+            "ms_min",
+            "ms_max",
+            "repeats",
             "tokens_per_s",
             "bytes_per_token",
             "roofline_fraction",
         ] {
             assert!(!r[field].is_null(), "{field} missing in {r}");
         }
+        let (ms, lo, hi) = (
+            r["ms"].as_f64().unwrap(),
+            r["ms_min"].as_f64().unwrap(),
+            r["ms_max"].as_f64().unwrap(),
+        );
+        assert!(
+            lo > 0.0 && lo <= ms && ms <= hi,
+            "median outside its spread in {r}"
+        );
         let f = r["roofline_fraction"].as_f64().unwrap();
         assert!(
             f > 0.0 && f < 2.0,
@@ -493,7 +505,16 @@ fn bench_reports_every_field_with_roofline_ratios() {
     // Each format's three steps, with the adapter against without.
     let overhead = v["adapter_overhead"].as_array().unwrap();
     assert_eq!(overhead.len(), 6, "{overhead:?}");
-    assert!(overhead.iter().all(|o| o["fraction"].as_f64().is_some()));
+    // One repeat is one interleaved pair: no spread, so nothing resolves from noise.
+    for o in overhead {
+        assert_eq!(o["per_pair"]["samples"], 1, "{o}");
+        assert_eq!(o["within_noise"], true, "{o}");
+        assert!(o["fraction"].is_null(), "{o}");
+        assert!(
+            o["per_pair"]["median"].as_f64().is_some_and(f64::is_finite),
+            "{o}"
+        );
+    }
     assert!(runs
         .iter()
         .any(|r| r["vision_ms"].as_f64().is_some_and(|ms| ms > 0.0)));

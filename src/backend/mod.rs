@@ -55,7 +55,7 @@ pub trait Backend: Measure {
     /// Waits until queued work is done, so a host timer measures it.
     fn synchronize(&mut self) -> Result<()>;
     /// Picks, for graphs prepared from now on, among the kernels of the op families that have
-    /// several (`"rmsnorm=naive,attention=unfused"`; empty: the defaults), so variants can be
+    /// several (`"rmsnorm=naive,adapter_attention=unfused"`; empty: the defaults), so variants can be
     /// compared on the same graph. The CPU reference has one implementation of each op.
     fn set_kernel_variants(&mut self, spec: &str) -> Result<()> {
         if spec.trim().is_empty() {
@@ -80,6 +80,11 @@ pub trait Measure {
     fn copy_bandwidth(&mut self, bytes: usize) -> Result<f64>;
     /// Dense matmul rate in FLOP/s (2·m·k·n per product) in the activation precision.
     fn matmul_rate(&mut self, m: usize, k: usize, n: usize) -> Result<f64>;
+    /// Bytes of the device's last-level cache (the L2 on a GPU), where known: kernel benchmarks
+    /// write twice this between timed runs (`bench::CacheFlush`) so none starts warm.
+    fn cache_bytes(&self) -> Option<usize> {
+        None
+    }
     /// Time of `iters` products `[m, k] · [n, k]ᵀ` by the vendor library a user would otherwise
     /// pick (cuBLAS on CUDA), for comparison only; `None` where there is none (the CPU).
     fn vendor_matmul_time(

@@ -77,6 +77,15 @@ impl Measure for CudaBackend {
         Ok(2.0 * (m * k * n) as f64 / (best.max(1e-6) * 1e-3))
     }
 
+    fn cache_bytes(&self) -> Option<usize> {
+        self.dev
+            .ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)
+            .ok()
+            .and_then(|b| usize::try_from(b).ok())
+            .filter(|&b| b > 0)
+    }
+
     fn vendor_matmul_time(
         &mut self,
         m: usize,
@@ -84,19 +93,24 @@ impl Measure for CudaBackend {
         n: usize,
         iters: u64,
     ) -> Result<Option<(&'static str, Duration)>> {
-        let (x, w, y) = self.matmul_operands(m, k, n)?;
+        let fresh = !matches!(&self.vendor_operands, Some((shape, _)) if *shape == (m, k, n));
+        if fresh {
+            self.vendor_operands = None; // freed before the new ones are counted against memory
+            let operands = self.matmul_operands(m, k, n)?;
+            self.vendor_operands = Some(((m, k, n), operands));
+        }
         if self.cublas.is_none() {
             self.cublas = Some(cublas::Cublas::new(&self.dev.stream)?);
         }
+        let (_, (x, w, y)) = self.vendor_operands.as_ref().expect("set above");
         let blas = self.cublas.as_ref().expect("opened above");
-        let (mi, ki, ni) = (
-            dim(m, "m")?,
-            dim(k, "k")?,
-            dim(n, "n")?,
-        );
+        let (mi, ki, ni) = (dim(m, "m")?, dim(k, "k")?, dim(n, "n")?);
         // SAFETY: the three buffers hold m·k, n·k and m·n halves.
         let run = || unsafe { blas.matmul_f16(x.ptr, w.ptr, y.ptr, mi, ki, ni) };
-        run()?;
+        if fresh {
+            // cuBLAS picks its algorithm and loads its kernels on a shape's first product.
+            run()?;
+        }
         self.dev.stream.synchronize()?;
         let t = Instant::now();
         for _ in 0..iters {

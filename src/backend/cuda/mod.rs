@@ -123,6 +123,10 @@ pub struct CudaBackend {
     sync_each_op: bool,
     /// Opened on first use by [`crate::backend::Measure::vendor_matmul_time`].
     cublas: Option<cublas::Cublas>,
+    /// The last shape [`crate::backend::Measure::vendor_matmul_time`] timed and its operands, kept so a later
+    /// call of that shape writes nothing before its timed products: a cache flush the caller
+    /// ran just before (`bench::CacheFlush`) then still holds.
+    vendor_operands: Option<VendorOperands>,
     /// Kernels for the ops that have several, for programs prepared from now on.
     variants: Variants,
     /// Fallbacks taken while running (a decode graph that could not be captured), until taken.
@@ -130,6 +134,9 @@ pub struct CudaBackend {
     upload_progress: Option<UploadProgressFn>,
     dev: Device,
 }
+
+/// A product's shape `(m, k, n)` and its operands `x`, `w`, `y`.
+type VendorOperands = ((usize, usize, usize), (Buf, Buf, Buf));
 
 impl Drop for CudaBackend {
     fn drop(&mut self) {
@@ -197,6 +204,7 @@ impl CudaBackend {
             variants: Variants::defaults(),
             notices: Vec::new(),
             upload_progress: None,
+            vendor_operands: None,
             dev,
         })
     }
