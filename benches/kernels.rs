@@ -145,7 +145,6 @@ fn rmsnorm(c: &mut Criterion) {
                     x: Some(x),
                     residual: res,
                     weight: w,
-                    bias: None,
                     out,
                     eps: 1e-5,
                 });
@@ -160,7 +159,6 @@ fn rmsnorm(c: &mut Criterion) {
                     x: None,
                     residual: sum,
                     weight: w,
-                    bias: None,
                     out,
                     eps: 1e-5,
                 });
@@ -228,8 +226,6 @@ fn gemv(c: &mut Criterion) {
                 w: wid,
                 quant,
                 bias: None,
-                out_scale: None,
-                residual: None,
                 out,
             });
             g.mark_output(out);
@@ -288,8 +284,6 @@ fn gemm(c: &mut Criterion) {
             w,
             quant: None,
             bias: None,
-            out_scale: None,
-            residual: None,
             out,
         });
         g.mark_output(out);
