@@ -205,7 +205,6 @@ fn rmsnorm(h: &Harness) {
                     x: Some(x),
                     residual: res,
                     weight: w,
-                    bias: None,
                     out,
                     eps: 1e-5,
                 });
@@ -220,7 +219,6 @@ fn rmsnorm(h: &Harness) {
                     x: None,
                     residual: sum,
                     weight: w,
-                    bias: None,
                     out,
                     eps: 1e-5,
                 });
@@ -287,8 +285,6 @@ fn gemv(h: &Harness) {
                 w: wid,
                 quant,
                 bias: None,
-                out_scale: None,
-                residual: None,
                 out,
             });
             g.mark_output(out);
@@ -348,8 +344,6 @@ fn gemm(h: &Harness) {
             w,
             quant: None,
             bias: None,
-            out_scale: None,
-            residual: None,
             out,
         });
         g.mark_output(out);

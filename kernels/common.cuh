@@ -214,15 +214,13 @@ LAV2_DEV void tc_stage_mma(float (&acc)[MT][NT][4], const __half* sA, const __ha
     }
 }
 
-// Loads and stores of a matmul output element type (f16 activations or f32 logits).
+// Stores of a matmul output element type (f16 activations or f32 logits).
 template <typename T>
 struct Out;
 template <>
 struct Out<__half> {
-    static LAV2_DEV float load(const __half* p) { return __half2float(*p); }
     static LAV2_DEV void store(__half* p, float v) { *p = __float2half_rn(v); }
     // Two adjacent elements; caller guarantees 4-byte alignment.
-    static LAV2_DEV float2 load2(const __half* p) { return __half22float2(*reinterpret_cast<const __half2*>(p)); }
     static LAV2_DEV void store2(__half* p, float a, float b) {
         *reinterpret_cast<__half2*>(p) = __floats2half2_rn(a, b);
     }
@@ -230,9 +228,7 @@ struct Out<__half> {
 };
 template <>
 struct Out<float> {
-    static LAV2_DEV float load(const float* p) { return *p; }
     static LAV2_DEV void store(float* p, float v) { *p = v; }
-    static LAV2_DEV float2 load2(const float* p) { return *reinterpret_cast<const float2*>(p); }
     static LAV2_DEV void store2(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = make_float2(a, b); }
     static constexpr int align2 = 8;
 };

@@ -1,10 +1,8 @@
-// linear.cu — linear layers y = x · Wᵀ with the fused epilogue
-//   y[r, o] = out_scale[o] * (Σ_k x[r, k] * w[o, k] + bias[o]) + residual[r, o]
+// linear.cu — linear layers y = x · Wᵀ with the bias fused
+//   y[r, o] = Σ_k x[r, k] * w[o, k] + bias[o]
 // x: [rows, K] f16, w: [N, K] f16 (row-major, PyTorch's [out_features, in_features]),
-// bias / out_scale: [N] f16, residual: [rows, N], y: [rows, N]; bias, out_scale and residual may each be
-// nullptr. f32 accumulation. The *_f16 kernels write f16 (residual f16); the *_f16f32 kernels write
-// f32 (residual f32), for the LM head. y may be the same buffer as residual (in-place residual add),
-// never x or w.
+// bias: [N] f16 or nullptr, y: [rows, N]. f32 accumulation. The *_f16 kernels write f16; the
+// *_f16f32 kernels write f32, for the LM head. y must not alias x or w.
 //   gemv   — decode (rows ≤ ~8): one warp per output feature, weights streamed with 16-byte loads.
 //   gemm   — prefill: tensor cores (mma.sync m16n8k16), 128x128x32 block tiles, 3-stage cp.async
 //            pipeline; gemm64 is the same with 64x64 tiles, for grids too small to fill the GPU.
@@ -17,10 +15,8 @@ using namespace lav2;
 namespace {
 
 
-template <typename T>
-LAV2_DEV float epilogue(float acc, int o, const __half* bias, const __half* scale) {
+LAV2_DEV float epilogue(float acc, int o, const __half* bias) {
     if (bias) acc += __half2float(bias[o]);
-    if (scale) acc *= __half2float(scale[o]);
     return acc;
 }
 
@@ -35,7 +31,7 @@ constexpr int GEMV_UNROLL = 4;
 
 template <typename T>
 LAV2_DEV void gemv(const __half* __restrict__ x, const __half* __restrict__ w, const __half* bias,
-                   const __half* scale, const T* residual, T* y, int rows, int K, int N) {
+                   T* y, int rows, int K, int N) {
     const int lane = threadIdx.x & 31;
     const int o = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
     const int r0 = blockIdx.y * GEMV_ROWS;
@@ -102,9 +98,7 @@ LAV2_DEV void gemv(const __half* __restrict__ x, const __half* __restrict__ w, c
     for (int r = 0; r < GEMV_ROWS; ++r) {
         if (lane == r && r < nr) {
             const long long idx = (long long)(r0 + r) * N + o;
-            float v = epilogue<T>(acc[r], o, bias, scale);
-            if (residual) v += Out<T>::load(residual + idx);
-            Out<T>::store(y + idx, v);
+            Out<T>::store(y + idx, epilogue(acc[r], o, bias));
         }
     }
 }
@@ -117,7 +111,7 @@ constexpr int BK = TC_BK;
 
 template <int BM, int BN, int WM, int WN, int STAGES, typename T>
 LAV2_DEV void gemm_tc(const __half* __restrict__ A, const __half* __restrict__ W, const __half* bias,
-                      const __half* scale, const T* residual, T* Y, int M, int K, int N) {
+                      T* Y, int M, int K, int N) {
     constexpr int THREADS = WM * WN * 32;
     constexpr int TM = BM / WM, TN = BN / WN;  // warp tile
     constexpr int MT = TM / 16, NT = TN / 8;   // mma tiles per warp
@@ -195,8 +189,7 @@ LAV2_DEV void gemm_tc(const __half* __restrict__ A, const __half* __restrict__ W
     }
     cp_async_wait<0>();
 
-    const bool pair_ok = (N & 1) == 0 && (reinterpret_cast<u64>(Y) % Out<T>::align2) == 0 &&
-                         (!residual || (reinterpret_cast<u64>(residual) % Out<T>::align2) == 0);
+    const bool pair_ok = (N & 1) == 0 && (reinterpret_cast<u64>(Y) % Out<T>::align2) == 0;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
@@ -208,23 +201,12 @@ LAV2_DEV void gemm_tc(const __half* __restrict__ A, const __half* __restrict__ W
                 const int row = bm + wm * TM + mt * 16 + (lane >> 2) + h * 8;
                 if (row >= M) continue;
                 const long long idx = (long long)row * N + col;
-                float v0 = epilogue<T>(acc[mt][nt][2 * h], col, bias, scale);
+                const float v0 = epilogue(acc[mt][nt][2 * h], col, bias);
                 if (pair_ok) {  // N even and col even, so col + 1 < N as well
-                    float v1 = epilogue<T>(acc[mt][nt][2 * h + 1], col + 1, bias, scale);
-                    if (residual) {
-                        const float2 r = Out<T>::load2(residual + idx);
-                        v0 += r.x;
-                        v1 += r.y;
-                    }
-                    Out<T>::store2(Y + idx, v0, v1);
+                    Out<T>::store2(Y + idx, v0, epilogue(acc[mt][nt][2 * h + 1], col + 1, bias));
                 } else {
-                    if (residual) v0 += Out<T>::load(residual + idx);
                     Out<T>::store(Y + idx, v0);
-                    if (col + 1 < N) {
-                        float v1 = epilogue<T>(acc[mt][nt][2 * h + 1], col + 1, bias, scale);
-                        if (residual) v1 += Out<T>::load(residual + idx + 1);
-                        Out<T>::store(Y + idx + 1, v1);
-                    }
+                    if (col + 1 < N) Out<T>::store(Y + idx + 1, epilogue(acc[mt][nt][2 * h + 1], col + 1, bias));
                 }
             }
         }
@@ -239,37 +221,37 @@ LAV2_DEV void gemm_tc(const __half* __restrict__ A, const __half* __restrict__ W
 // ---------------------------------------------------------------------------------------------
 
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32)
-    linear_gemv_f16(const __half* x, const __half* w, const __half* bias, const __half* out_scale,
-                    const __half* residual, __half* y, int rows, int in_features, int out_features) {
-    gemv<__half>(x, w, bias, out_scale, residual, y, rows, in_features, out_features);
+    linear_gemv_f16(const __half* x, const __half* w, const __half* bias, __half* y, int rows, int in_features,
+                    int out_features) {
+    gemv<__half>(x, w, bias, y, rows, in_features, out_features);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32)
-    linear_gemv_f16f32(const __half* x, const __half* w, const __half* bias, const __half* out_scale,
-                       const float* residual, float* y, int rows, int in_features, int out_features) {
-    gemv<float>(x, w, bias, out_scale, residual, y, rows, in_features, out_features);
+    linear_gemv_f16f32(const __half* x, const __half* w, const __half* bias, float* y, int rows, int in_features,
+                       int out_features) {
+    gemv<float>(x, w, bias, y, rows, in_features, out_features);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM128_THREADS)
-    linear_gemm128_f16(const __half* x, const __half* w, const __half* bias, const __half* out_scale,
-                    const __half* residual, __half* y, int rows, int in_features, int out_features) {
-    gemm_tc<GEMM128_TILE, GEMM128_TILE, 2, 4, 3, __half>(x, w, bias, out_scale, residual, y, rows, in_features, out_features);
+    linear_gemm128_f16(const __half* x, const __half* w, const __half* bias, __half* y, int rows, int in_features,
+                       int out_features) {
+    gemm_tc<GEMM128_TILE, GEMM128_TILE, 2, 4, 3, __half>(x, w, bias, y, rows, in_features, out_features);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM128_THREADS)
-    linear_gemm128_f16f32(const __half* x, const __half* w, const __half* bias, const __half* out_scale,
-                       const float* residual, float* y, int rows, int in_features, int out_features) {
-    gemm_tc<GEMM128_TILE, GEMM128_TILE, 2, 4, 3, float>(x, w, bias, out_scale, residual, y, rows, in_features, out_features);
+    linear_gemm128_f16f32(const __half* x, const __half* w, const __half* bias, float* y, int rows, int in_features,
+                          int out_features) {
+    gemm_tc<GEMM128_TILE, GEMM128_TILE, 2, 4, 3, float>(x, w, bias, y, rows, in_features, out_features);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM64_THREADS)
-    linear_gemm64_f16(const __half* x, const __half* w, const __half* bias, const __half* out_scale,
-                      const __half* residual, __half* y, int rows, int in_features, int out_features) {
-    gemm_tc<GEMM64_TILE, GEMM64_TILE, 2, 2, 4, __half>(x, w, bias, out_scale, residual, y, rows, in_features, out_features);
+    linear_gemm64_f16(const __half* x, const __half* w, const __half* bias, __half* y, int rows, int in_features,
+                      int out_features) {
+    gemm_tc<GEMM64_TILE, GEMM64_TILE, 2, 2, 4, __half>(x, w, bias, y, rows, in_features, out_features);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM64_THREADS)
-    linear_gemm64_f16f32(const __half* x, const __half* w, const __half* bias, const __half* out_scale,
-                         const float* residual, float* y, int rows, int in_features, int out_features) {
-    gemm_tc<GEMM64_TILE, GEMM64_TILE, 2, 2, 4, float>(x, w, bias, out_scale, residual, y, rows, in_features, out_features);
+    linear_gemm64_f16f32(const __half* x, const __half* w, const __half* bias, float* y, int rows, int in_features,
+                         int out_features) {
+    gemm_tc<GEMM64_TILE, GEMM64_TILE, 2, 2, 4, float>(x, w, bias, y, rows, in_features, out_features);
 }

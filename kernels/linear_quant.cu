@@ -1,13 +1,13 @@
-// linear_quant.cu — weight-only quantized linear layers with linear.cu's epilogue
-//   y[r, o] = out_scale[o] * (Σ_k x[r, k] * w[o, k] + bias[o]) + residual[r, o]
+// linear_quant.cu — weight-only quantized linear layers with linear.cu's fused bias
+//   y[r, o] = Σ_k x[r, k] * w[o, k] + bias[o]
 // where w is dequantized from the formats of src/quant.rs:
 //   int8: values int8 [N, K], scales f16 [N] (one per output channel):        w = q · s
 //   int4: values u8 [N, ceil(K/2)], element 2j in the low nibble of byte j, 2j+1 in the high one;
 //         scales f16 [N, G], G = ceil(K / 128); zeros u8 [N, G] or nullptr (= 8): w = (q − zero) · s
-// x: [rows, K] f16; bias / out_scale: [N] f16 (nullable); residual / y: [rows, N], f16 for *_f16 and f32
-// for *_f16f32 (the LM head). y may equal residual, never x. f32 accumulation throughout. Every entry
-// point takes the same arguments (int8 ignores `zeros`):
-//   (x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features, out_features)
+// x: [rows, K] f16; bias: [N] f16 (nullable); y: [rows, N], f16 for *_f16 and f32 for *_f16f32 (the
+// LM head). y must not alias x. f32 accumulation throughout. Every entry point takes the same
+// arguments (int8 ignores `zeros`):
+//   (x, w, scales, zeros, bias, y, rows, in_features, out_features)
 //
 //   linear_quant_gemv_*  decode (rows ≤ ~8): one warp per output feature, weights read exactly once with
 //                   16-byte streaming loads, dequantized in registers (int → f16 by the 0x6400
@@ -29,9 +29,8 @@ namespace {
 constexpr int QGROUP = 128;  // int4 group size (src/quant.rs INT4_GROUP)
 
 
-LAV2_DEV float qepilogue(float acc, int o, const __half* bias, const __half* scale) {
+LAV2_DEV float qepilogue(float acc, int o, const __half* bias) {
     if (bias) acc += __half2float(bias[o]);
-    if (scale) acc *= __half2float(scale[o]);
     return acc;
 }
 
@@ -173,8 +172,8 @@ struct QChunk<true> {
 
 template <bool INT4, typename T>
 LAV2_DEV void qgemv(const __half* __restrict__ x, const unsigned char* __restrict__ w, const __half* __restrict__ scales,
-                    const unsigned char* __restrict__ zeros, const __half* bias, const __half* out_scale,
-                    const T* residual, T* y, int rows, int K, int N) {
+                    const unsigned char* __restrict__ zeros, const __half* bias, T* y, int rows, int K,
+                    int N) {
     const int lane = threadIdx.x & 31;
     const int o = blockIdx.x * QV_WARPS + (threadIdx.x >> 5);
     const int r0 = blockIdx.y * QV_ROWS;
@@ -226,9 +225,7 @@ LAV2_DEV void qgemv(const __half* __restrict__ x, const unsigned char* __restric
     for (int r = 0; r < QV_ROWS; ++r) {
         if (lane == r && r < nr) {
             const long long idx = (long long)(r0 + r) * N + o;
-            float v = qepilogue(acc[r], o, bias, out_scale);
-            if (residual) v += Out<T>::load(residual + idx);
-            Out<T>::store(y + idx, v);
+            Out<T>::store(y + idx, qepilogue(acc[r], o, bias));
         }
     }
 }
@@ -250,7 +247,7 @@ struct BRaw {
 template <int BM, int BN, int WM, int WN, int STAGES, bool INT4, typename T>
 LAV2_DEV void qgemm_tc(const __half* __restrict__ A, const unsigned char* __restrict__ Wq,
                        const __half* __restrict__ scales, const unsigned char* __restrict__ zeros, const __half* bias,
-                       const __half* scale, const T* residual, T* Y, int M, int K, int N) {
+                       T* Y, int M, int K, int N) {
     constexpr int THREADS = WM * WN * 32;
     constexpr int TM = BM / WM, TN = BN / WN;  // warp tile
     constexpr int MT = TM / 16, NT = TN / 8;   // mma tiles per warp
@@ -397,8 +394,7 @@ LAV2_DEV void qgemm_tc(const __half* __restrict__ A, const unsigned char* __rest
     }
     cp_async_wait<0>();
 
-    const bool pair_ok = (N & 1) == 0 && (reinterpret_cast<u64>(Y) % Out<T>::align2) == 0 &&
-                         (!residual || (reinterpret_cast<u64>(residual) % Out<T>::align2) == 0);
+    const bool pair_ok = (N & 1) == 0 && (reinterpret_cast<u64>(Y) % Out<T>::align2) == 0;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
@@ -410,23 +406,12 @@ LAV2_DEV void qgemm_tc(const __half* __restrict__ A, const unsigned char* __rest
                 const int row = bm + wm * TM + mt * 16 + (lane >> 2) + h * 8;
                 if (row >= M) continue;
                 const long long idx = (long long)row * N + col;
-                float v0 = qepilogue(acc[mt][nt][2 * h], col, bias, scale);
+                const float v0 = qepilogue(acc[mt][nt][2 * h], col, bias);
                 if (pair_ok) {  // N even and col even, so col + 1 < N as well
-                    float v1 = qepilogue(acc[mt][nt][2 * h + 1], col + 1, bias, scale);
-                    if (residual) {
-                        const float2 r = Out<T>::load2(residual + idx);
-                        v0 += r.x;
-                        v1 += r.y;
-                    }
-                    Out<T>::store2(Y + idx, v0, v1);
+                    Out<T>::store2(Y + idx, v0, qepilogue(acc[mt][nt][2 * h + 1], col + 1, bias));
                 } else {
-                    if (residual) v0 += Out<T>::load(residual + idx);
                     Out<T>::store(Y + idx, v0);
-                    if (col + 1 < N) {
-                        float v1 = qepilogue(acc[mt][nt][2 * h + 1], col + 1, bias, scale);
-                        if (residual) v1 += Out<T>::load(residual + idx + 1);
-                        Out<T>::store(Y + idx + 1, v1);
-                    }
+                    if (col + 1 < N) Out<T>::store(Y + idx + 1, qepilogue(acc[mt][nt][2 * h + 1], col + 1, bias));
                 }
             }
         }
@@ -442,8 +427,8 @@ LAV2_DEV void qgemm_tc(const __half* __restrict__ A, const unsigned char* __rest
 
 #define LAV2_QUANT_ARGS(T)                                                                                   \
     const __half *x, const unsigned char *w, const __half *scales, const unsigned char *zeros, const __half *bias, \
-        const __half *out_scale, const T *residual, T *y, int rows, int in_features, int out_features
-#define LAV2_QUANT_PASS x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features, out_features
+        T *y, int rows, int in_features, int out_features
+#define LAV2_QUANT_PASS x, w, scales, zeros, bias, y, rows, in_features, out_features
 
 extern "C" __global__ void __launch_bounds__(QV_WARPS * 32) linear_quant_gemv_int8_f16(LAV2_QUANT_ARGS(__half)) {
     qgemv<false, __half>(LAV2_QUANT_PASS);
@@ -459,34 +444,26 @@ extern "C" __global__ void __launch_bounds__(QV_WARPS * 32) linear_quant_gemv_in
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM128_THREADS) linear_quant_gemm128_int8_f16(LAV2_QUANT_ARGS(__half)) {
-    qgemm_tc<GEMM128_TILE, GEMM128_TILE, 2, 4, 3, false, __half>(x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features,
-                                                out_features);
+    qgemm_tc<GEMM128_TILE, GEMM128_TILE, 2, 4, 3, false, __half>(LAV2_QUANT_PASS);
 }
 extern "C" __global__ void __launch_bounds__(GEMM128_THREADS) linear_quant_gemm128_int8_f16f32(LAV2_QUANT_ARGS(float)) {
-    qgemm_tc<GEMM128_TILE, GEMM128_TILE, 2, 4, 3, false, float>(x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features,
-                                               out_features);
+    qgemm_tc<GEMM128_TILE, GEMM128_TILE, 2, 4, 3, false, float>(LAV2_QUANT_PASS);
 }
 extern "C" __global__ void __launch_bounds__(GEMM128_THREADS) linear_quant_gemm128_int4_f16(LAV2_QUANT_ARGS(__half)) {
-    qgemm_tc<GEMM128_TILE, GEMM128_TILE, 2, 4, 3, true, __half>(x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features,
-                                               out_features);
+    qgemm_tc<GEMM128_TILE, GEMM128_TILE, 2, 4, 3, true, __half>(LAV2_QUANT_PASS);
 }
 extern "C" __global__ void __launch_bounds__(GEMM128_THREADS) linear_quant_gemm128_int4_f16f32(LAV2_QUANT_ARGS(float)) {
-    qgemm_tc<GEMM128_TILE, GEMM128_TILE, 2, 4, 3, true, float>(x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features,
-                                              out_features);
+    qgemm_tc<GEMM128_TILE, GEMM128_TILE, 2, 4, 3, true, float>(LAV2_QUANT_PASS);
 }
 extern "C" __global__ void __launch_bounds__(GEMM64_THREADS) linear_quant_gemm64_int8_f16(LAV2_QUANT_ARGS(__half)) {
-    qgemm_tc<GEMM64_TILE, GEMM64_TILE, 2, 2, 4, false, __half>(x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features,
-                                              out_features);
+    qgemm_tc<GEMM64_TILE, GEMM64_TILE, 2, 2, 4, false, __half>(LAV2_QUANT_PASS);
 }
 extern "C" __global__ void __launch_bounds__(GEMM64_THREADS) linear_quant_gemm64_int8_f16f32(LAV2_QUANT_ARGS(float)) {
-    qgemm_tc<GEMM64_TILE, GEMM64_TILE, 2, 2, 4, false, float>(x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features,
-                                             out_features);
+    qgemm_tc<GEMM64_TILE, GEMM64_TILE, 2, 2, 4, false, float>(LAV2_QUANT_PASS);
 }
 extern "C" __global__ void __launch_bounds__(GEMM64_THREADS) linear_quant_gemm64_int4_f16(LAV2_QUANT_ARGS(__half)) {
-    qgemm_tc<GEMM64_TILE, GEMM64_TILE, 2, 2, 4, true, __half>(x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features,
-                                             out_features);
+    qgemm_tc<GEMM64_TILE, GEMM64_TILE, 2, 2, 4, true, __half>(LAV2_QUANT_PASS);
 }
 extern "C" __global__ void __launch_bounds__(GEMM64_THREADS) linear_quant_gemm64_int4_f16f32(LAV2_QUANT_ARGS(float)) {
-    qgemm_tc<GEMM64_TILE, GEMM64_TILE, 2, 2, 4, true, float>(x, w, scales, zeros, bias, out_scale, residual, y, rows, in_features,
-                                            out_features);
+    qgemm_tc<GEMM64_TILE, GEMM64_TILE, 2, 2, 4, true, float>(LAV2_QUANT_PASS);
 }

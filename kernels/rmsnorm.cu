@@ -1,9 +1,9 @@
 // rmsnorm.cu — fused residual add + RMSNorm over rows of a row-major [rows, dim] f16 matrix:
 //   residual += x                                   (skipped when x == nullptr; stored as f16)
-//   y = residual * rsqrt(mean(residual^2) + eps) * weight (+ bias)
+//   y = residual * rsqrt(mean(residual^2) + eps) * weight
 // The sum of squares uses the f16-rounded residual, i.e. exactly the value later layers will read.
 // When residual == nullptr the row is x itself (plain RMSNorm, nothing stored).
-// One block per row; weight/bias are [dim]. y may not alias residual/x.
+// One block per row; weight is [dim]. y may not alias residual/x.
 #include "common.cuh"
 
 using namespace lav2;
@@ -16,7 +16,7 @@ constexpr int RMS_REG_CHUNKS = 4;
 
 __device__ __forceinline__ void rms_fast(const __half* __restrict__ x, __half* __restrict__ residual,
                                          __half* __restrict__ y, const __half* __restrict__ weight,
-                                         const __half* __restrict__ bias, int dim, float eps) {
+                                         int dim, float eps) {
     __shared__ float scratch[32];
     const int nchunks = dim >> 3;
     const int tid = threadIdx.x, nt = blockDim.x;
@@ -74,12 +74,6 @@ __device__ __forceinline__ void rms_fast(const __half* __restrict__ x, __half* _
             unpack8(__ldg(reinterpret_cast<const uint4*>(weight) + c), w);
 #pragma unroll
             for (int j = 0; j < 8; ++j) f[j] = f[j] * inv * w[j];
-            if (bias) {
-                float b[8];
-                unpack8(__ldg(reinterpret_cast<const uint4*>(bias) + c), b);
-#pragma unroll
-                for (int j = 0; j < 8; ++j) f[j] += b[j];
-            }
             *reinterpret_cast<uint4*>(y + c * 8) = pack8(f);
         }
     }
@@ -90,20 +84,13 @@ __device__ __forceinline__ void rms_fast(const __half* __restrict__ x, __half* _
         unpack8(__ldg(reinterpret_cast<const uint4*>(weight) + c), w);
 #pragma unroll
         for (int j = 0; j < 8; ++j) f[j] = f[j] * inv * w[j];
-        if (bias) {
-            float b[8];
-            unpack8(__ldg(reinterpret_cast<const uint4*>(bias) + c), b);
-#pragma unroll
-            for (int j = 0; j < 8; ++j) f[j] += b[j];
-        }
         *reinterpret_cast<uint4*>(y + c * 8) = pack8(f);
     }
 }
 
 // Any dim / alignment: scalar loads, two passes over global memory.
 __device__ __forceinline__ void rms_scalar(const __half* x, __half* residual, __half* y,
-                                           const __half* weight, const __half* bias, int dim,
-                                           float eps) {
+                                           const __half* weight, int dim, float eps) {
     __shared__ float scratch[32];
     const bool add = (x != nullptr) && (residual != nullptr);
     const __half* src = residual ? residual : x;
@@ -119,37 +106,34 @@ __device__ __forceinline__ void rms_scalar(const __half* x, __half* residual, __
     }
     const float inv = rsqrtf(block_sum(ss, scratch) / (float)dim + eps);
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-        float f = __half2float(src[i]) * inv * __half2float(weight[i]);
-        if (bias) f += __half2float(bias[i]);
-        y[i] = __float2half_rn(f);
+        y[i] = __float2half_rn(__half2float(src[i]) * inv * __half2float(weight[i]));
     }
 }
 
 }  // namespace
 
 extern "C" __global__ void __launch_bounds__(1024)
-    rmsnorm_fused_f16(const __half* x, __half* residual, __half* y, const __half* weight,
-                      const __half* bias, int rows, int dim, float eps) {
+    rmsnorm_fused_f16(const __half* x, __half* residual, __half* y, const __half* weight, int rows,
+                      int dim, float eps) {
     const int row = blockIdx.x;
     if (row >= rows) return;
     const long long off = (long long)row * dim;
     const __half* xr = x ? x + off : nullptr;
     __half* rr = residual ? residual + off : nullptr;
     const bool vec = (dim & 7) == 0 && (!xr || aligned16(xr)) && (!rr || aligned16(rr)) &&
-                     aligned16(y + off) && aligned16(weight) && (!bias || aligned16(bias));
+                     aligned16(y + off) && aligned16(weight);
     if (vec)
-        rms_fast(xr, rr, y + off, weight, bias, dim, eps);
+        rms_fast(xr, rr, y + off, weight, dim, eps);
     else
-        rms_scalar(xr, rr, y + off, weight, bias, dim, eps);
+        rms_scalar(xr, rr, y + off, weight, dim, eps);
 }
 
 // Baseline for benchmarks: same semantics, scalar loads, two passes over global memory.
 extern "C" __global__ void __launch_bounds__(1024)
-    rmsnorm_naive_f16(const __half* x, __half* residual, __half* y, const __half* weight,
-                      const __half* bias, int rows, int dim, float eps) {
+    rmsnorm_naive_f16(const __half* x, __half* residual, __half* y, const __half* weight, int rows,
+                      int dim, float eps) {
     const int row = blockIdx.x;
     if (row >= rows) return;
     const long long off = (long long)row * dim;
-    rms_scalar(x ? x + off : nullptr, residual ? residual + off : nullptr, y + off, weight, bias, dim,
-               eps);
+    rms_scalar(x ? x + off : nullptr, residual ? residual + off : nullptr, y + off, weight, dim, eps);
 }

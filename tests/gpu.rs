@@ -432,8 +432,6 @@ fn synthetic_weights_are_bit_identical_on_the_device() {
                 zeros,
             }),
             bias: None,
-            out_scale: None,
-            residual: None,
             out,
         });
         g.mark_output(out);

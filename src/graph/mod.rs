@@ -81,24 +81,21 @@ pub enum Op {
         table: TensorId,
         out: TensorId,
     },
-    /// `residual += x` (when `x` is given), then `out = rmsnorm(residual) ⊙ weight (+ bias)`.
+    /// `residual += x` (when `x` is given), then `out = rmsnorm(residual) ⊙ weight`.
     RmsNorm {
         x: Option<TensorId>,
         residual: TensorId,
         weight: TensorId,
-        bias: Option<TensorId>,
         out: TensorId,
         eps: f32,
     },
-    /// `out = out_scale ⊙ (x · wᵀ + bias) + residual`, `w` being `[out_features, in_features]`
-    /// (quantized when `quant` is given).
+    /// `out = x · wᵀ + bias`, `w` being `[out_features, in_features]` (quantized when `quant`
+    /// is given).
     Linear {
         x: TensorId,
         w: TensorId,
         quant: Option<QuantRef>,
         bias: Option<TensorId>,
-        out_scale: Option<TensorId>,
-        residual: Option<TensorId>,
         out: TensorId,
     },
     /// `out = silu(gate) ⊙ up`.
@@ -205,28 +202,20 @@ impl Op {
                 x,
                 residual,
                 weight,
-                bias,
                 ..
             } => {
                 v.extend(x.iter().copied());
                 v.extend([*residual, *weight]);
-                v.extend(bias.iter().copied());
             }
             Linear {
-                x,
-                w,
-                quant,
-                bias,
-                out_scale,
-                residual,
-                ..
+                x, w, quant, bias, ..
             } => {
                 v.extend([*x, *w]);
                 if let Some(q) = quant {
                     v.push(q.scales);
                     v.extend(q.zeros);
                 }
-                v.extend(bias.iter().chain(out_scale).chain(residual).copied());
+                v.extend(bias.iter().copied());
             }
             SiluMul { gate, up, .. } => v.extend([*gate, *up]),
             RopeKvWrite {

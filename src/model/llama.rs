@@ -196,8 +196,6 @@ pub fn build_forward(m: &Model, batch: usize, t: usize, head: Head) -> Graph {
         w,
         quant,
         bias: None,
-        out_scale: None,
-        residual: None,
         out: logits,
     });
     match head {
@@ -233,7 +231,6 @@ fn rmsnorm(
         x,
         residual,
         weight: w,
-        bias: None,
         out,
         eps,
     });
@@ -285,8 +282,6 @@ pub fn build_prompt_graph(m: &Model) -> Option<Graph> {
                 w,
                 quant,
                 bias,
-                out_scale: None,
-                residual: None,
                 out,
             });
         }

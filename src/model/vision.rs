@@ -205,8 +205,6 @@ impl<'a> Builder<'a> {
             w: wt,
             quant,
             bias,
-            out_scale: None,
-            residual: None,
             out,
         });
         out

@@ -1,7 +1,6 @@
-//! `out = out_scale ⊙ (x · wᵀ + bias) + residual`, `w` being `[out_features, in_features]` f16
-//! or int8 / int4 quantized (kernels/linear.cu, kernels/linear_quant.cu). Rows ≤ 8 (decode) take
-//! the GEMV; more take the tensor-core GEMM, with 64×64 tiles when the 128×128 grid would leave
-//! the GPU half idle.
+//! `out = x · wᵀ + bias`, `w` being `[out_features, in_features]` f16 or int8 / int4 quantized
+//! (kernels/linear.cu, kernels/linear_quant.cu). Rows ≤ 8 (decode) take the GEMV; more take the
+//! tensor-core GEMM, with 64×64 tiles when the 128×128 grid would leave the GPU half idle.
 
 mod cases;
 pub mod reference;
@@ -40,8 +39,6 @@ fn check(g: &Graph, op: &Op) -> Result<(), String> {
         w,
         quant,
         bias,
-        out_scale,
-        residual,
         out,
     } = op
     else {
@@ -68,11 +65,8 @@ fn check(g: &Graph, op: &Op) -> Result<(), String> {
             s.shape(*out)
         ));
     }
-    for v in bias.iter().chain(out_scale) {
-        s.numel_is(*v, n, "one per output feature")?;
-    }
-    if let Some(r) = residual {
-        s.same_size(*r, *out)?;
+    if let Some(b) = bias {
+        s.numel_is(*b, n, "one per output feature")?;
     }
     Ok(())
 }
@@ -83,8 +77,6 @@ fn cpu(op: &Op, t: &mut CpuTensors) -> Result<()> {
         w,
         quant,
         bias,
-        out_scale,
-        residual,
         out,
     } = op
     else {
@@ -107,8 +99,6 @@ fn cpu(op: &Op, t: &mut CpuTensors) -> Result<()> {
         x: xs,
         w: weights,
         bias: t.get_opt(*bias)?,
-        out_scale: t.get_opt(*out_scale)?,
-        residual: t.get_opt(*residual)?,
         rows: xs.len() / k.max(1),
         in_features: k,
         out_features: n,
@@ -209,8 +199,6 @@ fn lower(lw: &mut Lowering, op: &Op) -> Result<Vec<Step>> {
         w,
         quant,
         bias,
-        out_scale,
-        residual,
         out,
     } = op
     else {
@@ -248,8 +236,6 @@ fn lower(lw: &mut Lowering, op: &Op) -> Result<Vec<Step>> {
     };
     args.extend([
         Arg::Ptr(lw.opt_ptr(*bias, DevElem::F16)?),
-        Arg::Ptr(lw.opt_ptr(*out_scale, DevElem::F16)?),
-        Arg::Ptr(lw.opt_ptr(*residual, out_elem)?),
         Arg::Ptr(lw.ptr(*out, out_elem)?),
         Arg::I32(dim(m, "rows")?),
         Arg::I32(dim(k, "in_features")?),

@@ -1,4 +1,4 @@
-//! `residual += x` (when `x` is given), then `out = rmsnorm(residual) ⊙ weight (+ bias)`: the
+//! `residual += x` (when `x` is given), then `out = rmsnorm(residual) ⊙ weight`: the
 //! pre-norm of every block, fused with the residual add (kernels/rmsnorm.cu).
 
 use anyhow::Result;
@@ -35,7 +35,6 @@ fn check(g: &Graph, op: &Op) -> Result<(), String> {
         x,
         residual,
         weight,
-        bias,
         out,
         ..
     } = op
@@ -49,18 +48,14 @@ fn check(g: &Graph, op: &Op) -> Result<(), String> {
     }
     s.same_size(*out, *residual)?;
     s.numel_is(*weight, d, "one weight per channel")?;
-    if let Some(b) = bias {
-        s.numel_is(*b, d, "one bias per channel")?;
-    }
     Ok(())
 }
 
-/// `residual += x` (if given), then `out = residual / rms(residual) ⊙ weight (+ bias)`, per row.
+/// `residual += x` (if given), then `out = residual / rms(residual) ⊙ weight`, per row.
 pub fn reference(
     x: Option<&[f32]>,
     residual: &mut [f32],
     weight: &[f32],
-    bias: Option<&[f32]>,
     out: &mut [f32],
     eps: f32,
 ) {
@@ -74,7 +69,7 @@ pub fn reference(
         let ss: f32 = row.iter().map(|v| v * v).sum::<f32>() / d as f32;
         let inv = 1.0 / (ss + eps).sqrt();
         for i in 0..d {
-            orow[i] = row[i] * inv * weight[i] + bias.map_or(0.0, |b| b[i]);
+            orow[i] = row[i] * inv * weight[i];
         }
     }
 }
@@ -84,16 +79,15 @@ fn cpu(op: &Op, t: &mut CpuTensors) -> Result<()> {
         x,
         residual,
         weight,
-        bias,
         out,
         eps,
     } = op
     else {
         return Err(wrong_op("rmsnorm", op));
     };
-    let (x, weight, bias) = (t.get_opt(*x)?, t.get(*weight)?, t.get_opt(*bias)?);
+    let (x, weight) = (t.get_opt(*x)?, t.get(*weight)?);
     let residual = t.take_mut(*residual)?;
-    reference(x, residual, weight, bias, t.take_mut(*out)?, *eps);
+    reference(x, residual, weight, t.take_mut(*out)?, *eps);
     Ok(())
 }
 
@@ -111,7 +105,6 @@ fn lower(lw: &mut Lowering, op: &Op) -> Result<Vec<Step>> {
         x,
         residual,
         weight,
-        bias,
         out,
         eps,
     } = op
@@ -125,7 +118,6 @@ fn lower(lw: &mut Lowering, op: &Op) -> Result<Vec<Step>> {
         Arg::Ptr(lw.ptr(*residual, f16)?),
         Arg::Ptr(lw.ptr(*out, f16)?),
         Arg::Ptr(lw.ptr(*weight, f16)?),
-        Arg::Ptr(lw.opt_ptr(*bias, f16)?),
         Arg::I32(dim(rows, "rows")?),
         Arg::I32(dim(d, "dim")?),
         Arg::F32(*eps),
@@ -140,39 +132,33 @@ fn lower(lw: &mut Lowering, op: &Op) -> Result<Vec<Step>> {
 
 fn cases(rng: &mut Rng, _sizes: Sizes) -> Vec<Case> {
     // A few blocks each: the same list on the emulator.
-    const SHAPES: &[(usize, usize, bool, bool)] = &[
-        (1, 64, true, false),
-        (3, 100, true, true),
-        (17, 4096, true, false),
-        (1, 5120, false, true),
-        (5, 1000, false, false),
-        (2, 11008, true, true),
+    const SHAPES: &[(usize, usize, bool)] = &[
+        (1, 64, true),
+        (3, 100, true),
+        (17, 4096, true),
+        (1, 5120, false),
+        (5, 1000, false),
+        (2, 11008, true),
     ];
     SHAPES
         .iter()
-        .map(|&(rows, d, with_x, with_bias)| {
+        .map(|&(rows, d, with_x)| {
             let mut g = Graph::new("rmsnorm");
             let x = with_x.then(|| g.input("x", &[rows, d], Elem::Act));
             let residual = g.input("residual", &[rows, d], Elem::Act);
             let weight = g.weight("w", &[d], Elem::Act, 0);
-            let bias = with_bias.then(|| g.weight("b", &[d], Elem::Act, 1));
             let out = g.activation("out", &[rows, d]);
             g.push(Op::RmsNorm {
                 x,
                 residual,
                 weight,
-                bias,
                 out,
                 eps: 1e-5,
             });
             g.mark_output(out);
             g.mark_output(residual);
-            let mut c = Case::new(
-                format!("rmsnorm rows {rows} dim {d} x {with_x} bias {with_bias}"),
-                g,
-            );
+            let mut c = Case::new(format!("rmsnorm rows {rows} dim {d} x {with_x}"), g);
             c.weights.push(tensor(&[d], rnd(rng, d, 2.0)));
-            c.weights.push(tensor(&[d], rnd(rng, d, 0.5)));
             if with_x {
                 c = c.input("x", Data::F32(rnd(rng, rows * d, 3.0)));
             }

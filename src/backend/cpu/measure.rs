@@ -36,8 +36,6 @@ impl Measure for CpuBackend {
             x: &x,
             w: matmul::Weights::Dense(&w),
             bias: None,
-            out_scale: None,
-            residual: None,
             rows: m,
             in_features: k,
             out_features: n,

@@ -43,9 +43,7 @@ impl Measure for CudaBackend {
         let args = vec![
             Arg::Ptr(x.ptr),
             Arg::Ptr(w.ptr),
-            Arg::Ptr(0),
-            Arg::Ptr(0),
-            Arg::Ptr(0),
+            Arg::Ptr(0), // no bias
             Arg::Ptr(y.ptr),
             Arg::I32(dim(m, "m")?),
             Arg::I32(dim(k, "k")?),

@@ -1,11 +1,10 @@
 //! Cases of `linear`: GEMV and GEMM (both tile sizes) with their edges, vector and scalar loads,
-//! f16 and f32 outputs, each epilogue part, in every weight format.
+//! f16 and f32 outputs, with and without a bias, in every weight format.
 
 use super::super::case::{rnd, tensor, Case, Data, Sizes};
 use crate::graph::{Elem, Graph, Op, QuantRef};
 use crate::quant::{quantize, QuantFormat};
 use crate::rng::Rng;
-use crate::tensor::HostTensor;
 
 #[derive(Clone, Copy, Debug)]
 pub struct LinearShape {
@@ -13,68 +12,56 @@ pub struct LinearShape {
     pub k: usize,
     pub n: usize,
     pub bias: bool,
-    pub scale: bool,
-    pub residual: bool,
     pub f32_out: bool,
 }
 
-const fn ls(
-    m: usize,
-    k: usize,
-    n: usize,
-    bias: bool,
-    scale: bool,
-    residual: bool,
-    f32_out: bool,
-) -> LinearShape {
+const fn ls(m: usize, k: usize, n: usize, bias: bool, f32_out: bool) -> LinearShape {
     LinearShape {
         m,
         k,
         n,
         bias,
-        scale,
-        residual,
         f32_out,
     }
 }
 
 const LINEAR_SHAPES: &[LinearShape] = &[
-    ls(1, 64, 96, true, false, false, false),
-    ls(1, 4096, 4096, true, true, true, false),
-    ls(3, 100, 37, true, true, true, false),
-    ls(8, 256, 300, false, false, true, false),
-    ls(9, 256, 300, true, false, false, false),
-    ls(17, 250, 130, true, true, true, false),
-    ls(64, 1024, 1024, true, false, true, false),
-    ls(200, 1000, 130, false, true, false, false),
-    ls(300, 4096, 1024, true, false, false, false),
-    ls(1, 4096, 32000, false, false, false, true),
-    ls(7, 512, 1000, false, false, true, true),
-    ls(130, 512, 999, true, false, false, true),
+    ls(1, 64, 96, true, false),
+    ls(1, 4096, 4096, true, false),
+    ls(3, 100, 37, true, false),
+    ls(8, 256, 300, false, false),
+    ls(9, 256, 300, true, false),
+    ls(17, 250, 130, true, false),
+    ls(64, 1024, 1024, true, false),
+    ls(200, 1000, 130, false, false),
+    ls(300, 4096, 1024, true, false),
+    ls(1, 4096, 32000, false, true),
+    ls(7, 512, 1000, false, true),
+    ls(130, 512, 999, true, true),
     // The 128 × 128 tiles: taken when the 128-tile grid fills two blocks per SM (≥ 264 tiles on
     // a 132-SM H100; 7B's FFN and LM head at 512 tokens), vector (K % 8 = 0) and scalar loads.
-    ls(129, 72, 16900, true, false, true, false),
-    ls(200, 33, 16901, false, true, false, true),
+    ls(129, 72, 16900, true, false),
+    ls(200, 33, 16901, false, true),
 ];
 
 /// LINEAR_SHAPES for the emulator: GEMV vector and scalar loads, 8 rows (the GEMV's last) and 9
 /// (the GEMM's first), 64-tile edges (M, N not multiples of 64) with K % 8 ≠ 0 (scalar) and
 /// K % 8 = 0 (vector), exact tiles, the 128-tile GEMM, f32 outputs; no 4096-wide 7B shape.
 const EMU_LINEAR_SHAPES: &[LinearShape] = &[
-    ls(1, 64, 96, true, false, false, false),
-    ls(1, 1024, 1000, true, true, true, false),
-    ls(3, 100, 37, true, true, true, false),
-    ls(8, 256, 300, false, false, true, false),
-    ls(9, 256, 300, true, false, false, false),
-    ls(17, 250, 130, true, true, true, false),
-    ls(64, 512, 192, true, false, true, false),
-    ls(200, 1000, 130, false, true, false, false),
-    ls(130, 257, 70, true, false, false, true),
-    ls(1, 520, 4099, false, false, false, true),
-    ls(7, 512, 1000, false, false, true, true),
-    ls(130, 512, 999, true, false, false, true),
-    ls(129, 72, 16900, true, false, true, false),
-    ls(200, 33, 16901, false, true, false, true),
+    ls(1, 64, 96, true, false),
+    ls(1, 1024, 1000, true, false),
+    ls(3, 100, 37, true, false),
+    ls(8, 256, 300, false, false),
+    ls(9, 256, 300, true, false),
+    ls(17, 250, 130, true, false),
+    ls(64, 512, 192, true, false),
+    ls(200, 1000, 130, false, false),
+    ls(130, 257, 70, true, true),
+    ls(1, 520, 4099, false, true),
+    ls(7, 512, 1000, false, true),
+    ls(130, 512, 999, true, true),
+    ls(129, 72, 16900, true, false),
+    ls(200, 33, 16901, false, true),
 ];
 
 /// A one-linear graph; `quant` holds the format and the weights come in the order the graph
@@ -85,8 +72,6 @@ pub fn linear_case(rng: &mut Rng, s: LinearShape, format: QuantFormat) -> Case {
         k,
         n,
         bias,
-        scale,
-        residual,
         f32_out,
     } = s;
     let mut g = Graph::new("linear");
@@ -117,16 +102,10 @@ pub fn linear_case(rng: &mut Rng, s: LinearShape, format: QuantFormat) -> Case {
             }),
         )
     };
-    let mut wi = weights.len();
-    let mut vector = |g: &mut Graph, name: &str, amp: f32, weights: &mut Vec<HostTensor>| {
-        weights.push(tensor(&[n], rnd(rng, n, amp)));
-        wi += 1;
-        g.weight(name, &[n], Elem::Act, wi - 1)
-    };
-    let bias_id = bias.then(|| vector(&mut g, "bias", 0.5, &mut weights));
-    let scale_id = scale.then(|| vector(&mut g, "scale", 2.0, &mut weights));
-    let out_elem = if f32_out { Elem::F32 } else { Elem::Act };
-    let res = residual.then(|| g.input("residual", &[m, n], out_elem));
+    let bias_id = bias.then(|| {
+        weights.push(tensor(&[n], rnd(rng, n, 0.5)));
+        g.weight("bias", &[n], Elem::Act, weights.len() - 1)
+    });
     let out = if f32_out {
         g.activation_f32("out", &[m, n])
     } else {
@@ -137,54 +116,48 @@ pub fn linear_case(rng: &mut Rng, s: LinearShape, format: QuantFormat) -> Case {
         w,
         quant,
         bias: bias_id,
-        out_scale: scale_id,
-        residual: res,
         out,
     });
     g.mark_output(out);
     let mut c = Case::new(format!("linear {} {s:?}", format.name()), g);
     c.weights = weights;
-    c = c.input("x", Data::F32(rnd(rng, m * k, 2.0)));
-    if residual {
-        c = c.input("residual", Data::F32(rnd(rng, m * n, 1.0)));
-    }
-    c
+    c.input("x", Data::F32(rnd(rng, m * k, 2.0)))
 }
 
 const QUANT_SHAPES: &[LinearShape] = &[
-    ls(1, 256, 64, true, false, false, false),
-    ls(1, 4096, 1000, true, true, true, false),
-    ls(4, 100, 37, true, false, true, false),
-    ls(1, 257, 40, false, false, false, false),
-    ls(8, 384, 130, true, true, false, false),
-    ls(9, 256, 64, true, false, true, false),
-    ls(37, 300, 130, false, true, false, false),
-    ls(128, 4096, 512, true, false, true, false),
-    ls(300, 1024, 1000, true, false, false, false),
-    ls(1, 4096, 32000, false, false, false, true),
-    ls(20, 520, 333, false, false, true, true),
+    ls(1, 256, 64, true, false),
+    ls(1, 4096, 1000, true, false),
+    ls(4, 100, 37, true, false),
+    ls(1, 257, 40, false, false),
+    ls(8, 384, 130, true, false),
+    ls(9, 256, 64, true, false),
+    ls(37, 300, 130, false, false),
+    ls(128, 4096, 512, true, false),
+    ls(300, 1024, 1000, true, false),
+    ls(1, 4096, 32000, false, true),
+    ls(20, 520, 333, false, true),
     // The 128 × 128 tiles (see LINEAR_SHAPES): one group and a partial one, f16 and f32 out.
-    ls(129, 136, 16900, true, false, true, false),
-    ls(129, 136, 16901, false, true, true, true),
+    ls(129, 136, 16900, true, false),
+    ls(129, 136, 16901, false, true),
 ];
 
 /// QUANT_SHAPES for the emulator: int4 groups of 128 — one partial group (K < 128), exactly 3,
 /// 2 and a partial one (K = 257, 300), 4 and 8 plus a partial one (K = 520, 1032) — in the GEMV
 /// (rows ≤ 8) and the GEMM (64 tiles with edges, 128 tiles), scalar (K % 8 ≠ 0) and vector.
 const EMU_QUANT_SHAPES: &[LinearShape] = &[
-    ls(1, 256, 64, true, false, false, false),
-    ls(1, 1032, 1000, true, true, true, false),
-    ls(4, 100, 37, true, false, true, false),
-    ls(1, 257, 40, false, false, false, false),
-    ls(8, 384, 130, true, true, false, false),
-    ls(9, 256, 64, true, false, true, false),
-    ls(37, 300, 130, false, true, false, false),
-    ls(128, 640, 192, true, false, true, false),
-    ls(200, 520, 333, true, false, false, false),
-    ls(1, 1032, 4097, false, false, false, true),
-    ls(20, 520, 333, false, false, true, true),
-    ls(129, 136, 16900, true, false, true, false),
-    ls(129, 136, 16901, false, true, true, true),
+    ls(1, 256, 64, true, false),
+    ls(1, 1032, 1000, true, false),
+    ls(4, 100, 37, true, false),
+    ls(1, 257, 40, false, false),
+    ls(8, 384, 130, true, false),
+    ls(9, 256, 64, true, false),
+    ls(37, 300, 130, false, false),
+    ls(128, 640, 192, true, false),
+    ls(200, 520, 333, true, false),
+    ls(1, 1032, 4097, false, true),
+    ls(20, 520, 333, false, true),
+    ls(129, 136, 16900, true, false),
+    ls(129, 136, 16901, false, true),
 ];
 
 /// Every format's cases: f16 on the dense lists, int8, int4 and int4 with zero points on the

@@ -1,4 +1,4 @@
-//! The float32 reference of `linear`: `y = s ⊙ (x · wᵀ + b) + r`, split across threads by
+//! The float32 reference of `linear`: `y = x · wᵀ + b`, split across threads by
 //! output columns when large enough.
 
 use crate::quant::QuantView;
@@ -38,8 +38,6 @@ pub struct LinearArgs<'a> {
     pub x: &'a [f32],
     pub w: Weights<'a>,
     pub bias: Option<&'a [f32]>,
-    pub out_scale: Option<&'a [f32]>,
-    pub residual: Option<&'a [f32]>,
     pub rows: usize,
     pub in_features: usize,
     pub out_features: usize,
@@ -114,20 +112,9 @@ fn for_each_output(a: &LinearArgs, lo: usize, hi: usize, mut put: impl FnMut(usi
                 &buf
             }
         };
+        let bias = a.bias.map_or(0.0, |b| b[o]);
         for r in 0..a.rows {
-            put(r, o, epilogue(a, r, o, dot(&a.x[r * k..(r + 1) * k], wrow)));
+            put(r, o, dot(&a.x[r * k..(r + 1) * k], wrow) + bias);
         }
     }
-}
-
-#[inline]
-fn epilogue(a: &LinearArgs, r: usize, o: usize, acc: f32) -> f32 {
-    let mut y = acc + a.bias.map_or(0.0, |b| b[o]);
-    if let Some(s) = a.out_scale {
-        y *= s[o];
-    }
-    if let Some(res) = a.residual {
-        y += res[r * a.out_features + o];
-    }
-    y
 }
