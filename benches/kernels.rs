@@ -14,12 +14,12 @@
 //! Variants are either other graphs (unfused ops) or other kernels for the same graph (CUDA's
 //! kernel variants, e.g. `rmsnorm=naive`), and cuBLAS for the products.
 
+use lav2::backend::program::Program;
 use lav2::backend::{self, Backend, DeviceChoice};
 use lav2::bench::{case_line, CacheFlush, Stats, Work};
-use lav2::rng::Rng;
-use lav2::backend::program::Program;
 use lav2::graph::{Elem, Graph, Op, PromptKv, QuantRef, StateDesc};
 use lav2::quant::{quantize, QuantFormat};
+use lav2::rng::Rng;
 use lav2::tensor::HostTensor;
 
 const DIM: usize = 4096;

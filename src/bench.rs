@@ -10,8 +10,8 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use crate::backend::{self, Backend, DeviceChoice};
 use crate::backend::program::Program;
+use crate::backend::{self, Backend, DeviceChoice};
 use crate::graph::{Elem, Graph, Op};
 use crate::model::synthetic::{self, Preset, ShapeOverrides};
 use crate::model::Model;
@@ -37,6 +37,8 @@ pub struct BenchOptions {
     pub adapter: AdapterChoice,
     /// Kernel variants for the ops that have several (`Backend::set_kernel_variants`).
     pub kernels: String,
+    /// Told what the run is doing (device found, models set up), for a caller that shows it.
+    pub progress: fn(&str),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -346,10 +348,6 @@ pub fn decode_bytes(m: &Model, act_bytes: usize, context: usize, batch: usize) -
     bytes + kv + prompts
 }
 
-fn progress(msg: &str) {
-    eprintln!("lav2 bench: {msg}");
-}
-
 /// Best of five timed batches of the vendor library's product, as a rate: a ceiling, like the
 /// backend's own `matmul_rate` it is printed beside.
 fn vendor_rate(b: &mut dyn Backend, m: usize, k: usize, n: usize) -> Result<Option<VendorRate>> {
@@ -393,9 +391,9 @@ fn probe_device(opts: &BenchOptions, dim: impl Fn(&str) -> Result<usize>) -> Res
             .clone()
             .unwrap_or_else(|| if on_gpu { "7b".into() } else { "tiny".into() });
     let device = probe.describe();
-    progress(&format!("device {device}"));
+    (opts.progress)(&format!("device {device}"));
     if emulated {
-        progress(&format!(
+        (opts.progress)(&format!(
             "the device is an emulator: every row is labelled '{EMULATED_LABEL}'"
         ));
     }
@@ -414,7 +412,7 @@ fn probe_device(opts: &BenchOptions, dim: impl Fn(&str) -> Result<usize>) -> Res
     let vendor = match vendor_rate(probe.as_mut(), 512, d, d) {
         Ok(v) => v,
         Err(e) => {
-            progress(&format!("vendor matmul comparison skipped: {e:#}"));
+            (opts.progress)(&format!("vendor matmul comparison skipped: {e:#}"));
             None
         }
     };
@@ -447,7 +445,7 @@ fn open_run(
     with_adapter: bool,
 ) -> Result<BenchRun> {
     let label = format!("{fname}{}", if with_adapter { " + adapter" } else { "" });
-    progress(&format!(
+    (opts.progress)(&format!(
         "{label}: generating and uploading {} weights",
         preset.name
     ));
@@ -457,7 +455,7 @@ fn open_run(
     backend.set_kernel_variants(&opts.kernels)?;
     let session = Session::with_batch(model, backend, opts.batch)?;
     let setup_s = t0.elapsed().as_secs_f64();
-    progress(&format!("{label}: ready in {setup_s:.1} s"));
+    (opts.progress)(&format!("{label}: ready in {setup_s:.1} s"));
     Ok(BenchRun {
         format: fname.into(),
         with_adapter,
@@ -673,7 +671,7 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
     let probe = probe_device(opts, |name| Ok(preset_for(name)?.config.dim))?;
     let preset = preset_for(&probe.preset_name)?;
     let note = probe.emulated.then_some(EMULATED_LABEL);
-    progress(&format!(
+    (opts.progress)(&format!(
         "copy bandwidth {:.1} GB/s, matmul {:.2} TFLOP/s{}{}",
         probe.copy_bandwidth / 1e9,
         probe.matmul_rate / 1e12,

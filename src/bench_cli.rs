@@ -147,6 +147,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             other => bail!("--adapter: '{other}' is not with, without or both"),
         },
         kernels: a.kernels,
+        progress: |msg| eprintln!("lav2 bench: {msg}"),
     };
     let report = lav2::bench::run(&opts)?;
     if a.json {

@@ -85,7 +85,6 @@ impl SamplingOptions {
     }
 }
 
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StopReason {
     Eos,

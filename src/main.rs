@@ -531,7 +531,7 @@ fn write_safetensors(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
             )
         })
         .collect();
-    lav2::convert::st_writer::write_raw(path, &raw, &[])?;
+    lav2::io::st_writer::write_raw(path, &raw, &[])?;
     Ok(())
 }
 

@@ -515,8 +515,7 @@ fn chunk_tokens(tokens: &[u32], t: usize, done: usize, n: usize) -> Vec<u32> {
         .collect()
 }
 
-/// Longest prompt chunk one forward graph takes.
-pub const MAX_CHUNK: usize = 512;
+pub use crate::model::memory::MAX_CHUNK;
 
 /// Splits a prompt into power-of-two chunks of at most [`MAX_CHUNK`] tokens, largest first, so
 /// a session plans at most a handful of prefill shapes whatever the prompt lengths it sees

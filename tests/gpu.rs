@@ -24,11 +24,11 @@ use lav2::backend::cuda::CudaBackend;
 use lav2::backend::program::Program;
 use lav2::backend::{Backend, ProgramId};
 use lav2::generate::{self, SamplingOptions};
-use lav2::rng::Rng;
 use lav2::graph::{Elem, Graph, Op, QuantRef};
 use lav2::model::{llama, synthetic, Model};
 use lav2::ops::case::{Case, Data, Sizes};
 use lav2::quant::QuantFormat;
+use lav2::rng::Rng;
 use lav2::tensor::{DType, HostTensor, Synthetic};
 use lav2::Session;
 

@@ -11,8 +11,8 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::pth::Checkpoint;
 use super::source::{state_dict_of, StateDict, TSrc};
-use super::st_writer::{self, OutDType, Planned};
 use super::ConvertReport;
+use crate::io::st_writer::{self, OutDType, Planned};
 use crate::model::config::ModelConfig;
 use crate::model::{linear_group, LINEARS};
 use crate::notice::Notice;

@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::pth::Checkpoint;
 use super::source::{st_state_dict, state_dict_of, StFile, StateDict, TSrc};
-use super::st_writer::Planned;
+use crate::io::st_writer::Planned;
 use crate::model::config::ClipConfig;
 use crate::model::transpose_f32;
 

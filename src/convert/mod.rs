@@ -15,14 +15,13 @@ pub mod pickle;
 pub mod pth;
 pub mod source;
 pub mod spm;
-pub mod st_writer;
 
 use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
 
+pub use crate::io::st_writer::OutDType;
 use crate::notice::Notice;
-pub use st_writer::OutDType;
 
 /// What a conversion has to say besides its error: about its input, and what it wrote.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -8,7 +8,13 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Result};
 use image::{imageops::FilterType, Limits};
 
-use crate::model::config::ChannelOrder;
+/// The channel order a vision tower was trained on (the authors' CLIP takes BGR).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelOrder {
+    Rgb,
+    Bgr,
+}
 
 #[allow(clippy::excessive_precision)] // OpenAI's constants as published
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];

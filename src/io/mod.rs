@@ -1,6 +1,7 @@
-//! Files a user brings: tokenizers, images.
+//! Files in and out: tokenizers, images, safetensors written, output paths.
 
 pub mod image;
 pub mod output;
 pub mod paths;
+pub mod st_writer;
 pub mod tokenizer;

@@ -328,12 +328,7 @@ pub enum ScaleForm {
     Input,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChannelOrder {
-    Rgb,
-    Bgr,
-}
+pub use crate::io::image::ChannelOrder;
 
 /// What the per-head gate goes through before it scales the prompt attention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]

@@ -5,6 +5,9 @@ use super::llama::{self, Head};
 use super::Model;
 use crate::graph::plan::Plan;
 
+/// Longest prompt chunk one forward graph takes (the session splits longer prompts).
+pub const MAX_CHUNK: usize = 512;
+
 /// Bytes of one graph's activations at one element size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ArenaBytes {
@@ -37,7 +40,7 @@ pub fn planned_memory(model: &Model) -> PlannedMemory {
         .iter()
         .map(|st| st.shape.iter().product::<usize>())
         .sum();
-    let chunk = model.config.max_seq_len.min(crate::session::MAX_CHUNK);
+    let chunk = model.config.max_seq_len.min(MAX_CHUNK);
     let graphs = [1, chunk]
         .into_iter()
         .map(|tokens| {

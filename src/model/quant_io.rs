@@ -132,7 +132,7 @@ pub fn write_quantized(
         (META_FORMAT, format.name().to_string()),
         (META_FINGERPRINT, format!("{print:016x}")),
     ];
-    crate::convert::st_writer::write_raw(path, &raw, &meta)?;
+    crate::io::st_writer::write_raw(path, &raw, &meta)?;
     Ok(bytes)
 }
 

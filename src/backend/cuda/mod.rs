@@ -34,6 +34,7 @@ use super::{
 };
 use crate::graph::plan::Plan;
 use crate::graph::{Elem, Graph, StateDesc, Storage, TensorDesc, TensorId};
+use crate::notice::Notice;
 use crate::ops::lowering::{
     dim, lower_program, scratch_bytes, stride_blocks, Arg, Check, DevElem, DeviceLimits, Launch,
     Lowering, Step, TensorLoc,
@@ -41,7 +42,6 @@ use crate::ops::lowering::{
 use crate::tensor::{shape_str, Bytes, DType, HostTensor, Synthetic};
 use device::Device;
 use lower::Runnable;
-use crate::notice::Notice;
 
 const GIB: f64 = (1u64 << 30) as f64;
 /// The device name of the PTX emulator (`emu/`, run by `scripts/with-cuda-emu.sh`): a test tool
