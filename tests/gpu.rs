@@ -646,6 +646,57 @@ fn e2e_adapter_v2_cases() {
     }
 }
 
+/// Temperature and top-p are inputs of the decode graph: one program, captured once as a CUDA
+/// graph, serves five sampling settings (greedy among them) in turn, each picking the reference's
+/// token for the logits of the same step.
+#[test]
+fn e2e_one_captured_decode_graph_serves_every_sampling_setting() {
+    let p = synthetic::preset("tiny", 64).unwrap();
+    let model = synthetic::build(&p, seed("e2e_sampling_settings"), QuantFormat::None, false);
+    let Some(mut b) = gpu() else { return };
+    b.load_weights(&model.weights.tensors).unwrap();
+    b.alloc_states(&llama::states(&model, 1)).unwrap();
+    let prefill = Program::new(
+        &mut b,
+        llama::build_forward(&model, 1, 4, llama::Head::LastLogits),
+    )
+    .unwrap();
+    prefill.set_i32(&mut b, llama::TOKENS, &[1, 2, 3, 4]).unwrap();
+    prefill.set_i32(&mut b, llama::START_POS, &[0]).unwrap();
+    prefill.run(&mut b).unwrap();
+    let decode = |b: &mut CudaBackend, head| {
+        let p = Program::new(b, llama::build_forward(&model, 1, 1, head)).unwrap();
+        p.set_i32(b, llama::TOKENS, &[5]).unwrap();
+        p.set_i32(b, llama::START_POS, &[4]).unwrap();
+        p
+    };
+    let logits = decode(&mut b, llama::Head::LastLogits);
+    let sample = decode(&mut b, llama::Head::Sample);
+    let settings = [
+        (0.0f32, 1.0f32, 0.3f32),
+        (0.8, 0.9, 0.6),
+        (1.2, 0.5, 0.9),
+        (0.0, 1.0, 0.1),
+        (0.7, 0.95, 0.42),
+    ];
+    for (temperature, top_p, u) in settings {
+        logits.run(&mut b).unwrap();
+        let row = logits.output(&mut b, 0).unwrap();
+        sample.set_f32(&mut b, llama::UNIFORM, &[u]).unwrap();
+        sample
+            .set_f32(&mut b, llama::SAMPLING, &[temperature, top_p])
+            .unwrap();
+        sample.run(&mut b).unwrap();
+        let got = sample.output(&mut b, 0).unwrap()[0] as i32;
+        let want = lav2::ops::sample_token::reference(&row, temperature, top_p, u as f64);
+        assert_eq!(got, want, "T {temperature} p {top_p} u {u}");
+    }
+    assert!(
+        b.is_captured(sample.id),
+        "the sampling decode program was not captured as a CUDA graph"
+    );
+}
+
 /// The decode program replayed from a CUDA graph gives the same logits, bit for bit, as the same
 /// program run op by op; positions come from device memory, so one capture serves every step.
 #[test]
