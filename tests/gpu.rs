@@ -661,7 +661,9 @@ fn e2e_one_captured_decode_graph_serves_every_sampling_setting() {
         llama::build_forward(&model, 1, 4, llama::Head::LastLogits),
     )
     .unwrap();
-    prefill.set_i32(&mut b, llama::TOKENS, &[1, 2, 3, 4]).unwrap();
+    prefill
+        .set_i32(&mut b, llama::TOKENS, &[1, 2, 3, 4])
+        .unwrap();
     prefill.set_i32(&mut b, llama::START_POS, &[0]).unwrap();
     prefill.run(&mut b).unwrap();
     let decode = |b: &mut CudaBackend, head| {
