@@ -347,7 +347,7 @@ pub fn scratch_bytes(graph: &Graph, device: &DeviceLimits) -> usize {
     graph
         .ops
         .iter()
-        .map(|op| (super::entry(op).scratch_bytes)(graph, op, device))
+        .filter_map(|op| Some((super::entry(op).ok()?.scratch_bytes)(graph, op, device)))
         .max()
         .unwrap_or(0)
 }
@@ -375,7 +375,8 @@ pub fn lower_program(lw: &mut Lowering) -> Result<Vec<OpStep>> {
     let graph = lw.graph;
     let mut steps = Vec::new();
     for (i, op) in graph.ops.iter().enumerate() {
-        let lowered = (super::entry(op).lower)(lw, op)
+        let lowered = super::entry(op)
+            .and_then(|e| (e.lower)(lw, op))
             .map_err(|e| anyhow!("graph '{}', op {i} ({}): {e}", graph.name, op.name()))?;
         steps.extend(lowered.into_iter().map(|step| OpStep {
             op_index: i,

@@ -192,7 +192,7 @@ impl Backend for CpuBackend {
                 memory: &mut p.memory,
             };
             let mut tensors = bind::tensors(&p.graph, &p.plan, stores, op)?;
-            (crate::ops::entry(op).cpu)(op, &mut tensors)?;
+            (crate::ops::entry(op)?.cpu)(op, &mut tensors)?;
         }
         Ok(())
     }
