@@ -18,7 +18,7 @@ use lav2::backend::program::Program;
 use lav2::backend::{self, Backend, DeviceChoice};
 use lav2::bench::{case_line, CacheFlush, Stats, Work};
 use lav2::graph::Op;
-use lav2::ops::case::{Case, Data};
+use lav2::ops::case::Case;
 use lav2::ops::{Sizes, REGISTRY};
 use lav2::rng::Rng;
 
@@ -106,29 +106,12 @@ impl Harness {
     }
 }
 
-fn set_inputs(b: &mut dyn Backend, p: &Program, inputs: &[(String, Data)]) {
-    for (name, d) in inputs {
-        match d {
-            Data::F32(v) => p.set_f32(b, name, v).unwrap(),
-            Data::I32(v) => p.set_i32(b, name, v).unwrap(),
-        }
-    }
-}
-
 /// Times one registry case with the kernel variants `kernels` ("" = the defaults).
 fn time_case(h: &Harness, name: &str, c: &Case, kernels: &str) {
     let mut b = device();
     b.set_kernel_variants(kernels).unwrap();
-    b.load_weights(&c.weights).unwrap();
-    b.alloc_states(&c.states).unwrap();
-    for (g, inputs) in &c.setup {
-        let p = Program::new(b.as_mut(), g.clone()).unwrap();
-        set_inputs(b.as_mut(), &p, inputs);
-        p.run(b.as_mut()).unwrap();
-    }
+    let p = Program::for_case(b.as_mut(), c).unwrap();
     let flush = CacheFlush::new(b.as_mut()).unwrap();
-    let p = Program::new(b.as_mut(), c.graph.clone()).unwrap();
-    set_inputs(b.as_mut(), &p, &c.inputs);
     // One run outside the timing: module loads and first-touch page faults.
     p.run(b.as_mut()).unwrap();
     b.synchronize().unwrap();

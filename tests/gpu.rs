@@ -26,7 +26,7 @@ use lav2::backend::{Backend, ProgramId};
 use lav2::generate::{self, SamplingOptions};
 use lav2::graph::{Elem, Graph, Op, QuantRef};
 use lav2::model::{llama, synthetic, Model};
-use lav2::ops::case::{Case, Data, Sizes};
+use lav2::ops::case::{rnd, Case, Data, Sizes};
 use lav2::quant::QuantFormat;
 use lav2::rng::Rng;
 use lav2::tensor::{DType, HostTensor, Synthetic};
@@ -94,37 +94,14 @@ fn seed(test: &str) -> u64 {
     s
 }
 
-/// Uniform values in [-amp, amp], rounded to f16 so both backends see the same inputs.
-fn rnd(rng: &mut Rng, n: usize, amp: f32) -> Vec<f32> {
-    lav2::ops::case::rnd(rng, n, amp)
-}
-
-fn set_inputs(b: &mut dyn Backend, p: &Program, inputs: &[(String, Data)]) -> anyhow::Result<()> {
-    for (name, d) in inputs {
-        match d {
-            Data::F32(v) => p.set_f32(b, name, v)?,
-            Data::I32(v) => p.set_i32(b, name, v)?,
-        }
-    }
-    Ok(())
-}
-
-/// Loads the case's weights and states, runs its setup graphs, then its graph (calling
-/// `before_run` just before), and returns every output.
+/// Prepares the case's graph (weights, states, setup graphs, inputs), calls `before_run`, runs
+/// it, and returns every output.
 fn run_case<B: Backend>(
     b: &mut B,
     c: &Case,
     before_run: &dyn Fn(&mut B, ProgramId),
 ) -> anyhow::Result<Vec<Vec<f32>>> {
-    b.load_weights(&c.weights)?;
-    b.alloc_states(&c.states)?;
-    for (g, ins) in &c.setup {
-        let p = Program::new(b, g.clone())?;
-        set_inputs(b, &p, ins)?;
-        p.run(b)?;
-    }
-    let p = Program::new(b, c.graph.clone())?;
-    set_inputs(b, &p, &c.inputs)?;
+    let p = Program::for_case(b, c)?;
     before_run(b, p.id);
     p.run(b)?;
     (0..c.graph.outputs.len()).map(|i| p.output(b, i)).collect()

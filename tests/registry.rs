@@ -7,10 +7,9 @@ use std::collections::BTreeSet;
 
 use lav2::backend::cpu::CpuBackend;
 use lav2::backend::program::Program;
-use lav2::backend::Backend;
 use lav2::graph::plan::Plan;
 use lav2::graph::Op;
-use lav2::ops::case::{Case, Data};
+use lav2::ops::case::Case;
 use lav2::ops::{Sizes, Variants, REGISTRY};
 use lav2::rng::Rng;
 
@@ -159,23 +158,9 @@ fn every_shape_rule_refuses_a_wrong_output() {
 fn the_cpu_reference_runs_every_case() {
     for (_, c) in all_cases(Sizes::Emulator) {
         let mut b = CpuBackend::new();
-        b.load_weights(&c.weights).unwrap();
-        b.alloc_states(&c.states).unwrap();
-        let run = |b: &mut CpuBackend, g: &lav2::graph::Graph, inputs: &[(String, Data)]| {
-            let p = Program::new(b, g.clone()).unwrap_or_else(|e| panic!("{}: {e:#}", c.name));
-            for (name, d) in inputs {
-                match d {
-                    Data::F32(v) => p.set_f32(b, name, v).unwrap(),
-                    Data::I32(v) => p.set_i32(b, name, v).unwrap(),
-                }
-            }
-            p.run(b).unwrap_or_else(|e| panic!("{}: {e:#}", c.name));
-            p
-        };
-        for (g, inputs) in &c.setup {
-            run(&mut b, g, inputs);
-        }
-        let p = run(&mut b, &c.graph, &c.inputs);
+        let p = Program::for_case(&mut b, &c).unwrap_or_else(|e| panic!("{}: {e:#}", c.name));
+        p.run(&mut b)
+            .unwrap_or_else(|e| panic!("{}: {e:#}", c.name));
         for i in 0..c.graph.outputs.len() {
             let out = p.output(&mut b, i).unwrap();
             assert!(

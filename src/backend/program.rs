@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use super::{Backend, HostData, ProgramId};
 use crate::graph::plan::Plan;
 use crate::graph::{Elem, Graph, Storage, TensorId};
+use crate::ops::case::{Case, Data};
 use crate::tensor::shape_str;
 
 pub struct Program {
@@ -27,6 +28,32 @@ impl Program {
         }
         let id = backend.prepare(&graph, &plan)?;
         Ok(Program { graph, plan, id })
+    }
+
+    /// A registry case on `backend`: its weights loaded, its states allocated, its setup graphs
+    /// run, and its graph prepared with its inputs set (not yet run).
+    pub fn for_case(backend: &mut dyn Backend, case: &Case) -> Result<Program> {
+        backend.load_weights(&case.weights)?;
+        backend.alloc_states(&case.states)?;
+        for (graph, inputs) in &case.setup {
+            let setup = Program::new(backend, graph.clone())?;
+            setup.set_inputs(backend, inputs)?;
+            setup.run(backend)?;
+        }
+        let p = Program::new(backend, case.graph.clone())?;
+        p.set_inputs(backend, &case.inputs)?;
+        Ok(p)
+    }
+
+    /// Sets each named input.
+    pub fn set_inputs(&self, backend: &mut dyn Backend, inputs: &[(String, Data)]) -> Result<()> {
+        for (name, data) in inputs {
+            match data {
+                Data::F32(v) => self.set_f32(backend, name, v)?,
+                Data::I32(v) => self.set_i32(backend, name, v)?,
+            }
+        }
+        Ok(())
     }
 
     pub fn input_id(&self, name: &str) -> Result<TensorId> {

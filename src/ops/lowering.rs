@@ -400,6 +400,17 @@ pub fn elementwise_grid(n: usize) -> (u32, u32, u32) {
     )
 }
 
+/// `kernel(x, out, n)`: an f16 map of one input (GELU, QuickGELU).
+pub fn unary(lw: &Lowering, kernel: &'static str, x: TensorId, out: TensorId) -> Result<Step> {
+    let n = lw.numel(out);
+    let args = vec![
+        Arg::Ptr(lw.ptr(x, DevElem::F16)?),
+        Arg::Ptr(lw.ptr(out, DevElem::F16)?),
+        Arg::I32(dim(n, "elements")?),
+    ];
+    elementwise(lw, kernel, n, args)
+}
+
 /// A grid-stride elementwise launch of `kernel` over the `n` elements of its output.
 pub fn elementwise(lw: &Lowering, kernel: &'static str, n: usize, args: Vec<Arg>) -> Result<Step> {
     lw.kernel(

@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use super::case::{unary_cases, Case, Sizes};
-use super::lowering::{dim, elementwise, Arg, DevElem, Lowering, Step};
+use super::lowering::{unary, Lowering, Step};
 use super::shape::Shapes;
 use super::{no_scratch, wrong_op, CpuTensors, OpEntry};
 use crate::graph::{Graph, Op};
@@ -45,13 +45,7 @@ fn lower(lw: &mut Lowering, op: &Op) -> Result<Vec<Step>> {
     let Op::QuickGelu { x, out } = op else {
         return Err(wrong_op("quick_gelu", op));
     };
-    let n = lw.numel(*out);
-    let args = vec![
-        Arg::Ptr(lw.ptr(*x, DevElem::F16)?),
-        Arg::Ptr(lw.ptr(*out, DevElem::F16)?),
-        Arg::I32(dim(n, "elements")?),
-    ];
-    Ok(vec![elementwise(lw, "quick_gelu_f16", n, args)?])
+    Ok(vec![unary(lw, "quick_gelu_f16", *x, *out)?])
 }
 
 fn cases(rng: &mut Rng, sizes: Sizes) -> Vec<Case> {
