@@ -15,7 +15,7 @@ use lav2::backend::{self, DeviceChoice};
 use lav2::bench::{case_line, decode_bytes, Stats, Work};
 use lav2::model::synthetic;
 use lav2::quant::QuantFormat;
-use lav2::Session;
+use lav2::session::Session;
 
 const CONTEXT: usize = 128;
 

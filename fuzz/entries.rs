@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use lav2::model::config::{AdapterConfig, ChannelOrder, ModelConfig};
-use lav2::{LoadOptions, Model};
+use lav2::model::{LoadOptions, Model};
 
 /// A fuzz entry: any bytes in, no panic out.
 pub type Entry = fn(&[u8]);

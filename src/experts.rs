@@ -27,7 +27,7 @@ use crate::io::{
 use crate::model::config::ChannelOrder;
 use crate::notice::OptionError;
 use crate::session::Session;
-use crate::{LoadOptions, Model};
+use crate::model::{LoadOptions, Model};
 
 /// The instruction the authors trained the caption stage with (`PretrainDataset` in
 /// `llama_adapter_v2_multimodal7b/data/dataset.py`), wrapped in the Alpaca template without

@@ -54,6 +54,7 @@ pub fn format_prompt(
     })
 }
 
+/// How tokens are picked, and how many.
 #[derive(Clone, Debug)]
 pub struct SamplingOptions {
     /// 0 means greedy.
@@ -79,6 +80,15 @@ impl Default for SamplingOptions {
 }
 
 impl SamplingOptions {
+    /// Greedy decoding (the most likely token each step) of up to `max_new_tokens`.
+    pub fn greedy(max_new_tokens: usize) -> SamplingOptions {
+        SamplingOptions {
+            temperature: 0.0,
+            max_new_tokens,
+            ..Default::default()
+        }
+    }
+
     /// Refuses a temperature or top-p the sampler cannot use, naming it.
     pub fn validate(&self) -> Result<(), OptionError> {
         check_sampling(self.temperature, self.top_p)
@@ -87,9 +97,14 @@ impl SamplingOptions {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StopReason {
+    /// The model produced its end-of-sequence token.
     Eos,
+    /// `max_new_tokens` were generated.
     MaxNewTokens,
+    /// The context (`max_seq_len`) is full.
     ContextFull,
+    /// The caller's token callback asked to stop.
+    Stopped,
 }
 
 impl StopReason {
@@ -98,6 +113,7 @@ impl StopReason {
             StopReason::Eos => "eos",
             StopReason::MaxNewTokens => "max_new_tokens",
             StopReason::ContextFull => "context_full",
+            StopReason::Stopped => "stopped",
         }
     }
 }

@@ -91,11 +91,37 @@ pub fn host_memory_available() -> Option<usize> {
 /// A zero-filled `Vec<f32>` of `n` values, or an error naming `what` when the allocator says
 /// no (instead of aborting the process). Zeroed pages come from the OS untouched, as with
 /// `vec![0.0; n]`.
+/// Memory that was asked for and is not there (host RAM or device memory), by what wanted it.
+#[derive(Debug)]
+pub struct OutOfMemory(pub String);
+
+impl std::fmt::Display for OutOfMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OutOfMemory {}
+
+/// Whether `e` or one of its causes is running out of memory.
+pub fn is_out_of_memory(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<OutOfMemory>().is_some()
+            || c.downcast_ref::<crate::notice::OptionError>()
+                .is_some_and(|o| o.is_out_of_memory())
+    })
+}
+
 pub fn try_zeroed_f32(n: usize, what: &str) -> Result<Vec<f32>> {
     if n == 0 {
         return Ok(Vec::new());
     }
-    let fail = || anyhow!("cannot allocate {} for {what}", human_bytes(n as u128 * 4));
+    let fail = || {
+        anyhow::Error::new(OutOfMemory(format!(
+            "cannot allocate {} for {what}",
+            human_bytes(n as u128 * 4)
+        )))
+    };
     let layout = std::alloc::Layout::array::<f32>(n).map_err(|_| fail())?;
     // SAFETY: the layout is non-zero-sized; all-zero bytes are a valid f32 (0.0); the pointer,
     // length and capacity given to from_raw_parts are the allocation's, from the global allocator

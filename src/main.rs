@@ -23,7 +23,9 @@ use lav2::model::config::{ChannelOrder, LINEARS};
 use lav2::model::weights::TensorFiles;
 use lav2::quant::QuantFormat;
 use lav2::tensor::shape_str;
-use lav2::{LoadOptions, Model, Notice, Session};
+use lav2::model::{LoadOptions, Model};
+use lav2::notice::Notice;
+use lav2::session::Session;
 
 #[derive(Parser)]
 #[command(

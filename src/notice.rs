@@ -77,12 +77,29 @@ impl fmt::Display for Notice {
 /// An error whose text names some of the library's options: the one whose value is refused,
 /// or the one that would avoid the error.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OptionError(Naming);
+pub struct OptionError(Naming, Cause);
+
+/// Why an [`OptionError`] was raised: a value refused, or memory it would take that is not there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cause {
+    Refused,
+    OutOfMemory,
+}
 
 impl OptionError {
     /// An error naming each of `options` (Rust API names) where `text` has `{option}`.
     pub fn new(options: &[&str], text: impl Into<String>) -> OptionError {
-        OptionError(Naming::new(options, text.into()))
+        OptionError(Naming::new(options, text.into()), Cause::Refused)
+    }
+
+    /// An error about memory the options would take and the device does not have.
+    pub fn out_of_memory(options: &[&str], text: impl Into<String>) -> OptionError {
+        OptionError(Naming::new(options, text.into()), Cause::OutOfMemory)
+    }
+
+    /// Whether the options ask for memory the device does not have (rather than a bad value).
+    pub fn is_out_of_memory(&self) -> bool {
+        self.1 == Cause::OutOfMemory
     }
 
     /// The options the error names.
@@ -98,7 +115,7 @@ impl OptionError {
             text.replace(&format!("{{{option}}}"), &format!("{{{prefix}_{option}}}"))
         });
         let options = options.iter().map(|o| format!("{prefix}_{o}")).collect();
-        OptionError(Naming { options, text })
+        OptionError(Naming { options, text }, self.1)
     }
 
     /// The message with each option called `name(option)`.

@@ -46,28 +46,36 @@ impl Session {
         mut backend: Box<dyn Backend>,
         batch: usize,
     ) -> Result<Session> {
-        if batch == 0 {
-            bail!("a session needs at least one sequence (batch 0)");
-        }
-        let notices = fit_memory(&mut model, backend.as_ref(), batch)?
+        check_batch(batch)?;
+        let notices = fit_memory(&mut model, backend.as_ref(), batch, false)?
             .into_iter()
             .collect();
-        backend.load_weights(&model.weights.tensors).map_err(|e| {
-            match e.downcast_ref::<WeightOutOfRange>() {
-                Some(w) => OptionError::new(
-                    &["device"],
-                    format!(
-                        "weight '{}' holds {}, beyond the ±65504 that {} stores weights in \
-                         (f16): run this model on the CPU ({{device}} cpu)",
-                        model.weights.names[w.index],
-                        w.value,
-                        backend.describe()
-                    ),
-                )
-                .into(),
-                None => e,
-            }
-        })?;
+        upload_weights(&model, backend.as_mut())?;
+        Session::on_weights(model, backend, batch, notices)
+    }
+
+    /// A session on a backend that already holds `model`'s weights ([`Backend::share_weights`]
+    /// of the backend they were uploaded to): only its own state and activations are allocated.
+    /// Its context is the model's; one that does not fit what is left is an error.
+    pub fn sharing_weights(model: Model, backend: Box<dyn Backend>, batch: usize) -> Result<Session> {
+        check_batch(batch)?;
+        let mut model = model;
+        let lowered = model.context_setting.is_none();
+        // The context is the engine's: a session never quietly gets a shorter one.
+        model.context_setting = Some(&["max_seq_len"]);
+        fit_memory(&mut model, backend.as_ref(), batch, true)?;
+        if lowered {
+            model.context_setting = None;
+        }
+        Session::on_weights(model, backend, batch, Vec::new())
+    }
+
+    fn on_weights(
+        model: Model,
+        mut backend: Box<dyn Backend>,
+        batch: usize,
+        notices: Vec<Notice>,
+    ) -> Result<Session> {
         backend.alloc_states(&llama::states(&model, batch))?;
         let prompt = match llama::build_prompt_graph(&model) {
             Some(g) => Some(Program::new(backend.as_mut(), g)?),
@@ -367,6 +375,33 @@ impl Session {
     }
 }
 
+fn check_batch(batch: usize) -> Result<()> {
+    if batch == 0 {
+        bail!("a session needs at least one sequence (batch 0)");
+    }
+    Ok(())
+}
+
+/// Uploads `model`'s weights to `backend`; a weight f16 cannot hold is an error naming it.
+pub fn upload_weights(model: &Model, backend: &mut dyn Backend) -> Result<()> {
+    backend.load_weights(&model.weights.tensors).map_err(|e| {
+        match e.downcast_ref::<WeightOutOfRange>() {
+            Some(w) => OptionError::new(
+                &["device"],
+                format!(
+                    "weight '{}' holds {}, beyond the ±65504 that {} stores weights in \
+                     (f16): run this model on the CPU ({{device}} cpu)",
+                    model.weights.names[w.index],
+                    w.value,
+                    backend.describe()
+                ),
+            )
+            .into(),
+            None => e,
+        }
+    })
+}
+
 /// What a session needs on its device, in bytes, by part (u128: sizes from files never wrap).
 #[derive(Clone, Copy, Debug)]
 pub struct MemoryPlan {
@@ -444,7 +479,14 @@ impl MemoryPlan {
 /// anything is allocated. A model's own context that does not fit becomes the largest that
 /// does, with the notice returned; a context that was asked for is an error naming the option
 /// to lower.
-fn fit_memory(model: &mut Model, backend: &dyn Backend, batch: usize) -> Result<Option<Notice>> {
+/// With `weights_resident` the weights are on the device already (a session sharing them), so
+/// only the rest must fit.
+pub fn fit_memory(
+    model: &mut Model,
+    backend: &dyn Backend,
+    batch: usize,
+    weights_resident: bool,
+) -> Result<Option<Notice>> {
     use crate::limits::human_bytes as hb;
     let limit = crate::limits::memory_limit_env()?;
     let (budget, source) = match (backend.memory_available(), limit) {
@@ -453,7 +495,10 @@ fn fit_memory(model: &mut Model, backend: &dyn Backend, batch: usize) -> Result<
         (None, Some(l)) => (l, crate::limits::MEMORY_LIMIT_ENV.to_string()),
         (None, None) => return Ok(None),
     };
-    let plan = MemoryPlan::of(model, backend.act_bytes(), batch);
+    let mut plan = MemoryPlan::of(model, backend.act_bytes(), batch);
+    if weights_resident {
+        plan.weights = 0;
+    }
     let ctx = model.config.max_seq_len;
     let budget = budget as u128;
     if plan.total(ctx) <= budget {
@@ -474,7 +519,7 @@ fn fit_memory(model: &mut Model, backend: &dyn Backend, batch: usize) -> Result<
             hb(plan.prompts),
             hb(budget)
         );
-        return Err(OptionError::new(&["quant"], text).into());
+        return Err(OptionError::out_of_memory(&["quant"], text).into());
     }
     let fit = ((budget - fixed) / plan.kv_per_token).min(ctx as u128) as usize;
     if let Some(setting) = model.context_setting {
@@ -492,7 +537,7 @@ fn fit_memory(model: &mut Model, backend: &dyn Backend, batch: usize) -> Result<
             hb(plan.activations + plan.prompts),
             hb(budget)
         );
-        return Err(OptionError::new(setting, text).into());
+        return Err(OptionError::out_of_memory(setting, text).into());
     }
     let notice = Notice::naming(
         &["max_seq_len"],

@@ -18,7 +18,8 @@ use lav2::convert::pth::Checkpoint;
 use lav2::convert::spm::{Piece, PieceType, SpModel, MODEL_BPE};
 use lav2::convert::OutDType;
 use lav2::model::weights::TensorFiles;
-use lav2::{LoadOptions, Model, Session};
+use lav2::model::{LoadOptions, Model};
+use lav2::session::Session;
 
 const TOKENS: [u32; 6] = [1, 17, 42, 99, 250, 7];
 

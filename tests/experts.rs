@@ -16,7 +16,8 @@ use lav2::io::image::load_image;
 use lav2::io::tokenizer::Tokenizer;
 use lav2::model::config::ChannelOrder;
 use lav2::notice::render_error;
-use lav2::{DeviceChoice, LoadOptions};
+use lav2::backend::DeviceChoice;
+use lav2::model::LoadOptions;
 
 /// The words rendered in the fixture, line by line.
 const WORDS: [&str; 2] = ["Hello Tesseract", "Quick brown fox 42"];

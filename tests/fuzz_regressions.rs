@@ -79,7 +79,7 @@ fn fuzz_companion_files_load() {
         entries::safetensors_bytes(&entries::tiny_adapter_tensors()),
     )
     .unwrap();
-    let opts = lav2::LoadOptions::default();
+    let opts = lav2::model::LoadOptions::default();
     lav2::Model::load(&base, None, &opts).expect("tiny Meta base");
     lav2::Model::load(&hf, None, &opts).expect("tiny HF base");
     let m = lav2::Model::load(&base, Some(&adapter), &opts).expect("tiny adapter");

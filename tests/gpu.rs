@@ -30,7 +30,7 @@ use lav2::ops::case::{rnd, Case, Data, Sizes};
 use lav2::quant::QuantFormat;
 use lav2::rng::Rng;
 use lav2::tensor::{DType, HostTensor, Synthetic};
-use lav2::Session;
+use lav2::session::Session;
 
 /// The end-to-end tolerance: relative L2 of f16 logits against the f32 reference.
 const TOL: f32 = lav2::ops::case::F16_TOLERANCE;
@@ -248,7 +248,7 @@ fn cuda_backend_reports_a_missing_gpu_cleanly() {
         }
     }
     // --device auto falls back to the CPU rather than failing.
-    let b = lav2::backend::open(lav2::DeviceChoice::Auto).unwrap();
+    let b = lav2::backend::open(lav2::backend::DeviceChoice::Auto).unwrap();
     assert!(!b.describe().is_empty());
 }
 

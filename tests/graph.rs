@@ -6,7 +6,7 @@ mod common;
 use common::*;
 
 /// Prefill of the first token, then one decode step per token, against one forward of all.
-fn check_incremental(s: &mut lav2::Session, tokens: &[u32], what: &str) {
+fn check_incremental(s: &mut lav2::session::Session, tokens: &[u32], what: &str) {
     let full = s.forward(tokens, 0, true).unwrap();
     let vocab = full.len() / tokens.len();
     let mut step = s.forward(&tokens[..1], 0, true).unwrap();
@@ -280,7 +280,7 @@ fn a_batch_equals_its_sequences_run_alone() {
     let prompts: Vec<Vec<u32>> = (0..3)
         .map(|b| (0..3).map(|i| tokens[(b * 3 + i) % tokens.len()]).collect())
         .collect();
-    let mut batched = lav2::Session::with_batch(model(), cpu(), 3).unwrap();
+    let mut batched = lav2::session::Session::with_batch(model(), cpu(), 3).unwrap();
     let vq = batched.visual_query(&pixels).unwrap();
     batched.set_visual_query(Some(&vq)).unwrap();
     let all = batched.forward(&prompts.concat(), 0, true).unwrap();
@@ -331,7 +331,7 @@ fn a_batch_equals_its_sequences_run_alone() {
         .next_tokens(&[1, 2, 3], 0, 0.0, 1.0, &[0.0])
         .unwrap_err();
     assert!(format!("{err:#}").contains("uniform"), "{err:#}");
-    assert!(lav2::Session::with_batch(model(), cpu(), 0).is_err());
+    assert!(lav2::session::Session::with_batch(model(), cpu(), 0).is_err());
 }
 
 fn tiny_model(with_adapter: bool) -> lav2::Model {
@@ -345,9 +345,9 @@ fn tiny_model(with_adapter: bool) -> lav2::Model {
 #[test]
 fn one_decode_program_serves_three_sampling_settings() {
     let cpu = || Box::new(lav2::backend::cpu::CpuBackend::new());
-    let mut s = lav2::Session::new(tiny_model(true), cpu()).unwrap();
+    let mut s = lav2::session::Session::new(tiny_model(true), cpu()).unwrap();
     s.forward(&[1, 2, 3, 4], 0, false).unwrap();
-    let mut reference = lav2::Session::new(tiny_model(true), cpu()).unwrap();
+    let mut reference = lav2::session::Session::new(tiny_model(true), cpu()).unwrap();
     reference.forward(&[1, 2, 3, 4], 0, false).unwrap();
     let logits = reference.forward(&[5], 4, false).unwrap();
     let settings = [(0.0f32, 1.0f32, 0.3f32), (0.7, 0.9, 0.6), (1.3, 0.5, 0.95)];

@@ -534,7 +534,7 @@ fn all_non_finite_logits_stop_generation_with_an_error_naming_the_step() {
     let model = lav2::Model::load(
         &nan_norm,
         None,
-        &lav2::LoadOptions {
+        &lav2::model::LoadOptions {
             skip_finite_check: true,
             ..Default::default()
         },

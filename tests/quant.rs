@@ -6,9 +6,9 @@ mod common;
 use common::*;
 use lav2::generate::{self, SamplingOptions};
 use lav2::quant::QuantFormat;
-use lav2::{LoadOptions, Model};
+use lav2::model::{LoadOptions, Model};
 
-fn load_q(dir: &std::path::Path, quant: QuantFormat) -> lav2::Session {
+fn load_q(dir: &std::path::Path, quant: QuantFormat) -> lav2::session::Session {
     let opts = LoadOptions {
         quant,
         ..Default::default()
@@ -17,7 +17,7 @@ fn load_q(dir: &std::path::Path, quant: QuantFormat) -> lav2::Session {
 }
 
 /// exp(mean negative log-likelihood) of `tokens[1..]`, each given the tokens before it.
-fn perplexity(s: &mut lav2::Session, tokens: &[u32]) -> f64 {
+fn perplexity(s: &mut lav2::session::Session, tokens: &[u32]) -> f64 {
     let logits = s.forward(tokens, 0, true).unwrap();
     let vocab = logits.len() / tokens.len();
     let mut nll = 0f64;

@@ -23,7 +23,7 @@ pub enum HostData<'a> {
 
 /// Executes planned graphs. Every backend can also be measured ([`Measure`]): a `&mut dyn
 /// Backend` coerces to the `&mut dyn Measure` the benchmarks take.
-pub trait Backend: Measure {
+pub trait Backend: Measure + Send {
     /// One line naming the device, for logs and benchmark reports.
     fn describe(&self) -> String;
     /// Whether the device is an emulator (the PTX emulator behind a drop-in libcuda): results
@@ -43,6 +43,10 @@ pub trait Backend: Measure {
     /// Has [`Backend::load_weights`] tell `report` how far it has got, where an upload takes
     /// long enough to show (a large model going to a GPU); the CPU reads weights in place.
     fn set_upload_progress(&mut self, _report: UploadProgressFn) {}
+    /// A backend on the same device holding this one's uploaded weights (shared, not copied) and
+    /// nothing else: its own states, programs and, on a GPU, its own stream. Sessions of one
+    /// engine run on such backends side by side, on the weights uploaded once.
+    fn share_weights(&self) -> Result<Box<dyn Backend>>;
     /// Allocates the persistent state (KV cache, prompt K/V), zero-filled.
     fn alloc_states(&mut self, states: &[StateDesc]) -> Result<()>;
     /// Keeps a planned graph and allocates what it needs.
@@ -109,7 +113,7 @@ pub struct UploadProgress {
 }
 
 /// Receives [`UploadProgress`] as weights reach the device.
-pub type UploadProgressFn = Box<dyn FnMut(UploadProgress)>;
+pub type UploadProgressFn = Box<dyn FnMut(UploadProgress) + Send>;
 
 /// The smallest magnitude that rounds to infinity in f16 (65504 is the largest finite f16).
 pub const F16_OVERFLOW: f32 = 65520.0;

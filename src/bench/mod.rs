@@ -15,7 +15,7 @@ use crate::backend::{self, Backend, DeviceChoice};
 use crate::model::synthetic::{self, Preset, ShapeOverrides};
 use crate::model::Model;
 use crate::quant::QuantFormat;
-use crate::Session;
+use crate::session::Session;
 
 mod stats;
 

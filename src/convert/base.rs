@@ -347,7 +347,7 @@ pub fn convert(
         )),
     }
     // What we wrote must load.
-    crate::Model::load(out, None, &crate::LoadOptions::default()).with_context(|| {
+    crate::model::Model::load(out, None, &crate::model::LoadOptions::default()).with_context(|| {
         format!(
             "internal: the converted folder {} does not load",
             out.display()

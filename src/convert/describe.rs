@@ -332,7 +332,7 @@ fn describe_dir(dir: &Path) -> Result<String> {
         if !has_st {
             let _ = writeln!(s, "missing: *.safetensors weights");
         } else {
-            match crate::Model::load(dir, None, &crate::LoadOptions::default()) {
+            match crate::model::Model::load(dir, None, &crate::model::LoadOptions::default()) {
                 Ok(m) => {
                     let _ = writeln!(
                         s,

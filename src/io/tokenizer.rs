@@ -236,36 +236,65 @@ impl Tokenizer {
     pub fn stream_after(&self, prompt: &[u32]) -> TextStream<'_> {
         TextStream {
             tok: self,
-            prompt: prompt.to_vec(),
-            ids: Vec::new(),
-            emitted: String::new(),
+            state: StreamState::after(prompt),
         }
     }
 }
 
-/// Recomputes the continuation each step and emits what extends the text already printed; an
-/// unfinished UTF-8 sequence is held back until the next token completes it or shows that it
-/// cannot be completed (then it is U+FFFD, as in the final text).
+/// [`StreamState`] with the tokenizer it decodes with.
 pub struct TextStream<'a> {
     tok: &'a Tokenizer,
+    state: StreamState,
+}
+
+impl TextStream<'_> {
+    pub fn step(&mut self, id: u32) -> Result<String> {
+        self.state.step(self.tok, id)
+    }
+
+    /// Whatever is still held back (an unfinished byte sequence at the very end).
+    pub fn finish(&mut self) -> Result<String> {
+        self.state.finish(self.tok)
+    }
+}
+
+/// Incremental decoding that owns no tokenizer (for a session that outlives any borrow of
+/// one). Recomputes the continuation each step and emits what extends the text already
+/// printed; an unfinished UTF-8 sequence is held back until the next token completes it or
+/// shows that it cannot be completed (then it is U+FFFD, as in the final text).
+#[derive(Clone, Debug, Default)]
+pub struct StreamState {
     prompt: Vec<u32>,
     ids: Vec<u32>,
     emitted: String,
 }
 
-impl TextStream<'_> {
-    pub fn step(&mut self, id: u32) -> Result<String> {
+impl StreamState {
+    /// A stream of what follows `prompt`.
+    pub fn after(prompt: &[u32]) -> StreamState {
+        StreamState {
+            prompt: prompt.to_vec(),
+            ids: Vec::new(),
+            emitted: String::new(),
+        }
+    }
+
+    /// The ids streamed so far (after the prompt).
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    pub fn step(&mut self, tok: &Tokenizer, id: u32) -> Result<String> {
         self.ids.push(id);
-        let (text, _) = self.tok.continuation_parts(&self.prompt, &self.ids)?;
+        let (text, _) = tok.continuation_parts(&self.prompt, &self.ids)?;
         Ok(self.advance(&text))
     }
 
     /// Whatever is still held back (an unfinished byte sequence at the very end).
-    pub fn finish(&mut self) -> Result<String> {
-        let text = self.tok.continuation(&self.prompt, &self.ids)?;
+    pub fn finish(&mut self, tok: &Tokenizer) -> Result<String> {
+        let text = tok.continuation(&self.prompt, &self.ids)?;
         Ok(self.advance(&text))
     }
-
     fn advance(&mut self, text: &str) -> String {
         // By construction the text only grows; should a decoder ever rewrite what was printed,
         // nothing more is printed until the text passes it again.

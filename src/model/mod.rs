@@ -26,6 +26,7 @@ use config::{AdapterConfig, GateActivation, Layout, ModelConfig, ScaleForm};
 use weights::TensorFiles;
 
 /// The adapter as loaded: its configuration and which of its features were found.
+#[derive(Clone)]
 pub struct AdapterInfo {
     pub dir: PathBuf,
     pub config: AdapterConfig,
@@ -34,6 +35,8 @@ pub struct AdapterInfo {
     pub features: Vec<String>,
 }
 
+/// A loaded model; a clone shares the weights' bytes.
+#[derive(Clone)]
 pub struct Model {
     pub dir: PathBuf,
     pub config: ModelConfig,

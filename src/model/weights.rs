@@ -205,8 +205,9 @@ fn files_path<'a>(files: &'a [(PathBuf, Arc<Mmap>)], i: usize, fallback: &'a Pat
     files.get(i).map(|(p, _)| p.as_path()).unwrap_or(fallback)
 }
 
-/// Every tensor the graphs use, by our own canonical name, in upload order.
-#[derive(Default)]
+/// Every tensor the graphs use, by our own canonical name, in upload order. A clone shares the
+/// tensors' bytes.
+#[derive(Clone, Default)]
 pub struct WeightStore {
     pub tensors: Vec<HostTensor>,
     pub names: Vec<String>,

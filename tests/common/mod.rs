@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use lav2::generate::SamplingOptions;
 use lav2::model::weights::TensorFiles;
-use lav2::{LoadOptions, Model};
+use lav2::model::{LoadOptions, Model};
 
 /// `$LAV2_CONFORMANCE`, else `../shared/conformance`. Missing: a failure under CI, a loud skip
 /// elsewhere.
@@ -59,8 +59,8 @@ pub fn load(dir: &std::path::Path, adapter: Option<&std::path::Path>) -> Model {
     Model::load(dir, adapter, &LoadOptions::default()).unwrap()
 }
 
-pub fn cpu_session(model: Model) -> lav2::Session {
-    lav2::Session::new(model, Box::new(lav2::backend::cpu::CpuBackend::new())).unwrap()
+pub fn cpu_session(model: Model) -> lav2::session::Session {
+    lav2::session::Session::new(model, Box::new(lav2::backend::cpu::CpuBackend::new())).unwrap()
 }
 
 /// A scratch folder under the target directory, fresh for each call.

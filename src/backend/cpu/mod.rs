@@ -4,6 +4,7 @@ mod bind;
 mod measure;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use anyhow::{bail, Result};
 
@@ -52,7 +53,8 @@ struct Memory {
 }
 
 pub struct CpuBackend {
-    weights: Vec<CpuWeight>,
+    /// Shared by every backend made by [`Backend::share_weights`]: weights are read only.
+    weights: Arc<Vec<CpuWeight>>,
     states: Vec<Vec<f32>>,
     programs: Vec<CpuProgram>,
 }
@@ -66,7 +68,7 @@ impl Default for CpuBackend {
 impl CpuBackend {
     pub fn new() -> CpuBackend {
         CpuBackend {
-            weights: Vec::new(),
+            weights: Arc::new(Vec::new()),
             states: Vec::new(),
             programs: Vec::new(),
         }
@@ -90,7 +92,10 @@ impl Backend for CpuBackend {
     }
 
     fn load_weights(&mut self, weights: &[HostTensor]) -> Result<()> {
-        self.weights = weights
+        if !self.programs.is_empty() {
+            bail!("internal error: weights replaced after graphs were prepared");
+        }
+        let loaded: Vec<CpuWeight> = weights
             .iter()
             .map(|t| {
                 Ok(if matches!(t.dtype, DType::I8 | DType::U8) {
@@ -102,7 +107,16 @@ impl Backend for CpuBackend {
                 })
             })
             .collect::<Result<_>>()?;
+        self.weights = Arc::new(loaded);
         Ok(())
+    }
+
+    fn share_weights(&self) -> Result<Box<dyn Backend>> {
+        Ok(Box::new(CpuBackend {
+            weights: self.weights.clone(),
+            states: Vec::new(),
+            programs: Vec::new(),
+        }))
     }
 
     fn alloc_states(&mut self, states: &[StateDesc]) -> Result<()> {

@@ -14,6 +14,10 @@ pub struct Cublas {
     handle: sys::cublasHandle_t,
 }
 
+// SAFETY: a cuBLAS handle may move between threads; this one is used only through
+// `&mut CudaBackend`, so never from two threads at once.
+unsafe impl Send for Cublas {}
+
 /// cudarc panics on a missing library symbol: turn that into an error.
 fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| Err(anyhow!("cuBLAS {what} panicked")))

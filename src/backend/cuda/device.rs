@@ -63,6 +63,30 @@ pub struct Device {
     _modules: Vec<Arc<CudaModule>>,
 }
 
+impl Device {
+    /// The same device, context and kernels with a stream of its own, so that work queued by
+    /// another backend sharing them is not ordered with this one's.
+    pub fn with_new_stream(&self) -> Result<Device> {
+        let stream = self
+            .ctx
+            .new_stream()
+            .map_err(|e| anyhow!("could not create a CUDA stream: {e}"))?;
+        Ok(Device {
+            ctx: self.ctx.clone(),
+            stream,
+            name: self.name.clone(),
+            cc: self.cc,
+            total_mem: self.total_mem,
+            sms: self.sms,
+            max_smem_optin: self.max_smem_optin,
+            driver_version: self.driver_version,
+            functions: self.functions.clone(),
+            modules_summary: self.modules_summary.clone(),
+            _modules: self._modules.clone(),
+        })
+    }
+}
+
 fn version_str(v: i32) -> String {
     format!("{}.{}", v / 1000, (v % 1000) / 10)
 }

@@ -22,6 +22,7 @@ pub use crate::ops::lowering::Variants;
 pub use lower::{dry_lower, place, DryDevice, StateSlot, WeightSlot};
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -65,7 +66,12 @@ fn alloc(stream: &std::sync::Arc<CudaStream>, bytes: usize) -> Result<Buf> {
     // SAFETY: the memory is written (zeroed, uploaded or produced by a kernel) before it is read,
     // except arenas, whose contents are never read before an op writes them.
     let slice = unsafe { stream.alloc::<u8>(len) }
-        .map_err(|e| anyhow!("cudaMalloc of {:.3} GiB failed: {e}", len as f64 / GIB))?;
+        .map_err(|e| {
+            anyhow::Error::new(crate::limits::OutOfMemory(format!(
+                "cudaMalloc of {:.3} GiB failed: {e}",
+                len as f64 / GIB
+            )))
+        })?;
     let ptr = {
         let (p, _sync) = slice.device_ptr(stream);
         p
@@ -91,9 +97,17 @@ struct DevWeight {
     host: HostTensor,
 }
 
+/// A captured CUDA graph, owned by one backend.
+struct CapturedGraph(CudaGraph);
+
+// SAFETY: a graph executable may be launched from any thread whose context is current; this one
+// is launched only through `&mut CudaBackend` (never from two threads at once), after
+// `bind_to_thread`, on the stream it was captured on.
+unsafe impl Send for CapturedGraph {}
+
 #[derive(Default)]
 struct CaptureState {
-    graph: Option<CudaGraph>,
+    graph: Option<CapturedGraph>,
     failed: bool,
 }
 
@@ -113,7 +127,9 @@ struct CudaProgram {
 pub struct CudaBackend {
     programs: Vec<CudaProgram>,
     states: Vec<(Buf, DevElem)>,
-    weights: Vec<DevWeight>,
+    /// Shared by every backend made by [`Backend::share_weights`]; uploaded (and synchronized)
+    /// before any is made, and read only afterwards.
+    weights: Arc<Vec<DevWeight>>,
     weights_f32: HashMap<usize, Buf>,
     smem_set: HashMap<&'static str, usize>,
     bytes_weights: usize,
@@ -192,7 +208,7 @@ impl CudaBackend {
         Ok(CudaBackend {
             programs: Vec::new(),
             states: Vec::new(),
-            weights: Vec::new(),
+            weights: Arc::new(Vec::new()),
             weights_f32: HashMap::new(),
             smem_set: HashMap::new(),
             bytes_weights: 0,
@@ -271,7 +287,7 @@ impl CudaBackend {
                 self.bytes_states + states,
                 self.bytes_activations + activations,
             );
-            bail!(
+            return Err(crate::limits::OutOfMemory(format!(
                 "out of GPU memory: needs {} GiB (weights {}, KV cache {}, activations {}), {} GiB free on {}",
                 gib(a + b + c),
                 gib(a),
@@ -279,7 +295,8 @@ impl CudaBackend {
                 gib(c),
                 gib(free + resident),
                 self.dev.name
-            );
+            ))
+            .into());
         }
         Ok(())
     }
@@ -557,9 +574,10 @@ impl Backend for CudaBackend {
         }
         self.dev.ctx.bind_to_thread()?;
         self.dev.stream.synchronize()?;
-        self.weights.clear();
+        self.weights = Arc::new(Vec::new());
         self.weights_f32.clear();
         self.bytes_weights = 0;
+        let mut uploaded = Vec::with_capacity(weights.len());
         let plan: Vec<(DevElem, usize)> = weights
             .iter()
             .map(|t| {
@@ -591,7 +609,7 @@ impl Backend for CudaBackend {
                 })?;
             done += buf.bytes;
             self.bytes_weights += buf.bytes;
-            self.weights.push(DevWeight {
+            uploaded.push(DevWeight {
                 buf,
                 elem,
                 numel: t.numel(),
@@ -616,7 +634,32 @@ impl Backend for CudaBackend {
         }
         self.dev.stream.synchronize().context("uploading weights")?;
         drop(staging);
+        self.weights = Arc::new(uploaded);
         Ok(())
+    }
+
+    fn share_weights(&self) -> Result<Box<dyn Backend>> {
+        self.dev.ctx.bind_to_thread()?;
+        // Work queued on this stream (an upload) is done before another stream reads its results.
+        self.dev.stream.synchronize()?;
+        Ok(Box::new(CudaBackend {
+            programs: Vec::new(),
+            states: Vec::new(),
+            weights: self.weights.clone(),
+            weights_f32: HashMap::new(),
+            smem_set: HashMap::new(),
+            bytes_weights: self.bytes_weights,
+            bytes_states: 0,
+            bytes_activations: 0,
+            cuda_graphs: self.cuda_graphs,
+            sync_each_op: self.sync_each_op,
+            cublas: None,
+            vendor_operands: None,
+            variants: self.variants.clone(),
+            notices: Vec::new(),
+            upload_progress: None,
+            dev: self.dev.with_new_stream()?,
+        }))
     }
 
     fn alloc_states(&mut self, states: &[StateDesc]) -> Result<()> {
@@ -785,7 +828,7 @@ impl Backend for CudaBackend {
             && !p.capture.failed
         {
             match Self::capture(&stream, &p.steps) {
-                Ok(g) => p.capture.graph = Some(g),
+                Ok(g) => p.capture.graph = Some(CapturedGraph(g)),
                 Err(e) => {
                     self.notices.push(Notice::new(format!(
                         "capturing '{name}' as a CUDA graph failed ({e}); running it op by op"
@@ -796,6 +839,7 @@ impl Backend for CudaBackend {
         }
         match &p.capture.graph {
             Some(g) if use_graph => g
+                .0
                 .launch()
                 .map_err(|e| anyhow!("replaying the CUDA graph of '{name}': {e}"))?,
             _ => Self::enqueue_all(&stream, &p.steps, sync_each)
