@@ -25,9 +25,9 @@ use crate::io::{
     tokenizer::{parse_token_ids, Tokenizer},
 };
 use crate::model::config::ChannelOrder;
+use crate::model::{LoadOptions, Model};
 use crate::notice::OptionError;
 use crate::session::Session;
-use crate::model::{LoadOptions, Model};
 
 /// The instruction the authors trained the caption stage with (`PretrainDataset` in
 /// `llama_adapter_v2_multimodal7b/data/dataset.py`), wrapped in the Alpaca template without

@@ -21,11 +21,11 @@ use lav2::io::image::load_image;
 use lav2::io::tokenizer::{parse_token_ids, Tokenizer};
 use lav2::model::config::{ChannelOrder, LINEARS};
 use lav2::model::weights::TensorFiles;
-use lav2::quant::QuantFormat;
-use lav2::tensor::shape_str;
 use lav2::model::{LoadOptions, Model};
 use lav2::notice::Notice;
+use lav2::quant::QuantFormat;
 use lav2::session::Session;
+use lav2::tensor::shape_str;
 
 #[derive(Parser)]
 #[command(
@@ -392,7 +392,7 @@ fn run_generate_experts(
 fn prompt_of(
     a: &GenerateArgs,
     model: &Model,
-    tokenizer: &Tokenizer,
+    tokenizer: Option<&Tokenizer>,
     context: Option<&str>,
 ) -> Result<Vec<u32>> {
     let template = match &a.template {
@@ -419,7 +419,11 @@ fn prompt_of(
         (Some(text), None) => {
             let formatted = generate::format_prompt(template, text, context)?;
             let mut ids = vec![bos];
-            ids.extend(tokenizer.encode(&formatted)?);
+            ids.extend(
+                tokenizer
+                    .context("--prompt needs a tokenizer")?
+                    .encode(&formatted)?,
+            );
             ids
         }
         (None, None) => bail!("give --prompt or --prompt-ids"),
@@ -449,8 +453,14 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     };
     let t0 = Instant::now();
     let model = Model::load(&a.model.model, a.model.adapter.as_deref(), &opts)?;
-    let tokenizer = Tokenizer::load(&tok_path)?;
-    let prompt_ids = prompt_of(&a, &model, &tokenizer, context.as_deref())?;
+    // Token ids in, token ids out: a model folder without a tokenizer can still generate.
+    let ids_only = a.prompt_ids.is_some() && a.tokenizer.is_none() && !tok_path.exists();
+    let tokenizer = if ids_only {
+        None
+    } else {
+        Some(Tokenizer::load(&tok_path)?)
+    };
+    let prompt_ids = prompt_of(&a, &model, tokenizer.as_ref(), context.as_deref())?;
     let mut session = open_session(model, &a.device)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     // With a text-only model an image may still feed the experts.
@@ -460,20 +470,30 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
         visual_prompts(&mut session, &a.image)?
     };
     // The streamed text is exactly the JSON `text`: what follows the prompt's own text.
-    let mut stream = tokenizer.stream_after(&prompt_ids);
+    let mut stream = tokenizer.as_ref().map(|t| t.stream_after(&prompt_ids));
     let mut stdout = std::io::stdout().lock();
     let streaming = !a.json;
     let gen = generate::generate(&mut session, &prompt_ids, &sampling, |id| {
         if streaming {
-            let piece = stream.step(id)?;
+            // Without a tokenizer the ids are the answer, space-separated.
+            let piece = match stream.as_mut() {
+                Some(s) => s.step(id)?,
+                None => format!("{id} "),
+            };
             stdout.write_all(piece.as_bytes())?;
             stdout.flush()?;
         }
         Ok(())
     })?;
-    let text = tokenizer.continuation(&prompt_ids, &gen.ids)?;
+    let text = match &tokenizer {
+        Some(t) => Some(t.continuation(&prompt_ids, &gen.ids)?),
+        None => None,
+    };
     if streaming {
-        let rest = stream.finish()?;
+        let rest = match stream.as_mut() {
+            Some(s) => s.finish()?,
+            None => String::new(),
+        };
         writeln!(stdout, "{rest}")?;
     } else {
         let decode_tokens = gen.ids.len().saturating_sub(1);

@@ -57,7 +57,11 @@ impl Session {
     /// A session on a backend that already holds `model`'s weights ([`Backend::share_weights`]
     /// of the backend they were uploaded to): only its own state and activations are allocated.
     /// Its context is the model's; one that does not fit what is left is an error.
-    pub fn sharing_weights(model: Model, backend: Box<dyn Backend>, batch: usize) -> Result<Session> {
+    pub fn sharing_weights(
+        model: Model,
+        backend: Box<dyn Backend>,
+        batch: usize,
+    ) -> Result<Session> {
         check_batch(batch)?;
         let mut model = model;
         let lowered = model.context_setting.is_none();

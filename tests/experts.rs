@@ -10,14 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
+use lav2::backend::DeviceChoice;
 use lav2::experts::{self, combine, run_experts, ExpertContext, ExpertOptions, ExpertOutput};
 use lav2::generate::{format_prompt, Template};
 use lav2::io::image::load_image;
 use lav2::io::tokenizer::Tokenizer;
 use lav2::model::config::ChannelOrder;
-use lav2::notice::render_error;
-use lav2::backend::DeviceChoice;
 use lav2::model::LoadOptions;
+use lav2::notice::render_error;
 
 /// The words rendered in the fixture, line by line.
 const WORDS: [&str; 2] = ["Hello Tesseract", "Quick brown fox 42"];

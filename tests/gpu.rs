@@ -29,8 +29,8 @@ use lav2::model::{llama, synthetic, Model};
 use lav2::ops::case::{rnd, Case, Data, Sizes};
 use lav2::quant::QuantFormat;
 use lav2::rng::Rng;
-use lav2::tensor::{DType, HostTensor, Synthetic};
 use lav2::session::Session;
+use lav2::tensor::{DType, HostTensor, Synthetic};
 
 /// The end-to-end tolerance: relative L2 of f16 logits against the f32 reference.
 const TOL: f32 = lav2::ops::case::F16_TOLERANCE;
@@ -951,4 +951,70 @@ fn e2e_positions_past_the_cache_are_rejected() {
     decode.set_i32(&mut b, llama::TOKENS, &[100_000]).unwrap();
     let err = decode.run(&mut b).unwrap_err();
     assert!(format!("{err:#}").contains("vocabulary"), "{err:#}");
+}
+
+/// The public API on the GPU: an engine's sessions run on their own streams, on two threads at
+/// once, over weights uploaded once — and say what the CPU's say.
+#[test]
+fn e2e_engine_sessions_share_the_uploaded_weights_across_threads() {
+    use lav2::{DeviceChoice, Engine, EngineOptions};
+    use std::ops::ControlFlow;
+    let Some(probe) = gpu() else { return };
+    let Some(root) = conformance() else { return };
+    let dir = root.join("stories260K");
+    let options = |device| EngineOptions {
+        device,
+        max_seq_len: Some(96),
+        ..Default::default()
+    };
+    let prompts = ["Once upon a time", "The little dog"];
+    let story = |engine: &Engine, prompt: &str| {
+        let mut s = engine.session().unwrap();
+        s.prefill_text(prompt).unwrap();
+        s.generate(&SamplingOptions::greedy(40), |_| ControlFlow::Continue(()))
+            .unwrap()
+            .ids
+    };
+    let cpu = Engine::load(&dir, None, &options(DeviceChoice::Cpu)).unwrap();
+    let want: Vec<Vec<u32>> = prompts.iter().map(|p| story(&cpu, p)).collect();
+
+    let used = || probe.memory_available().unwrap();
+    let before = used();
+    let engine = Engine::load(&dir, None, &options(DeviceChoice::Cuda)).unwrap();
+    let loaded = before - used();
+    let sessions: Vec<_> = (0..3).map(|_| engine.session().unwrap()).collect();
+    let per_session = (before - loaded - used()) / 3;
+    drop(sessions);
+    let weight_bytes: usize = load(&dir, None)
+        .weights
+        .tensors
+        .iter()
+        .map(|t| t.numel() * 2)
+        .sum();
+    eprintln!("engine load took {loaded} B of device memory (weights {weight_bytes} B), a session {per_session} B");
+    if probe.is_emulated() {
+        // The emulator counts every byte: the weights were uploaded once, not once a session.
+        assert!(
+            loaded >= weight_bytes,
+            "{loaded} B for {weight_bytes} B of weights"
+        );
+        assert!(
+            per_session < weight_bytes / 2,
+            "a session took {per_session} B, as if it had its own copy of {weight_bytes} B"
+        );
+    }
+    let got: Vec<Vec<u32>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = prompts
+            .iter()
+            .map(|p| {
+                let engine = engine.clone();
+                scope.spawn(move || story(&engine, p))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        got, want,
+        "two CUDA sessions on two threads against the CPU"
+    );
 }

@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["backend", "model"],
     &["convert", "session"],
     &["generate"],
-    &["experts", "bench"],
+    &["experts", "bench", "api"],
 ];
 
 /// Items of the crate root (`lib.rs` re-exports) and where they live.

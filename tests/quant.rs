@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use lav2::generate::{self, SamplingOptions};
-use lav2::quant::QuantFormat;
 use lav2::model::{LoadOptions, Model};
+use lav2::quant::QuantFormat;
 
 fn load_q(dir: &std::path::Path, quant: QuantFormat) -> lav2::session::Session {
     let opts = LoadOptions {

@@ -81,14 +81,20 @@ impl Engine {
     /// Loads the base model folder `model` (params.json or config.json, safetensors,
     /// tokenizer.json) and, if given, the LLaMA-Adapter V2 folder `adapter`, then puts the
     /// weights on the device. Fails before allocating anything when they cannot fit.
-    pub fn load(model: impl AsRef<Path>, adapter: Option<&Path>, options: &EngineOptions) -> Result<Engine> {
+    pub fn load(
+        model: impl AsRef<Path>,
+        adapter: Option<&Path>,
+        options: &EngineOptions,
+    ) -> Result<Engine> {
         let model_dir = model.as_ref();
         check_dir("model", model_dir)?;
         if let Some(a) = adapter {
             check_dir("adapter", a)?;
         }
         if options.batch == 0 {
-            return Err(Error::bad_input("batch must be at least 1 (sequences per session)"));
+            return Err(Error::bad_input(
+                "batch must be at least 1 (sequences per session)",
+            ));
         }
         let load = LoadOptions {
             max_seq_len: options.max_seq_len,
@@ -101,8 +107,9 @@ impl Engine {
         let (mut backend, fallback) =
             backend::open_with_notice(options.device).kind(ErrorKind::Device)?;
         let mut notices: Vec<String> = fallback.iter().map(|n| n.to_string()).collect();
-        let lowered = crate::session::fit_memory(&mut model, backend.as_ref(), options.batch, false)
-            .kind(ErrorKind::OutOfMemory)?;
+        let lowered =
+            crate::session::fit_memory(&mut model, backend.as_ref(), options.batch, false)
+                .kind(ErrorKind::OutOfMemory)?;
         notices.extend(lowered.iter().map(|n| n.to_string()));
         crate::session::upload_weights(&model, backend.as_mut()).kind(ErrorKind::Device)?;
         let device_name = backend.describe();
@@ -122,11 +129,9 @@ impl Engine {
     /// weights. Sessions are independent and may run on different threads at once.
     pub fn session(&self) -> Result<Session> {
         let backend = {
-            let weights = self
-                .inner
-                .weights
-                .lock()
-                .map_err(|_| Error::new(ErrorKind::Internal, "the engine's device lock is poisoned"))?;
+            let weights = self.inner.weights.lock().map_err(|_| {
+                Error::new(ErrorKind::Internal, "the engine's device lock is poisoned")
+            })?;
             weights.share_weights().kind(ErrorKind::Device)?
         };
         let session = crate::session::Session::sharing_weights(

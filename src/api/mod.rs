@@ -18,7 +18,11 @@ pub use session::{Completion, Image, Session, Token};
 /// assert!(p.ends_with("### Instruction:\nDescribe the image.\n\n### Response:"));
 /// assert!(lav2::format_prompt(lav2::Template::None, "x", Some("y")).is_err());
 /// ```
-pub fn format_prompt(template: crate::Template, instruction: &str, context: Option<&str>) -> Result<String> {
+pub fn format_prompt(
+    template: crate::Template,
+    instruction: &str,
+    context: Option<&str>,
+) -> Result<String> {
     use error::Kind;
     crate::generate::format_prompt(template, instruction, context).kind(ErrorKind::BadInput)
 }

@@ -239,7 +239,9 @@ impl Session {
     pub fn step_batch(&mut self, sampling: &SamplingOptions) -> Result<Vec<u32>> {
         sampling.validate().kind(ErrorKind::BadInput)?;
         if self.is_empty() {
-            return Err(Error::bad_input("nothing to continue: prefill a prompt first"));
+            return Err(Error::bad_input(
+                "nothing to continue: prefill a prompt first",
+            ));
         }
         let (t, p) = (sampling.temperature, sampling.top_p);
         let batch = self.engine.batch();
@@ -271,7 +273,10 @@ impl Session {
             return Err(Error::bad_input("no logits yet: prefill a prompt first"));
         }
         self.flush_pending()?;
-        Ok(self.logits.as_deref().expect("flushed: the logits are read back"))
+        Ok(self
+            .logits
+            .as_deref()
+            .expect("flushed: the logits are read back"))
     }
 
     /// Seeds the random numbers of sampling steps ([`Session::generate`] seeds them with its
@@ -292,7 +297,9 @@ impl Session {
         self.single("generate")?;
         sampling.validate().kind(ErrorKind::BadInput)?;
         if self.is_empty() {
-            return Err(Error::bad_input("nothing to continue: prefill a prompt first"));
+            return Err(Error::bad_input(
+                "nothing to continue: prefill a prompt first",
+            ));
         }
         self.set_seed(sampling.seed);
         let engine = self.engine.clone();
@@ -324,11 +331,15 @@ impl Session {
         };
         // What was held back (an unfinished character at the end) is streamed too, so the
         // pieces always add up to the text; after a stop the callback hears nothing more.
-        if let (Some(t), Some(&last), false) = (tokenizer, ids.last(), stop == StopReason::Stopped) {
+        if let (Some(t), Some(&last), false) = (tokenizer, ids.last(), stop == StopReason::Stopped)
+        {
             let rest = stream.finish(t).kind(ErrorKind::Internal)?;
             if !rest.is_empty() {
                 text.push_str(&rest);
-                let _ = on_token(&Token { id: last, text: rest });
+                let _ = on_token(&Token {
+                    id: last,
+                    text: rest,
+                });
             }
         }
         Ok(Completion { ids, text, stop })

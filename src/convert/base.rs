@@ -347,12 +347,14 @@ pub fn convert(
         )),
     }
     // What we wrote must load.
-    crate::model::Model::load(out, None, &crate::model::LoadOptions::default()).with_context(|| {
-        format!(
-            "internal: the converted folder {} does not load",
-            out.display()
-        )
-    })?;
+    crate::model::Model::load(out, None, &crate::model::LoadOptions::default()).with_context(
+        || {
+            format!(
+                "internal: the converted folder {} does not load",
+                out.display()
+            )
+        },
+    )?;
     report.written.push(format!(
         "Meta LLaMA ({} shard{}) → {} ({count} tensors, {} {})",
         shards.len(),

@@ -453,7 +453,8 @@ mod tests {
         let run = |quant| {
             let m = build(&p, 1, quant, true);
             let mut s =
-                crate::session::Session::new(m, Box::new(crate::backend::cpu::CpuBackend::new())).unwrap();
+                crate::session::Session::new(m, Box::new(crate::backend::cpu::CpuBackend::new()))
+                    .unwrap();
             let size = s.image_size().unwrap();
             let vq = s.visual_query(&vec![0.5; 3 * size * size]).unwrap();
             s.set_visual_query(Some(&vq)).unwrap();

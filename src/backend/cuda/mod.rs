@@ -65,13 +65,12 @@ fn alloc(stream: &std::sync::Arc<CudaStream>, bytes: usize) -> Result<Buf> {
     let len = bytes.max(1).div_ceil(256) * 256;
     // SAFETY: the memory is written (zeroed, uploaded or produced by a kernel) before it is read,
     // except arenas, whose contents are never read before an op writes them.
-    let slice = unsafe { stream.alloc::<u8>(len) }
-        .map_err(|e| {
-            anyhow::Error::new(crate::limits::OutOfMemory(format!(
-                "cudaMalloc of {:.3} GiB failed: {e}",
-                len as f64 / GIB
-            )))
-        })?;
+    let slice = unsafe { stream.alloc::<u8>(len) }.map_err(|e| {
+        anyhow::Error::new(crate::limits::OutOfMemory(format!(
+            "cudaMalloc of {:.3} GiB failed: {e}",
+            len as f64 / GIB
+        )))
+    })?;
     let ptr = {
         let (p, _sync) = slice.device_ptr(stream);
         p
@@ -838,10 +837,10 @@ impl Backend for CudaBackend {
             }
         }
         match &p.capture.graph {
-            Some(g) if use_graph => g
-                .0
-                .launch()
-                .map_err(|e| anyhow!("replaying the CUDA graph of '{name}': {e}"))?,
+            Some(g) if use_graph => {
+                g.0.launch()
+                    .map_err(|e| anyhow!("replaying the CUDA graph of '{name}': {e}"))?
+            }
             _ => Self::enqueue_all(&stream, &p.steps, sync_each)
                 .with_context(|| format!("running '{name}'"))?,
         }
