@@ -80,9 +80,9 @@ fn fuzz_companion_files_load() {
     )
     .unwrap();
     let opts = lav2::model::LoadOptions::default();
-    lav2::Model::load(&base, None, &opts).expect("tiny Meta base");
-    lav2::Model::load(&hf, None, &opts).expect("tiny HF base");
-    let m = lav2::Model::load(&base, Some(&adapter), &opts).expect("tiny adapter");
+    lav2::model::Model::load(&base, None, &opts).expect("tiny Meta base");
+    lav2::model::Model::load(&hf, None, &opts).expect("tiny HF base");
+    let m = lav2::model::Model::load(&base, Some(&adapter), &opts).expect("tiny adapter");
     assert!(m.adapter.is_some());
     std::fs::write(
         adapter.join("adapter_config.json"),
@@ -94,7 +94,7 @@ fn fuzz_companion_files_load() {
         entries::safetensors_bytes(&entries::tiny_visual_adapter_tensors()),
     )
     .unwrap();
-    let m = lav2::Model::load(&base, Some(&adapter), &opts).expect("tiny visual adapter");
+    let m = lav2::model::Model::load(&base, Some(&adapter), &opts).expect("tiny visual adapter");
     assert!(m.has_visual());
     let _ = std::fs::remove_dir_all(&dir);
 }

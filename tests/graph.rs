@@ -334,7 +334,7 @@ fn a_batch_equals_its_sequences_run_alone() {
     assert!(lav2::session::Session::with_batch(model(), cpu(), 0).is_err());
 }
 
-fn tiny_model(with_adapter: bool) -> lav2::Model {
+fn tiny_model(with_adapter: bool) -> lav2::model::Model {
     let p = lav2::model::synthetic::preset("tiny", 64).unwrap();
     lav2::model::synthetic::build(&p, 3, lav2::quant::QuantFormat::None, with_adapter)
 }

@@ -531,7 +531,7 @@ fn all_non_finite_logits_stop_generation_with_an_error_naming_the_step() {
         );
     }
     // Through the library: the CPU reference's sampler refuses a NaN row at any later step too.
-    let model = lav2::Model::load(
+    let model = lav2::model::Model::load(
         &nan_norm,
         None,
         &lav2::model::LoadOptions {
@@ -544,7 +544,7 @@ fn all_non_finite_logits_stop_generation_with_an_error_naming_the_step() {
     let e = s.next_token(&[1, 2, 3], 0, 0.0, 0.75, 0.0).unwrap_err();
     assert!(format!("{e:#}").contains("NaN or infinite"), "{e:#}");
     // Loaded with the scan, the same folder is refused before any step.
-    let e = lav2::Model::load(&nan_norm, None, &Default::default())
+    let e = lav2::model::Model::load(&nan_norm, None, &Default::default())
         .err()
         .unwrap();
     assert!(format!("{e:#}").contains("'norm.weight'"), "{e:#}");
