@@ -473,13 +473,16 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     let mut stream = tokenizer.as_ref().map(|t| t.stream_after(&prompt_ids));
     let mut stdout = std::io::stdout().lock();
     let streaming = !a.json;
+    let mut first = true;
     let gen = generate::generate(&mut session, &prompt_ids, &sampling, |id| {
         if streaming {
             // Without a tokenizer the ids are the answer, space-separated.
             let piece = match stream.as_mut() {
                 Some(s) => s.step(id)?,
-                None => format!("{id} "),
+                None if first => format!("{id}"),
+                None => format!(" {id}"),
             };
+            first = false;
             stdout.write_all(piece.as_bytes())?;
             stdout.flush()?;
         }

@@ -265,7 +265,7 @@ fn c_programs_generate_through_the_c_api_as_the_cli_does() {
         story.len() > 40 && story.ends_with('\n'),
         "lav2 generate printed {story:?}"
     );
-    // The case has no tokenizer; the command line needs one to print, any will do for the ids.
+    // The case has no tokenizer: both print the generated ids.
     let answer = cli(&[
         "--model",
         path(&base),
@@ -277,18 +277,11 @@ fn c_programs_generate_through_the_c_api_as_the_cli_does() {
         IDS,
         "--max-new-tokens",
         "8",
-        "--json",
-        "--tokenizer",
-        path(&stories.join("tokenizer.json")),
     ]);
-    let answer: serde_json::Value = serde_json::from_str(&answer).expect("lav2 generate --json");
-    let answer_ids: Vec<String> = answer["ids"]
-        .as_array()
-        .expect("ids")
-        .iter()
-        .map(|v| v.to_string())
-        .collect();
-    assert!(!answer_ids.is_empty(), "no ids generated: {answer}");
+    assert!(
+        answer.split_whitespace().count() == 8,
+        "lav2 generate printed {answer:?}"
+    );
 
     for static_link in [false, true] {
         for sanitize in [false, true] {
@@ -309,8 +302,8 @@ fn c_programs_generate_through_the_c_api_as_the_cli_does() {
             let c_answer = run_c(&generate, &adapter_args, variant);
             assert_eq!(
                 c_answer,
-                format!("{}\n", answer_ids.join(" ")),
-                "{}: adapter ids",
+                answer,
+                "{}: the C example's adapter answer differs from lav2 generate's",
                 variant.name()
             );
             let summary = run_c(&checks, &[path(&stories), path(&case)], variant);

@@ -76,13 +76,15 @@ fn run(args: &Args) -> Result<(), lav2::Error> {
     }
     let mut out = std::io::stdout().lock();
     let greedy = SamplingOptions::greedy(args.max_new_tokens);
+    let mut done_any = false;
     let done = session.generate(&greedy, |token| {
         // Without a tokenizer (the ids-only adapter tests) the ids are the answer.
-        let piece = if engine.has_tokenizer() {
-            token.text.clone()
-        } else {
-            format!("{} ", token.id)
+        let piece = match (engine.has_tokenizer(), done_any) {
+            (true, _) => token.text.clone(),
+            (false, false) => token.id.to_string(),
+            (false, true) => format!(" {}", token.id),
         };
+        done_any = true;
         match out.write_all(piece.as_bytes()).and_then(|()| out.flush()) {
             Ok(()) => ControlFlow::Continue(()),
             Err(_) => ControlFlow::Break(()), // stdout closed: stop generating
