@@ -342,7 +342,7 @@ fn bad_input_is_an_error_of_its_kind_naming_what_is_wrong() {
     let (kind, msg) = kind_of(s.set_image(Image::Pixels(&[0.0; 12])));
     assert_eq!(kind, ErrorKind::BadInput);
     assert!(msg.contains("no vision tower"), "{msg}");
-    let (kind, msg) = kind_of(s.prefill(&vec![1; 33]));
+    let (kind, msg) = kind_of(s.prefill(&[1; 33]));
     assert_eq!(kind, ErrorKind::BadInput);
     assert!(msg.contains("context of 32"), "{msg}");
     s.prefill_text("Once").unwrap();
