@@ -95,7 +95,7 @@ impl SamplingOptions {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
     /// The model produced its end-of-sequence token.
     Eos,

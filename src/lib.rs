@@ -65,8 +65,8 @@ pub mod tensor;
 #[doc(hidden)]
 pub use api::doc_support;
 pub use api::{
-    format_prompt, Completion, Engine, EngineOptions, Error, ErrorKind, Image, Result, Session,
-    Token,
+    format_prompt, Completion, Engine, EngineOptions, Error, ErrorKind, Generation, Image, Result,
+    Session, Token,
 };
 pub use backend::DeviceChoice;
 pub use generate::{SamplingOptions, StopReason, Template};

@@ -170,6 +170,54 @@ fn a_callback_stops_generation_at_its_third_token() {
 }
 
 #[test]
+fn pulling_tokens_one_at_a_time_gives_what_generate_gives() {
+    let Some(dir) = stories() else { return };
+    let engine = Engine::load(&dir, None, &cpu()).unwrap();
+    let sampling = SamplingOptions {
+        temperature: 0.8,
+        top_p: 0.9,
+        seed: 3,
+        max_new_tokens: 40,
+        ignore_eos: false,
+    };
+    let mut a = engine.session().unwrap();
+    a.prefill_text("Once upon a time").unwrap();
+    let (want, want_pieces) = generate_all(&mut a, &sampling);
+
+    let mut b = engine.session().unwrap();
+    b.prefill_text("Once upon a time").unwrap();
+    let mut g = b.start_generation(&sampling).unwrap();
+    let mut pieces = Vec::new();
+    while let Some(token) = b.next_token(&mut g).unwrap() {
+        assert_eq!(g.stop_reason(), None);
+        pieces.push(token.text);
+    }
+    assert_eq!(pieces, want_pieces);
+    assert_eq!(g.completion(), Some(want));
+    assert_eq!(
+        b.next_token(&mut g).unwrap(),
+        None,
+        "an ended generation stays ended"
+    );
+
+    b.reset().unwrap();
+    b.prefill_text("Once upon a time").unwrap();
+    let mut g = b.start_generation(&sampling).unwrap();
+    for _ in 0..3 {
+        b.next_token(&mut g).unwrap().unwrap();
+    }
+    g.stop();
+    assert_eq!(b.next_token(&mut g).unwrap(), None);
+    let stopped = g.completion().unwrap();
+    assert_eq!((stopped.ids.len(), stopped.stop), (3, StopReason::Stopped));
+    let bad = SamplingOptions {
+        top_p: 0.0,
+        ..sampling
+    };
+    assert_eq!(kind_of(b.start_generation(&bad)).0, ErrorKind::BadInput);
+}
+
+#[test]
 fn an_adapter_answers_about_its_image_as_the_authors_code_does() {
     let Some(case) = adapter_case(2) else { return };
     let expected = common::read_json(&case.join("expected.json"));

@@ -6,12 +6,10 @@
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 
 use lav2::{
-    Completion, DeviceChoice, Engine, EngineOptions, ErrorKind, Image, QuantFormat,
+    Completion, DeviceChoice, Engine, EngineOptions, ErrorKind, Generation, Image, QuantFormat,
     SamplingOptions, Session, Template,
 };
 use pyo3::exceptions::PyRuntimeError;
@@ -69,20 +67,28 @@ fn token_ids(py: Python<'_>, ids: &[i64], vocab: usize) -> PyResult<Vec<u32>> {
         .collect()
 }
 
+/// A count or seed from Python: a negative one is bad input naming its argument, not an
+/// OverflowError.
+fn unsigned(py: Python<'_>, name: &str, value: i64) -> PyResult<u64> {
+    u64::try_from(value)
+        .map_err(|_| bad_input(py, &format!("{name} must be 0 or more, got {value}")))
+}
+
 fn sampling(
-    max_new_tokens: usize,
+    py: Python<'_>,
+    max_new_tokens: i64,
     temperature: f32,
     top_p: f32,
-    seed: u64,
+    seed: i64,
     ignore_eos: bool,
-) -> SamplingOptions {
-    SamplingOptions {
+) -> PyResult<SamplingOptions> {
+    Ok(SamplingOptions {
         temperature,
         top_p,
-        seed,
-        max_new_tokens,
+        seed: unsigned(py, "seed", seed)?,
+        max_new_tokens: unsigned(py, "max_new_tokens", max_new_tokens)? as usize,
         ignore_eos,
-    }
+    })
 }
 
 /// A loaded model (base, adapter, tokenizer) with its weights on the device.
@@ -102,7 +108,7 @@ impl PyEngine {
         adapter: Option<PathBuf>,
         device: String,
         quant: Option<String>,
-        max_seq_len: Option<usize>,
+        max_seq_len: Option<i64>,
         tokenizer: Option<PathBuf>,
         skip_finite_check: bool,
     ) -> PyResult<Self> {
@@ -113,6 +119,10 @@ impl PyEngine {
             None => QuantFormat::None,
             Some(q) => QuantFormat::parse(&q, false)
                 .map_err(|e| bad_input(py, &format!("quant: {e:#}")))?,
+        };
+        let max_seq_len = match max_seq_len {
+            Some(n) => Some(unsigned(py, "max_seq_len", n)? as usize),
+            None => None,
         };
         let options = EngineOptions {
             device,
@@ -352,13 +362,13 @@ impl PySession {
     fn complete(
         &self,
         py: Python<'_>,
-        max_new_tokens: usize,
+        max_new_tokens: i64,
         temperature: f32,
         top_p: f32,
-        seed: u64,
+        seed: i64,
         ignore_eos: bool,
     ) -> PyResult<PyCompletion> {
-        let options = sampling(max_new_tokens, temperature, top_p, seed, ignore_eos);
+        let options = sampling(py, max_new_tokens, temperature, top_p, seed, ignore_eos)?;
         let done = self.with(py, |s| s.generate(&options, |_| ControlFlow::Continue(())))?;
         Ok(PyCompletion::from(done))
     }
@@ -368,54 +378,25 @@ impl PySession {
     fn stream(
         &self,
         py: Python<'_>,
-        max_new_tokens: usize,
+        max_new_tokens: i64,
         temperature: f32,
         top_p: f32,
-        seed: u64,
+        seed: i64,
         ignore_eos: bool,
     ) -> PyResult<TokenStream> {
-        let options = sampling(max_new_tokens, temperature, top_p, seed, ignore_eos);
-        // What generate would refuse (options, an empty session) is raised here, not at the
-        // first token: a generation of no tokens checks it all and changes nothing.
-        let check = SamplingOptions {
-            max_new_tokens: 0,
-            ..options.clone()
-        };
-        self.with(py, |s| s.generate(&check, |_| ControlFlow::Continue(())))?;
+        let options = sampling(py, max_new_tokens, temperature, top_p, seed, ignore_eos)?;
+        // What generation refuses (options, an empty session) is raised here, not at the first
+        // token; nothing runs before the first `__next__`.
+        let generation = self.with(py, |s| s.start_generation(&options))?;
         if self.streaming.swap(true, Ordering::SeqCst) {
             return Err(bad_input(py, "this session is already streaming"));
         }
-        let (events_tx, events) = mpsc::channel::<Event>();
-        let (go, go_rx) = mpsc::channel::<()>();
-        let (inner, streaming) = (self.inner.clone(), self.streaming.clone());
-        let worker = std::thread::spawn(move || {
-            // Nothing runs before the first `__next__`; each later token waits for its own.
-            if go_rx.recv().is_err() {
-                streaming.store(false, Ordering::SeqCst);
-                return;
-            }
-            let result = {
-                let mut session = inner.lock().unwrap_or_else(PoisonError::into_inner);
-                session.generate(&options, |token| {
-                    if events_tx.send(Event::Piece(token.text.clone())).is_err() {
-                        return ControlFlow::Break(());
-                    }
-                    match go_rx.recv() {
-                        Ok(()) => ControlFlow::Continue(()),
-                        Err(_) => ControlFlow::Break(()),
-                    }
-                })
-            };
-            streaming.store(false, Ordering::SeqCst);
-            let _ = events_tx.send(Event::Done(result));
-        });
         Ok(TokenStream {
+            session: self.inner.clone(),
+            streaming: self.streaming.clone(),
             state: Mutex::new(StreamState {
-                events,
-                go: Some(go),
-                worker: Some(worker),
+                generation: Some(generation),
                 completion: None,
-                done: false,
             }),
         })
     }
@@ -466,42 +447,41 @@ impl PyCompletion {
     }
 }
 
-enum Event {
-    Piece(String),
-    Done(lav2::Result<Completion>),
-}
-
 struct StreamState {
-    events: mpsc::Receiver<Event>,
-    /// Lets the worker pick the next token; dropped to stop it.
-    go: Option<mpsc::Sender<()>>,
-    worker: Option<JoinHandle<()>>,
+    /// The generation while it goes on; `None` once it ended or was closed.
+    generation: Option<Generation>,
     completion: Option<Completion>,
-    done: bool,
 }
 
-impl StreamState {
-    /// Stops the worker (at its next token) and waits for it to let go of the session.
-    fn close(&mut self) {
-        self.done = true;
-        self.go = None;
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.join();
+/// The pieces of a generation's text as they are generated (their concatenation is the text
+/// `complete` returns); `completion` once it is exhausted. The session refuses other calls
+/// until the stream is exhausted, closed or dropped.
+#[pyclass(frozen, module = "lav2._lav2", name = "TokenStream")]
+struct TokenStream {
+    session: Arc<Mutex<Session>>,
+    /// The session's flag, cleared when the stream lets go of it.
+    streaming: Arc<AtomicBool>,
+    state: Mutex<StreamState>,
+}
+
+impl TokenStream {
+    /// Ends the generation (stopped, unless it ended already) and frees the session.
+    fn finish(&self, st: &mut StreamState) {
+        if let Some(mut g) = st.generation.take() {
+            g.stop();
+            st.completion = g.completion();
+            self.streaming.store(false, Ordering::SeqCst);
         }
     }
 }
 
-impl Drop for StreamState {
+impl Drop for TokenStream {
     fn drop(&mut self) {
-        self.close();
+        let st = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if st.generation.take().is_some() {
+            self.streaming.store(false, Ordering::SeqCst);
+        }
     }
-}
-
-/// The pieces of a generation's text as they are generated (their concatenation is the text
-/// `complete` returns); `completion` once it is exhausted.
-#[pyclass(frozen, module = "lav2._lav2", name = "TokenStream")]
-struct TokenStream {
-    state: Mutex<StreamState>,
 }
 
 #[pymethods]
@@ -511,34 +491,24 @@ impl TokenStream {
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<String>> {
-        let state = &self.state;
         let outcome = py.detach(|| {
-            let mut st = state.lock().unwrap_or_else(PoisonError::into_inner);
-            if st.done {
+            let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(g) = st.generation.as_mut() else {
                 return Ok(None);
-            }
-            let event = match &st.go {
-                Some(go) if go.send(()).is_ok() => st.events.recv().ok(),
-                _ => None,
             };
-            match event {
-                Some(Event::Piece(piece)) => Ok(Some(piece)),
-                Some(Event::Done(result)) => {
-                    st.close();
-                    match result {
-                        Ok(c) => {
-                            st.completion = Some(c);
-                            Ok(None)
-                        }
-                        Err(e) => Err((e.kind(), e.message().to_string())),
-                    }
+            let next = {
+                let mut session = self.session.lock().unwrap_or_else(PoisonError::into_inner);
+                session.next_token(g)
+            };
+            match next {
+                Ok(Some(token)) => Ok(Some(token.text)),
+                Ok(None) => {
+                    self.finish(&mut st);
+                    Ok(None)
                 }
-                None => {
-                    st.close();
-                    Err((
-                        ErrorKind::Internal,
-                        "the generation thread ended without a result".to_string(),
-                    ))
+                Err(e) => {
+                    self.finish(&mut st);
+                    Err((e.kind(), e.message().to_string()))
                 }
             }
         });
@@ -547,8 +517,10 @@ impl TokenStream {
 
     /// Stops the generation (the session is free again once this returns).
     fn close(&self, py: Python<'_>) {
-        let state = &self.state;
-        py.detach(|| state.lock().unwrap_or_else(PoisonError::into_inner).close());
+        py.detach(|| {
+            let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            self.finish(&mut st);
+        });
     }
 
     /// The completion (text, ids, stop_reason) once the stream is exhausted, else None.

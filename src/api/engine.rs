@@ -152,7 +152,7 @@ impl Engine {
 
     /// The text of `ids` (special tokens such as BOS left out).
     pub fn detokenize(&self, ids: &[u32]) -> Result<String> {
-        self.check_ids(ids)?;
+        self.check_ids(ids, "position")?;
         self.tokenizer()?.decode(ids).kind(ErrorKind::BadInput)
     }
 
@@ -171,12 +171,13 @@ impl Engine {
         self.inner.tokenizer.is_some()
     }
 
-    /// Refuses ids outside the vocabulary, naming the first.
-    pub(crate) fn check_ids(&self, ids: &[u32]) -> Result<()> {
+    /// Refuses ids outside the vocabulary, naming the first and its `place` (as the command
+    /// line words it: "prompt position" for a prompt).
+    pub(crate) fn check_ids(&self, ids: &[u32], place: &str) -> Result<()> {
         let vocab = self.vocab_size();
         match ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
             Some((i, id)) => Err(Error::bad_input(format!(
-                "token id {id} (at position {i}) is outside the vocabulary of {vocab} tokens"
+                "token id {id} (at {place} {i}) is outside the vocabulary of {vocab} tokens"
             ))),
             None => Ok(()),
         }

@@ -8,7 +8,7 @@ mod session;
 
 pub use engine::{Engine, EngineOptions};
 pub use error::{Error, ErrorKind, Result};
-pub use session::{Completion, Image, Session, Token};
+pub use session::{Completion, Generation, Image, Session, Token};
 
 /// The text the model sees for `instruction` in `template`, with `context` (an image's caption,
 /// OCR lines, any extra input) in its input slot.

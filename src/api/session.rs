@@ -7,9 +7,11 @@ use super::engine::Engine;
 use super::error::{Error, ErrorKind, Kind, Result};
 use crate::generate::{SamplingOptions, StopReason};
 use crate::io::image::{decode_image_bytes, load_image, preprocess, ChannelOrder};
-use crate::io::tokenizer::StreamState;
 use crate::ops::sample_token;
 use crate::rng::Rng;
+
+mod generation;
+pub use generation::Generation;
 
 /// An image for the vision tower, preprocessed as CLIP does unless given as pixels.
 #[derive(Clone, Copy, Debug)]
@@ -210,7 +212,7 @@ impl Session {
             )));
         }
         for p in prompts {
-            self.engine.check_ids(p)?;
+            self.engine.check_ids(p, "prompt position")?;
         }
         self.flush_pending()?;
         self.check_room(n)?;
@@ -288,61 +290,22 @@ impl Session {
     /// Generates after the prompt, streaming each token to `on_token` as soon as it is picked;
     /// `on_token` returns `ControlFlow::Break(())` to stop. Ends at the end-of-sequence token
     /// (not returned), `max_new_tokens`, a full context, or the callback's stop. With the same
-    /// prompt and options the text is the command line's (`lav2 generate`).
+    /// prompt and options the text is the command line's (`lav2 generate`). The same, one
+    /// token per call: [`Session::start_generation`] and [`Session::next_token`].
     pub fn generate(
         &mut self,
         sampling: &SamplingOptions,
         mut on_token: impl FnMut(&Token) -> ControlFlow<()>,
     ) -> Result<Completion> {
-        self.single("generate")?;
-        sampling.validate().kind(ErrorKind::BadInput)?;
-        if self.is_empty() {
-            return Err(Error::bad_input(
-                "nothing to continue: prefill a prompt first",
-            ));
-        }
-        self.set_seed(sampling.seed);
-        let engine = self.engine.clone();
-        let tokenizer = engine.tokenizer().ok();
-        let mut stream = StreamState::after(&self.history[0]);
-        let mut text = String::new();
-        let (ctx, eos) = (self.engine.context_len(), self.engine.eos_id());
-        let mut ids = Vec::new();
-        let stop = loop {
-            if ids.len() >= sampling.max_new_tokens {
-                break StopReason::MaxNewTokens;
-            }
-            if self.logits.is_none() && self.pos >= ctx {
-                break StopReason::ContextFull;
-            }
-            let id = self.step(sampling)?;
-            if id == eos && !sampling.ignore_eos {
-                break StopReason::Eos;
-            }
-            ids.push(id);
-            let piece = match tokenizer {
-                Some(t) => stream.step(t, id).kind(ErrorKind::Internal)?,
-                None => String::new(),
-            };
-            text.push_str(&piece);
-            if on_token(&Token { id, text: piece }).is_break() {
-                break StopReason::Stopped;
-            }
-        };
-        // What was held back (an unfinished character at the end) is streamed too, so the
-        // pieces always add up to the text; after a stop the callback hears nothing more.
-        if let (Some(t), Some(&last), false) = (tokenizer, ids.last(), stop == StopReason::Stopped)
-        {
-            let rest = stream.finish(t).kind(ErrorKind::Internal)?;
-            if !rest.is_empty() {
-                text.push_str(&rest);
-                let _ = on_token(&Token {
-                    id: last,
-                    text: rest,
-                });
+        let mut generation = self.start_generation(sampling)?;
+        while let Some(token) = self.next_token(&mut generation)? {
+            if on_token(&token).is_break() {
+                generation.stop();
             }
         }
-        Ok(Completion { ids, text, stop })
+        Ok(generation
+            .completion()
+            .expect("a generation that gives no more tokens has ended"))
     }
 
     /// Forgets the image, the prompt and everything generated: the session is as new (its

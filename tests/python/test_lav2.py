@@ -200,6 +200,14 @@ def test_a_streaming_session_refuses_other_calls_until_closed(engine):
     stream.close()
     assert session.logits().shape == (engine.vocab_size,)
     assert list(stream) == []
+    assert stream.completion.stop_reason == "stopped"
+    assert len(stream.completion.ids) == 1
+
+    # A stream dropped half-way lets go of the session too.
+    stream = session.stream(max_new_tokens=20, temperature=0)
+    next(stream)
+    del stream
+    assert session.logits().shape == (engine.vocab_size,)
 
 
 def test_adapter_pixels_give_the_cli_logits_and_greedy_ids(adapter_engine, case2, tmp_path):
@@ -348,3 +356,12 @@ def test_the_chat_example_streams_the_cli_text(stories):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == want["text"] + "\n"
     assert "30 tokens" in proc.stderr
+
+
+def test_negative_counts_are_bad_input_naming_the_argument(engine, stories):
+    with pytest.raises(lav2.BadInputError, match="max_new_tokens must be 0 or more, got -3"):
+        engine.generate(PROMPT, max_new_tokens=-3)
+    with pytest.raises(lav2.BadInputError, match="seed"):
+        engine.generate(PROMPT, seed=-1)
+    with pytest.raises(lav2.BadInputError, match="max_seq_len"):
+        lav2.Engine(str(stories), device="cpu", max_seq_len=-1)
