@@ -314,7 +314,7 @@ fn program_name(program: &str) -> String {
 pub struct Finished {
     pub status: ExitStatus,
     pub stdout: Vec<u8>,
-    /// The last [`STDERR_TAIL`] bytes of stderr.
+    /// The last `STDERR_TAIL` bytes of stderr.
     pub stderr: Vec<u8>,
 }
 
@@ -382,7 +382,7 @@ enum Event {
 /// Runs `argv` (no shell) with no stdin (an expert must not wait on the terminal), within
 /// `bounds`: at the deadline, or once stdout passes the cap, the program is killed with every
 /// process it started (it runs in its own process group; on Linux it also dies with lav2), and
-/// reaped. Stdout is kept up to the cap, stderr's last [`STDERR_TAIL`] bytes.
+/// reaped. Stdout is kept up to the cap, stderr's last `STDERR_TAIL` bytes.
 pub fn run_bounded(argv: &[String], bounds: &Bounds) -> std::result::Result<Finished, RunFailure> {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])

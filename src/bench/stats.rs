@@ -127,7 +127,7 @@ pub const DEFAULT_FLUSH_BYTES: usize = 256 << 20;
 /// `benchmark_kernel` does), so the run reads its operands from memory as it would inside a
 /// model, where the other layers' weights pushed them out, and not from the cache the previous
 /// repeat left them in. It is a graph of the backend's own ops (one add over buffers that
-/// together span twice the cache, [`Backend::cache_bytes`], or [`DEFAULT_FLUSH_BYTES`]).
+/// together span twice the cache, [`crate::backend::Measure::cache_bytes`], or [`DEFAULT_FLUSH_BYTES`]).
 /// On an emulator it does nothing: there is no cache, and its times are not timings.
 pub struct CacheFlush {
     program: Option<Program>,

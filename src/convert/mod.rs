@@ -5,7 +5,7 @@
 //! - [`base`]: Meta `consolidated.NN.pth` shards → base folder;
 //! - [`adapter`] + [`clip`]: the authors' adapter `.pth` files (+ CLIP) → adapter folder;
 //! - [`spm`]: sentencepiece `tokenizer.model` → Hugging Face `tokenizer.json`;
-//! - [`describe`]: what `lav2 info` prints for such files.
+//! - `describe`: what `lav2 info` prints for such files.
 
 pub mod adapter;
 pub mod base;

@@ -7,7 +7,7 @@
 //!   (the plan's offsets at 2 bytes an activation), its input buffers and the decode attention
 //!   scratch. Everything is allocated before any run: a run only enqueues kernels.
 //! - Every op is lowered once, at prepare time, into launches with fixed addresses
-//!   ([`lower`]); a program whose graph is marked `per_token` (decode) is captured as a CUDA
+//!   (`lower`); a program whose graph is marked `per_token` (decode) is captured as a CUDA
 //!   graph on its second run and replayed afterwards (`LAV2_NO_CUDA_GRAPH=1` or [`CudaBackend::set_cuda_graphs`] turns that off).
 //! - One stream, no event tracking: ordering is the stream's. `LAV2_CUDA_SYNC=1` synchronizes after
 //!   every op so an asynchronous fault names the op that caused it.
