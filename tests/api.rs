@@ -462,3 +462,67 @@ fn bad_input_is_an_error_of_its_kind_naming_what_is_wrong() {
     assert_eq!(kind, ErrorKind::BadInput);
     assert!(msg.contains("before the prompt"), "{msg}");
 }
+
+/// `examples/rust/embed.rs` (built by `cargo test` with the tests) prints what `lav2 generate`
+/// prints: the story, and the adapter's answer about an image.
+#[test]
+fn the_rust_example_streams_the_command_line_s_text() {
+    let Some(dir) = stories() else { return };
+    let Some(case) = adapter_case(2) else { return };
+    let exe = std::env::current_exe().unwrap();
+    let embed = exe.parent().unwrap().join("../examples/embed");
+    assert!(embed.is_file(), "{} was not built", embed.display());
+    let stdout = |cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let lav2 = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_lav2"));
+        c.args(["generate", "--device", "auto", "--temperature", "0"]);
+        c
+    };
+    let story = stdout(Command::new(&embed).args([
+        dir.to_str().unwrap(),
+        "One day",
+        "--max-new-tokens",
+        "30",
+    ]));
+    let want = stdout(lav2().args([
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "One day",
+        "--max-new-tokens",
+        "30",
+    ]));
+    assert_eq!(story, want);
+
+    let (base, adapter) = (case.join("base"), case.join("adapter"));
+    let jpeg = case.join("../../clip-preprocess/franz-kafka.jpg");
+    let ids = "1,156,197,76,57,57,180,104";
+    let image_args = [
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--image",
+        jpeg.to_str().unwrap(),
+    ];
+    let answer = stdout(Command::new(&embed).arg(&base).args(image_args).args([
+        "--ids",
+        ids,
+        "--max-new-tokens",
+        "8",
+    ]));
+    let want = stdout(
+        lav2()
+            .args(["--model", base.to_str().unwrap()])
+            .args(image_args)
+            .args(["--prompt-ids", ids, "--max-new-tokens", "8"]),
+    );
+    assert_eq!(answer, want);
+    assert_eq!(answer.split_whitespace().count(), 8);
+}
