@@ -233,6 +233,41 @@ struct Out<float> {
     static constexpr int align2 = 8;
 };
 
+// A linear layer's output element: the accumulated product plus the feature's bias, if any.
+LAV2_DEV float add_bias(float acc, int o, const __half* bias) {
+    if (bias) acc += __half2float(bias[o]);
+    return acc;
+}
+
+// Stores a warp's MT x NT tile of m16n8k16 accumulators (tc_stage_mma's layout) of the block tile
+// at (bm, bn) into Y [M, N] with the bias added: two adjacent columns at once where N and Y allow.
+template <int MT, int NT, int TM, int TN, typename T>
+LAV2_DEV void tc_store_tile(const float (&acc)[MT][NT][4], T* Y, const __half* bias, int M, int N, int bm,
+                            int bn, int wm, int wn, int lane) {
+    const bool pair_ok = (N & 1) == 0 && (reinterpret_cast<u64>(Y) % Out<T>::align2) == 0;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            const int col = bn + wn * TN + nt * 8 + (lane & 3) * 2;
+            if (col >= N) continue;
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int row = bm + wm * TM + mt * 16 + (lane >> 2) + h * 8;
+                if (row >= M) continue;
+                const long long idx = (long long)row * N + col;
+                const float v0 = add_bias(acc[mt][nt][2 * h], col, bias);
+                if (pair_ok) {  // N even and col even, so col + 1 < N as well
+                    Out<T>::store2(Y + idx, v0, add_bias(acc[mt][nt][2 * h + 1], col + 1, bias));
+                } else {
+                    Out<T>::store(Y + idx, v0);
+                    if (col + 1 < N) Out<T>::store(Y + idx + 1, add_bias(acc[mt][nt][2 * h + 1], col + 1, bias));
+                }
+            }
+        }
+    }
+}
+
 // Grid-stride unary map out = f(x) over n f16 values, 8-element vector path when aligned (any grid).
 template <typename F>
 LAV2_DEV void unary(const __half* x, __half* out, int n, F f) {

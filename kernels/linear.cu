@@ -15,10 +15,6 @@ using namespace lav2;
 namespace {
 
 
-LAV2_DEV float epilogue(float acc, int o, const __half* bias) {
-    if (bias) acc += __half2float(bias[o]);
-    return acc;
-}
 
 // ---------------------------------------------------------------------------------------------
 // GEMV: block = 256 threads = 8 warps, warp w of block b computes feature o = 8b + w for up to
@@ -98,7 +94,7 @@ LAV2_DEV void gemv(const __half* __restrict__ x, const __half* __restrict__ w, c
     for (int r = 0; r < GEMV_ROWS; ++r) {
         if (lane == r && r < nr) {
             const long long idx = (long long)(r0 + r) * N + o;
-            Out<T>::store(y + idx, epilogue(acc[r], o, bias));
+            Out<T>::store(y + idx, add_bias(acc[r], o, bias));
         }
     }
 }
@@ -189,28 +185,7 @@ LAV2_DEV void gemm_tc(const __half* __restrict__ A, const __half* __restrict__ W
     }
     cp_async_wait<0>();
 
-    const bool pair_ok = (N & 1) == 0 && (reinterpret_cast<u64>(Y) % Out<T>::align2) == 0;
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-            const int col = bn + wn * TN + nt * 8 + (lane & 3) * 2;
-            if (col >= N) continue;
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int row = bm + wm * TM + mt * 16 + (lane >> 2) + h * 8;
-                if (row >= M) continue;
-                const long long idx = (long long)row * N + col;
-                const float v0 = epilogue(acc[mt][nt][2 * h], col, bias);
-                if (pair_ok) {  // N even and col even, so col + 1 < N as well
-                    Out<T>::store2(Y + idx, v0, epilogue(acc[mt][nt][2 * h + 1], col + 1, bias));
-                } else {
-                    Out<T>::store(Y + idx, v0);
-                    if (col + 1 < N) Out<T>::store(Y + idx + 1, epilogue(acc[mt][nt][2 * h + 1], col + 1, bias));
-                }
-            }
-        }
-    }
+    tc_store_tile<MT, NT, TM, TN>(acc, Y, bias, M, N, bm, bn, wm, wn, lane);
 }
 
 

@@ -29,10 +29,6 @@ namespace {
 constexpr int QGROUP = 128;  // int4 group size (src/quant.rs INT4_GROUP)
 
 
-LAV2_DEV float qepilogue(float acc, int o, const __half* bias) {
-    if (bias) acc += __half2float(bias[o]);
-    return acc;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Dequantization helpers. A 32-bit word with the f16 exponent pattern of 1024 (0x6400) in the high
@@ -225,14 +221,15 @@ LAV2_DEV void qgemv(const __half* __restrict__ x, const unsigned char* __restric
     for (int r = 0; r < QV_ROWS; ++r) {
         if (lane == r && r < nr) {
             const long long idx = (long long)(r0 + r) * N + o;
-            Out<T>::store(y + idx, qepilogue(acc[r], o, bias));
+            Out<T>::store(y + idx, add_bias(acc[r], o, bias));
         }
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Tensor-core GEMM with dequantized weight tiles. The tile layout, swizzle, fragment loads, MMAs and
-// epilogue are linear.cu's gemm_tc; only the B (weight) tile loader differs.
+// store (common.cuh's tc_stage_mma, tc_store_tile) are linear.cu's gemm_tc; only the B (weight)
+// tile loader differs.
 // ---------------------------------------------------------------------------------------------
 constexpr int BK = TC_BK;
 
@@ -394,28 +391,7 @@ LAV2_DEV void qgemm_tc(const __half* __restrict__ A, const unsigned char* __rest
     }
     cp_async_wait<0>();
 
-    const bool pair_ok = (N & 1) == 0 && (reinterpret_cast<u64>(Y) % Out<T>::align2) == 0;
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-            const int col = bn + wn * TN + nt * 8 + (lane & 3) * 2;
-            if (col >= N) continue;
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int row = bm + wm * TM + mt * 16 + (lane >> 2) + h * 8;
-                if (row >= M) continue;
-                const long long idx = (long long)row * N + col;
-                const float v0 = qepilogue(acc[mt][nt][2 * h], col, bias);
-                if (pair_ok) {  // N even and col even, so col + 1 < N as well
-                    Out<T>::store2(Y + idx, v0, qepilogue(acc[mt][nt][2 * h + 1], col + 1, bias));
-                } else {
-                    Out<T>::store(Y + idx, v0);
-                    if (col + 1 < N) Out<T>::store(Y + idx + 1, qepilogue(acc[mt][nt][2 * h + 1], col + 1, bias));
-                }
-            }
-        }
-    }
+    tc_store_tile<MT, NT, TM, TN>(acc, Y, bias, M, N, bm, bn, wm, wn, lane);
 }
 
 }  // namespace
