@@ -20,6 +20,18 @@ pub enum Template {
     Alpaca,
 }
 
+impl Template {
+    /// The template the command line takes when none is named: the authors' Alpaca format with
+    /// an adapter, or when there is context text for its input slot; the text as given otherwise.
+    pub fn default_for(has_adapter: bool, has_context: bool) -> Template {
+        if has_adapter || has_context {
+            Template::Alpaca
+        } else {
+            Template::None
+        }
+    }
+}
+
 impl std::str::FromStr for Template {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

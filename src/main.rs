@@ -399,8 +399,7 @@ fn prompt_of(
         Some(t) => t
             .parse::<Template>()
             .map_err(|e| anyhow!("--template: {e}"))?,
-        None if model.adapter.is_some() || context.is_some() => Template::Alpaca,
-        None => Template::None,
+        None => Template::default_for(model.adapter.is_some(), context.is_some()),
     };
     if template == Template::None && a.context.is_some() {
         bail!("--context needs a template with an input slot (use --template alpaca)");

@@ -47,10 +47,9 @@ impl Session {
         batch: usize,
     ) -> Result<Session> {
         check_batch(batch)?;
-        let notices = fit_memory(&mut model, backend.as_ref(), batch, false)?
+        let notices = fit_and_upload(&mut model, backend.as_mut(), batch)?
             .into_iter()
             .collect();
-        upload_weights(&model, backend.as_mut())?;
         Session::on_weights(model, backend, batch, notices)
     }
 
@@ -64,13 +63,9 @@ impl Session {
     ) -> Result<Session> {
         check_batch(batch)?;
         let mut model = model;
-        let lowered = model.context_setting.is_none();
         // The context is the engine's: a session never quietly gets a shorter one.
         model.context_setting = Some(&["max_seq_len"]);
         fit_memory(&mut model, backend.as_ref(), batch, true)?;
-        if lowered {
-            model.context_setting = None;
-        }
         Session::on_weights(model, backend, batch, Vec::new())
     }
 
@@ -386,8 +381,21 @@ fn check_batch(batch: usize) -> Result<()> {
     Ok(())
 }
 
+/// Fits `batch` sequences of `model` to what `backend` has (see [`fit_memory`]), then uploads
+/// the weights: what a backend needs before sessions can run on it. Returns the notice of a
+/// lowered context.
+pub fn fit_and_upload(
+    model: &mut Model,
+    backend: &mut dyn Backend,
+    batch: usize,
+) -> Result<Option<Notice>> {
+    let notice = fit_memory(model, backend, batch, false)?;
+    upload_weights(model, backend)?;
+    Ok(notice)
+}
+
 /// Uploads `model`'s weights to `backend`; a weight f16 cannot hold is an error naming it.
-pub fn upload_weights(model: &Model, backend: &mut dyn Backend) -> Result<()> {
+fn upload_weights(model: &Model, backend: &mut dyn Backend) -> Result<()> {
     backend.load_weights(&model.weights.tensors).map_err(|e| {
         match e.downcast_ref::<WeightOutOfRange>() {
             Some(w) => OptionError::new(

@@ -70,7 +70,7 @@ fn run(args: &Args) -> Result<(), lav2::Error> {
     match &args.ids {
         Some(ids) => session.prefill(ids)?,
         None => {
-            let prompt = lav2::format_prompt(engine.default_template(), &args.prompt, None)?;
+            let prompt = lav2::format_prompt(engine.default_template(false), &args.prompt, None)?;
             session.prefill_text(&prompt)?;
         }
     }

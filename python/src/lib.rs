@@ -175,9 +175,7 @@ impl PyEngine {
         let engine = &self.engine;
         if let Ok(text) = prompt.cast::<PyString>() {
             let template = match template.as_str() {
-                // As the command line: the Alpaca template with an adapter or a context.
-                "auto" if context.is_some() => Template::Alpaca,
-                "auto" => engine.default_template(),
+                "auto" => engine.default_template(context.is_some()),
                 t => t
                     .parse::<Template>()
                     .map_err(|e| bad_input(py, &format!("template: {e}")))?,
@@ -240,7 +238,7 @@ impl PyEngine {
 
     #[getter]
     fn default_template(&self) -> &'static str {
-        match self.engine.default_template() {
+        match self.engine.default_template(false) {
             Template::Alpaca => "alpaca",
             Template::None => "none",
         }

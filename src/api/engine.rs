@@ -107,11 +107,10 @@ impl Engine {
         let (mut backend, fallback) =
             backend::open_with_notice(options.device).kind(ErrorKind::Device)?;
         let mut notices: Vec<String> = fallback.iter().map(|n| n.to_string()).collect();
-        let lowered =
-            crate::session::fit_memory(&mut model, backend.as_ref(), options.batch, false)
-                .kind(ErrorKind::OutOfMemory)?;
+        // Memory short for the weights or the context is told by the error's causes.
+        let lowered = crate::session::fit_and_upload(&mut model, backend.as_mut(), options.batch)
+            .kind(ErrorKind::Device)?;
         notices.extend(lowered.iter().map(|n| n.to_string()));
-        crate::session::upload_weights(&model, backend.as_mut()).kind(ErrorKind::Device)?;
         let device_name = backend.describe();
         Ok(Engine {
             inner: Arc::new(EngineInner {
@@ -156,14 +155,19 @@ impl Engine {
         self.tokenizer()?.decode(ids).kind(ErrorKind::BadInput)
     }
 
+    /// The tokenizer, or the error telling that there is none.
     pub(crate) fn tokenizer(&self) -> Result<&Tokenizer> {
-        self.inner.tokenizer.as_ref().ok_or_else(|| {
+        self.tokenizer_if_any().ok_or_else(|| {
             Error::bad_input(format!(
                 "this engine has no tokenizer ({} has no tokenizer.json and none was given in \
                  EngineOptions::tokenizer): give token ids",
                 self.inner.model.dir.display()
             ))
         })
+    }
+
+    pub(crate) fn tokenizer_if_any(&self) -> Option<&Tokenizer> {
+        self.inner.tokenizer.as_ref()
     }
 
     /// Whether the engine can turn text into ids and back.
@@ -221,13 +225,9 @@ impl Engine {
     }
 
     /// The prompt format the command line uses by default for this model: the authors'
-    /// Alpaca template with an adapter, the text as given without one.
-    pub fn default_template(&self) -> Template {
-        if self.has_adapter() {
-            Template::Alpaca
-        } else {
-            Template::None
-        }
+    /// Alpaca template with an adapter or with context text, the text as given otherwise.
+    pub fn default_template(&self, has_context: bool) -> Template {
+        Template::default_for(self.has_adapter(), has_context)
     }
 
     /// One line naming the device the engine runs on.

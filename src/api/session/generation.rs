@@ -91,7 +91,7 @@ impl Session {
             return Ok(None);
         }
         g.flushed = true;
-        let (Ok(tokenizer), Some(&last)) = (self.engine.tokenizer(), g.ids.last()) else {
+        let (Some(tokenizer), Some(&last)) = (self.engine.tokenizer_if_any(), g.ids.last()) else {
             return Ok(None);
         };
         let rest = g.stream.finish(tokenizer).kind(ErrorKind::Internal)?;
@@ -121,9 +121,9 @@ impl Session {
             return Ok(None);
         }
         g.ids.push(id);
-        let text = match self.engine.tokenizer() {
-            Ok(t) => g.stream.step(t, id).kind(ErrorKind::Internal)?,
-            Err(_) => String::new(),
+        let text = match self.engine.tokenizer_if_any() {
+            Some(t) => g.stream.step(t, id).kind(ErrorKind::Internal)?,
+            None => String::new(),
         };
         g.text.push_str(&text);
         Ok(Some(Token { id, text }))
